@@ -1,0 +1,54 @@
+"""A small client for the agent API over its unix socket (used by the CLI and tests)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from typing import Any
+
+DEFAULT_API_SOCKET = "/run/ciliumpy/ciliumpy.sock"
+
+
+class APIError(RuntimeError):
+    """The agent could not be reached or refused the request."""
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def call(path: str, method: str = "GET", body: Any = None,
+         socket_path: str = DEFAULT_API_SOCKET, timeout: float = 30.0) -> Any:
+    """Sends one request and decodes the JSON answer; errors raise APIError."""
+    conn = _UnixConnection(socket_path, timeout)
+    data = json.dumps(body).encode() if body is not None else None
+    try:
+        conn.request(method, path, body=data)
+        response = conn.getresponse()
+        raw = response.read()
+    except FileNotFoundError:
+        raise APIError(f"the agent is not running (no socket at {socket_path})") from None
+    except ConnectionRefusedError:
+        raise APIError(f"the agent is not running (nothing listens on {socket_path})") from None
+    except PermissionError:
+        raise APIError(f"permission denied on {socket_path} (the agent API is root-only)") from None
+    except OSError as exc:
+        raise APIError(f"cannot talk to the agent on {socket_path}: {exc}") from None
+    finally:
+        conn.close()
+    try:
+        decoded = json.loads(raw) if raw else {}
+    except ValueError:
+        raise APIError(f"the agent answered {response.status} with a non-JSON body") from None
+    if response.status >= 400:
+        message = decoded.get("Err") if isinstance(decoded, dict) else None
+        raise APIError(message or f"the agent answered HTTP {response.status}")
+    return decoded

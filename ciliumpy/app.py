@@ -1,0 +1,59 @@
+"""The Flask app factory: one app, plugin and agent blueprints, uniform errors."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, g, request
+from werkzeug.exceptions import HTTPException
+
+from ciliumpy import api, plugin
+from ciliumpy.config import Config
+from ciliumpy.daemon import Agent
+from ciliumpy.wire import PluginError, error_reply
+from driver.api import bp as driver_bp
+from ipam.api import bp as ipam_bp
+
+log = logging.getLogger("ciliumpy.plugin")
+
+
+def create_app(config: Config, agent: Agent | None = None, start: bool = True) -> Flask:
+    """Builds the app; ``start`` launches the agent's background threads."""
+    app = Flask("ciliumpy")
+    agent = agent or Agent(config)
+    app.extensions["ciliumpy"] = agent
+    for blueprint in (plugin.bp, driver_bp, ipam_bp, api.bp):
+        app.register_blueprint(blueprint)
+
+    @app.before_request
+    def check_socket_and_time():
+        g.started = time.perf_counter()
+        if not plugin.allowed_on(request.path, plugin.listening_path(), config.plugin_socket):
+            return error_reply(f"{request.path} is not served on this socket", 404)
+        return None
+
+    @app.after_request
+    def log_call(response):
+        if request.path.startswith(plugin.PLUGIN_PATH_PREFIXES):
+            elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+            log.info("%s -> %d (%.1f ms)", request.path[1:], response.status_code, elapsed)
+        return response
+
+    @app.errorhandler(PluginError)
+    def plugin_error(exc: PluginError):
+        log.warning("%s refused: %s", request.path[1:], exc.message)
+        return error_reply(exc.message, exc.status)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return error_reply(f"{request.path}: {exc.name}", exc.code or 500)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("%s failed", request.path[1:])
+        return error_reply(f"internal error: {exc}", 500)
+
+    if start:
+        agent.start()
+    return app

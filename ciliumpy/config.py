@@ -1,0 +1,234 @@
+"""Agent configuration: one set of options, one precedence order.
+
+Precedence, lowest to highest: built-in defaults < YAML config file
+(``/etc/ciliumpy/config.yaml`` or ``--config``) < environment variables
+(``CILIUMPY_<OPTION>``, dashes as underscores) < command-line flags.
+Every value is validated once, at start; a bad value raises ``ConfigError`` whose
+message is one line naming the option, where it came from and why it is wrong.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import yaml
+
+DEFAULT_CONFIG_FILE = "/etc/ciliumpy/config.yaml"
+ENV_PREFIX = "CILIUMPY_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message is meant for the operator."""
+
+
+def _positive_int(value: Any) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be a positive integer")
+    return number
+
+
+def _non_negative_float(value: Any) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        text = str(value)
+        if text not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return text
+
+    return check
+
+
+def _network(version: int) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        net = ipaddress.ip_network(str(value), strict=True)
+        if net.version != version:
+            raise ValueError(f"must be an IPv{version} prefix")
+        return str(net)
+
+    return check
+
+
+def _prefix_len(max_len: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        number = int(value)
+        if not 1 <= number <= max_len:
+            raise ValueError(f"must be between 1 and {max_len}")
+        return number
+
+    return check
+
+
+def _kv_options(value: Any) -> dict[str, str]:
+    """``consul.address=HOST:PORT`` pairs, as a mapping, a list or a comma-separated string."""
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    items = value.split(",") if isinstance(value, str) else list(value)
+    result: dict[str, str] = {}
+    for item in items:
+        item = str(item).strip()
+        if not item:
+            continue
+        key, sep, val = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{item!r} is not KEY=VALUE")
+        result[key.strip()] = val.strip()
+    return result
+
+
+def _text(value: Any) -> str:
+    text = str(value)
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+@dataclass
+class Config:
+    """Every agent option, with its default. Field names use underscores; the file,
+    the environment and the flags spell them with dashes (``node-name``)."""
+
+    node_name: str = field(default_factory=socket.gethostname)
+    state_dir: str = "/var/lib/ciliumpy"
+    plugin_socket: str = "/run/docker/plugins/ciliumpy.sock"
+    api_socket: str = "/run/ciliumpy/ciliumpy.sock"
+    docker_host: str = "unix:///run/docker.sock"
+    kvstore: str = "embedded"
+    kvstore_opt: dict[str, str] = field(default_factory=dict)
+    datapath_mode: str = "routed"
+    log_level: str = "info"
+    threads: int = 32
+    default_pool_v4: str = "10.200.0.0/16"
+    default_pool_prefix_v4: int = 24
+    default_pool_v6: str = "fd7c:111f:cafe::/48"
+    default_pool_prefix_v6: int = 64
+    block_prefix_v4: int = 26
+    block_prefix_v6: int = 112
+    gc_interval: float = 30.0
+    gc_grace: float = 120.0
+    docker_resync_interval: float = 60.0
+
+
+VALIDATORS: dict[str, Callable[[Any], Any]] = {
+    "node_name": _text,
+    "state_dir": _text,
+    "plugin_socket": _text,
+    "api_socket": _text,
+    "docker_host": _text,
+    "kvstore": _choice("embedded", "consul"),
+    "kvstore_opt": _kv_options,
+    "datapath_mode": _choice("routed", "vxlan", "geneve", "native"),
+    "log_level": _choice("debug", "info", "warning", "error"),
+    "threads": _positive_int,
+    "default_pool_v4": _network(4),
+    "default_pool_prefix_v4": _prefix_len(32),
+    "default_pool_v6": _network(6),
+    "default_pool_prefix_v6": _prefix_len(128),
+    "block_prefix_v4": _prefix_len(32),
+    "block_prefix_v6": _prefix_len(128),
+    "gc_interval": _non_negative_float,
+    "gc_grace": _non_negative_float,
+    "docker_resync_interval": _non_negative_float,
+}
+
+OPTION_NAMES = [f.name for f in fields(Config)]
+
+
+def option_flag(name: str) -> str:
+    """The dashed spelling of an option, as used in files, env and flags."""
+    return name.replace("_", "-")
+
+
+def _apply(values: dict[str, Any], source: Mapping[str, Any], origin: str) -> None:
+    for raw_key, raw_value in source.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in VALIDATORS:
+            raise ConfigError(f"{origin}: unknown option {option_flag(key)!r}")
+        if raw_value is None:
+            continue
+        try:
+            values[key] = VALIDATORS[key](raw_value)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"{origin}: option {option_flag(key)!r} = {raw_value!r}: {exc}"
+            ) from None
+
+
+def read_file(path: str) -> dict[str, Any]:
+    """The options of a YAML config file (a mapping at the top level)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path}:{where} is not valid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping of options")
+    return data
+
+
+def env_options(environ: Mapping[str, str]) -> dict[str, str]:
+    """Options given as ``CILIUMPY_<NAME>`` environment variables."""
+    found = {}
+    for name in OPTION_NAMES:
+        env_name = ENV_PREFIX + name.upper()
+        if env_name in environ and environ[env_name] != "":
+            found[name] = environ[env_name]
+    return found
+
+
+def load(
+    config_file: str | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Builds the effective configuration in precedence order.
+
+    ``config_file`` None means the default path, read only if it exists; an explicit
+    path must exist. ``flags`` holds command-line values (None = not given).
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    if path:
+        _apply(values, read_file(path), f"config file {path}")
+    elif os.path.exists(DEFAULT_CONFIG_FILE):
+        _apply(values, read_file(DEFAULT_CONFIG_FILE), f"config file {DEFAULT_CONFIG_FILE}")
+    _apply(values, env_options(environ), "environment")
+    _apply(values, {k: v for k, v in (flags or {}).items() if v is not None}, "flag")
+    config = Config(**values)
+    _check_consistency(config)
+    return config
+
+
+def _check_consistency(config: Config) -> None:
+    if config.kvstore == "consul" and "consul.address" not in config.kvstore_opt:
+        raise ConfigError(
+            "option 'kvstore' = 'consul' needs --kvstore-opt consul.address=HOST:PORT"
+        )
+    v4 = ipaddress.ip_network(config.default_pool_v4)
+    if config.default_pool_prefix_v4 < v4.prefixlen:
+        raise ConfigError(
+            "option 'default-pool-prefix-v4' must not be shorter than default-pool-v4's prefix"
+        )
+    v6 = ipaddress.ip_network(config.default_pool_v6)
+    if config.default_pool_prefix_v6 < v6.prefixlen:
+        raise ConfigError(
+            "option 'default-pool-prefix-v6' must not be shorter than default-pool-v6's prefix"
+        )

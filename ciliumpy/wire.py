@@ -1,0 +1,83 @@
+"""Docker plugin wire format (libnetwork v1 remote driver and IPAM protocol).
+
+Facts from reference/protocol.md §1: Docker 20.10 POSTs JSON without a Content-Type,
+sends empty bodies for capability calls, encodes empty maps as ``null``, treats only
+HTTP 200 with a JSON object as success, and shows ``Err`` of a non-2xx answer to the
+user as ``<Method>: <Err>``. A call whose connection died is retried with an empty
+body, so payload methods must refuse empty bodies instead of applying defaults.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+from flask import Response, request
+
+PLUGIN_CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
+
+
+class PluginError(Exception):
+    """A request Docker should fail with ``{"Err": message}``."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def reply(body: dict[str, Any] | None = None, status: int = 200) -> Response:
+    """A JSON object response (never an empty body: Docker cannot decode one)."""
+    return Response(json.dumps(body or {}), status=status, mimetype=PLUGIN_CONTENT_TYPE)
+
+
+def error_reply(message: str, status: int) -> Response:
+    return reply({"Err": message}, status)
+
+
+def payload() -> dict[str, Any]:
+    """The request's JSON object; empty, malformed or non-object bodies are a 400."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        raise PluginError(
+            "empty request body: this call needs a JSON payload (Docker resends a call "
+            "whose connection dropped with an empty body; retry the operation)"
+        )
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PluginError(f"malformed JSON body: {exc}") from None
+    if not isinstance(data, dict):
+        raise PluginError("request body must be a JSON object")
+    return data
+
+
+def text(data: dict[str, Any], name: str, required: bool = True) -> str:
+    """A string field; ``null`` counts as missing."""
+    value = data.get(name)
+    if value is None or value == "":
+        if required:
+            raise PluginError(f"missing field {name!r}")
+        return ""
+    if not isinstance(value, str):
+        raise PluginError(f"field {name!r} must be a string")
+    return value
+
+
+def mapping(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """A map field; Docker sends ``null`` for an empty map."""
+    value = data.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PluginError(f"field {name!r} must be an object or null")
+    return value
+
+
+def ip_field(value: Any, name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """A plain IP or the address part of a CIDR string."""
+    try:
+        return ipaddress.ip_interface(str(value)).ip
+    except ValueError:
+        raise PluginError(f"field {name!r}: {value!r} is not an IP address") from None

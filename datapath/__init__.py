@@ -1,0 +1,1 @@
+"""Datapath: netlink plumbing (veths, addresses, routes) and, later, BPF programs."""

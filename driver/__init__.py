@@ -1,0 +1,1 @@
+"""Docker NetworkDriver protocol: networks, endpoints, veth plumbing."""

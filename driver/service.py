@@ -1,0 +1,199 @@
+"""The network driver's behaviour, behind the thin ``NetworkDriver.*`` handlers.
+
+Networks: validated and persisted (Docker sends no name, only the IPAM data).
+Endpoints: a veth pair per endpoint, created in CreateEndpoint so that Join can name
+an existing link; the container gets a /32 (/128) address and reaches everything
+through the on-link gateway, whose address the host side carries.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from typing import Any
+
+from datapath.links import Links, host_ifname, peer_ifname
+from driver.model import Endpoint, Network, Store
+
+MTU_OPTION = "com.docker.network.driver.mtu"
+GENERIC = "com.docker.network.generic"
+ENABLE_IPV6 = "com.docker.network.enable_ipv6"
+INTERNAL = "com.docker.network.internal"
+SUPPORTED_OPTIONS = {MTU_OPTION}
+ADDRESS_SPACES = {"CiliumpyLocal", "CiliumpyGlobal"}
+ROUTE_CONNECTED = 1
+
+
+class DriverError(ValueError):
+    """A request the driver refuses; the message is shown to the Docker user."""
+
+
+def _plain_ip(cidr: str | None) -> str | None:
+    return str(ipaddress.ip_interface(cidr).ip) if cidr else None
+
+
+def parse_network(network_id: str, options: dict[str, Any], ipv4: list, ipv6: list) -> Network:
+    """Validates CreateNetwork's payload into a Network (no side effects)."""
+    generic = options.get(GENERIC) or {}
+    if not isinstance(generic, dict):
+        raise DriverError(f"option {GENERIC!r} must be an object")
+    unknown = sorted(set(generic) - SUPPORTED_OPTIONS)
+    if unknown:
+        raise DriverError(
+            f"ciliumpy does not support the option {unknown[0]!r} "
+            f"(supported: {', '.join(sorted(SUPPORTED_OPTIONS))})"
+        )
+    mtu = None
+    if MTU_OPTION in generic:
+        try:
+            mtu = int(generic[MTU_OPTION])
+        except (TypeError, ValueError):
+            mtu = -1
+        if not 1280 <= mtu <= 65535:
+            raise DriverError(f"option {MTU_OPTION!r} must be an integer between 1280 and 65535")
+    network = Network(network_id=network_id, mtu=mtu, internal=bool(options.get(INTERNAL)),
+                      options={str(k): str(v) for k, v in generic.items()})
+    for family, entries in ((4, ipv4), (6, ipv6)):
+        entries = entries or []
+        if len(entries) > 1:
+            raise DriverError(f"ciliumpy supports one IPv{family} subnet per network")
+        for entry in entries:
+            if entry.get("AddressSpace") not in ADDRESS_SPACES:
+                raise DriverError(
+                    "ciliumpy networks need ciliumpy's IPAM: add --ipam-driver ciliumpy")
+            try:
+                pool = ipaddress.ip_network(entry.get("Pool") or "", strict=False)
+                gateway = _plain_ip(entry.get("Gateway"))
+            except ValueError:
+                raise DriverError(f"invalid IPv{family} pool or gateway in {entry}") from None
+            if pool.version != family:
+                raise DriverError(f"pool {pool} is not IPv{family}")
+            if family == 4:
+                network.pool_v4, network.gateway_v4 = str(pool), gateway
+            else:
+                network.pool_v6, network.gateway_v6 = str(pool), gateway
+    if not network.pools:
+        raise DriverError("a ciliumpy network needs a subnet (IPAM data is empty)")
+    return network
+
+
+def mac_for(address: str | None, endpoint_id: str) -> str:
+    """A locally administered MAC derived from the IPv4 address (Docker's own scheme),
+    or from the endpoint id when the endpoint has no IPv4 address."""
+    if address:
+        ip = ipaddress.ip_interface(address).ip
+        if ip.version == 4:
+            return "02:42:" + ":".join(f"{b:02x}" for b in ip.packed)
+    raw = bytes.fromhex(endpoint_id[:8].ljust(8, "0"))
+    return "02:43:" + ":".join(f"{b:02x}" for b in raw)
+
+
+class Driver:
+    def __init__(self, store: Store, links: Links) -> None:
+        self.store, self.links = store, links
+        self._lock = threading.RLock()
+
+    # ---- networks ----------------------------------------------------------
+    def create_network(self, network: Network) -> None:
+        with self._lock:
+            existing = self.store.network(network.network_id)
+            if existing is not None:
+                if existing.pools != network.pools:
+                    raise DriverError(f"network {network.network_id} already exists with "
+                                      f"other subnets {existing.pools}")
+                return
+            self.store.put_network(network)
+
+    def delete_network(self, network_id: str) -> None:
+        with self._lock:
+            for endpoint in self.store.endpoints(network_id):
+                self.delete_endpoint(endpoint.endpoint_id)
+            self.store.delete_network(network_id)
+
+    def pools_in_use(self) -> set[str]:
+        return {pool for net in self.store.networks() for pool in net.pools}
+
+    # ---- endpoints ---------------------------------------------------------
+    def create_endpoint(self, network_id: str, endpoint_id: str,
+                        interface: dict[str, Any]) -> Endpoint:
+        network = self.store.network(network_id)
+        if network is None:
+            raise DriverError(
+                f"unknown network {network_id[:12]}: ciliumpy has no record of it "
+                "(it was created before ciliumpy's state was lost); recreate the network")
+        ipv4 = interface.get("Address") or None
+        ipv6 = interface.get("AddressIPv6") or None
+        if not ipv4 and not ipv6:
+            raise DriverError("the endpoint has no address: use --ipam-driver ciliumpy")
+        for cidr, pool in ((ipv4, network.pool_v4), (ipv6, network.pool_v6)):
+            if cidr and (not pool or ipaddress.ip_interface(cidr).ip
+                         not in ipaddress.ip_network(pool)):
+                raise DriverError(f"address {cidr} is outside the network's subnet {pool}")
+        with self._lock:
+            existing = self.store.endpoint(endpoint_id)
+            if existing is not None and existing.addresses != [a for a in (ipv4, ipv6) if a]:
+                raise DriverError(f"endpoint {endpoint_id[:12]} exists with other addresses")
+            mac = (interface.get("MacAddress") or (existing.mac if existing else None)
+                   or mac_for(ipv4, endpoint_id))
+            endpoint = existing or Endpoint(
+                endpoint_id=endpoint_id, network_id=network_id,
+                host_ifname=host_ifname(endpoint_id), peer_ifname=peer_ifname(endpoint_id),
+                mac=mac, ipv4=ipv4, ipv6=ipv6)
+            self.store.put_endpoint(endpoint)
+        gateways = [ipaddress.ip_address(g) for g in (network.gateway_v4, network.gateway_v6)
+                    if g]
+        addresses = [ipaddress.ip_interface(a).ip for a in endpoint.addresses]
+        self.links.create_endpoint_veth(endpoint.host_ifname, endpoint.peer_ifname, endpoint.mac,
+                                        gateways, addresses, network.mtu)
+        return endpoint
+
+    def join(self, network_id: str, endpoint_id: str) -> dict[str, Any]:
+        endpoint = self.store.endpoint(endpoint_id)
+        network = self.store.network(network_id)
+        if endpoint is None or network is None or endpoint.network_id != network_id:
+            raise DriverError(f"unknown endpoint {endpoint_id[:12]} on network {network_id[:12]}")
+        if not self.links.exists(endpoint.host_ifname):
+            raise DriverError(f"the endpoint's interface {endpoint.host_ifname} is gone; "
+                              "restart the container")
+        routes = []
+        answer: dict[str, Any] = {
+            "InterfaceName": {"SrcName": endpoint.peer_ifname, "DstPrefix": "eth"},
+            "DisableGatewayService": True,
+        }
+        if endpoint.ipv4 and network.gateway_v4:
+            answer["Gateway"] = network.gateway_v4
+            routes.append({"Destination": f"{network.gateway_v4}/32",
+                           "RouteType": ROUTE_CONNECTED})
+        if endpoint.ipv6 and network.gateway_v6:
+            answer["GatewayIPv6"] = network.gateway_v6
+            routes.append({"Destination": f"{network.gateway_v6}/128",
+                           "RouteType": ROUTE_CONNECTED})
+        answer["StaticRoutes"] = routes
+        endpoint.state = "joined"
+        self.store.put_endpoint(endpoint)
+        return answer
+
+    def leave(self, endpoint_id: str) -> None:
+        endpoint = self.store.endpoint(endpoint_id)
+        if endpoint is not None:
+            endpoint.state = "left"
+            self.store.put_endpoint(endpoint)
+
+    def delete_endpoint(self, endpoint_id: str) -> Endpoint | None:
+        with self._lock:
+            endpoint = self.store.endpoint(endpoint_id)
+            if endpoint is None:
+                # Docker may have moved the peer back under its SrcName: remove it too.
+                self.links.delete(host_ifname(endpoint_id))
+                return None
+            self.links.delete(endpoint.host_ifname)
+            self.links.delete(endpoint.peer_ifname)
+            self.store.delete_endpoint(endpoint_id)
+            return endpoint
+
+    def endpoint_for_address(self, address: str) -> Endpoint | None:
+        ip = ipaddress.ip_interface(address).ip
+        for endpoint in self.store.endpoints():
+            if any(ipaddress.ip_interface(a).ip == ip for a in endpoint.addresses):
+                return endpoint
+        return None

@@ -1,0 +1,1 @@
+"""Docker IpamDriver protocol: pools, node blocks, host-scope address allocation."""

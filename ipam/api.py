@@ -1,0 +1,82 @@
+"""``IpamDriver.*`` endpoints: thin handlers that validate the wire payload and call IPAM.
+
+Capability calls are static (they must never fail: Docker registers a plugin once per
+daemon lifetime). Errors become non-2xx ``{"Err": ...}`` answers, which Docker shows as
+``IpamDriver.<Method>: <Err>`` (a 200 with Err would be taken as success).
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app
+
+from ciliumpy.wire import PluginError, mapping, payload, reply, text
+from ipam.allocator import IPAM
+from ipam.pools import PoolError
+
+LOCAL_SPACE = "CiliumpyLocal"
+GLOBAL_SPACE = "CiliumpyGlobal"
+
+bp = Blueprint("ipam", __name__)
+
+
+def _ipam() -> IPAM:
+    return current_app.extensions["ciliumpy"].ipam
+
+
+@bp.post("/IpamDriver.GetCapabilities")
+def get_capabilities():
+    # RequiresMACAddress makes Docker put the MAC in every endpoint RequestAddress,
+    # which is how an --ip request is told apart from an --aux-address one.
+    return reply({"RequiresMACAddress": True, "RequiresRequestReplay": False})
+
+
+@bp.post("/IpamDriver.GetDefaultAddressSpaces")
+def get_default_address_spaces():
+    return reply({"LocalDefaultAddressSpace": LOCAL_SPACE,
+                  "GlobalDefaultAddressSpace": GLOBAL_SPACE})
+
+
+@bp.post("/IpamDriver.RequestPool")
+def request_pool():
+    data = payload()
+    space = text(data, "AddressSpace", required=False)
+    if space and space not in (LOCAL_SPACE, GLOBAL_SPACE):
+        raise PluginError(f"unknown address space {space!r}")
+    v6 = data.get("V6") or False
+    if not isinstance(v6, bool):
+        raise PluginError("field 'V6' must be a boolean")
+    try:
+        spec = _ipam().request_pool(text(data, "Pool", required=False),
+                                    text(data, "SubPool", required=False), v6,
+                                    mapping(data, "Options"))
+    except PoolError as exc:
+        raise PluginError(str(exc)) from None
+    return reply({"PoolID": spec.pool_id, "Pool": str(spec.pool), "Data": {}})
+
+
+@bp.post("/IpamDriver.ReleasePool")
+def release_pool():
+    data = payload()
+    _ipam().release_pool(text(data, "PoolID"))
+    return reply()
+
+
+@bp.post("/IpamDriver.RequestAddress")
+def request_address():
+    data = payload()
+    options = mapping(data, "Options")
+    try:
+        address, _kind = _ipam().request_address(
+            text(data, "PoolID"), text(data, "Address", required=False), options)
+    except PoolError as exc:
+        raise PluginError(str(exc)) from None
+    return reply({"Address": address, "Data": {}})
+
+
+@bp.post("/IpamDriver.ReleaseAddress")
+def release_address():
+    data = payload()
+    released = _ipam().release_address(text(data, "PoolID"), text(data, "Address"))
+    if released is not None and released.owner:
+        current_app.extensions["ciliumpy"].address_released(released)
+    return reply()

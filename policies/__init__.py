@@ -1,0 +1,1 @@
+"""Policy language, identities and resolution (arrives with the policy issue)."""
