@@ -95,6 +95,8 @@ class IPAM:
     def request_pool(self, pool: str, sub_pool: str, v6: bool, options: dict) -> PoolSpec:
         with self._lock:
             held = self._held_pools()
+            if not pool and sub_pool:
+                raise PoolError("an ip-range (SubPool) needs a subnet (Pool)")
             if not pool:
                 spec = self._choose_default(v6, held)
             else:

@@ -1,0 +1,25 @@
+# The README's two commands are `make agent` and `make test`; both set up the host first.
+VENV ?= $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup agent test lint unit bench clean-host
+
+setup:
+	./scripts/setup-host.sh
+
+agent: setup
+	$(VENV)/bin/ciliumpy agent $(AGENT_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest $(PYTEST_ARGS) tests
+
+unit: setup
+	$(VENV)/bin/pytest tests/unit
+
+bench: setup
+	$(PY) -m bench.run

@@ -1,0 +1,5 @@
+"""``python -m ciliumpy`` = the ``ciliumpy`` command."""
+
+from ciliumpy.cli import main
+
+main()

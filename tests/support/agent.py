@@ -1,0 +1,138 @@
+"""Runs a real ``ciliumpy agent`` process (gunicorn on unix sockets) for tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ciliumpy.apiclient import APIError, call
+
+CLI = [sys.executable, "-m", "ciliumpy"]
+
+
+def raw_post(socket_path: str, path: str, body: bytes | None, timeout: float = 30.0
+             ) -> tuple[int, dict]:
+    """POSTs like dockerd does: no Content-Type, only the plugin Accept header."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.connect(socket_path)
+    body = body or b""
+    head = (f"POST {path} HTTP/1.1\r\nHost: plugin\r\n"
+            "Accept: application/vnd.docker.plugins.v1.2+json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    sock.sendall(head + body)
+    chunks = []
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            break
+        chunks.append(data)
+    sock.close()
+    raw = b"".join(chunks)
+    header, _, payload = raw.partition(b"\r\n\r\n")
+    status = int(header.split(b" ", 2)[1])
+    return status, json.loads(payload) if payload else None
+
+
+@dataclass
+class Agent:
+    """One agent process; ``restart``/``kill9`` keep the same state directory."""
+
+    state_dir: Path
+    plugin_socket: str
+    api_socket: str
+    extra_args: list[str] = field(default_factory=list)
+    log_path: Path | None = None
+    proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.log_path = self.log_path or self.state_dir / "agent.log"
+        args = CLI + ["agent", "--state-dir", str(self.state_dir),
+                      "--plugin-socket", self.plugin_socket, "--api-socket", self.api_socket,
+                      "--log-level", "info", *self.extra_args]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if self.api("/v1/healthz").get("ok"):
+                    return
+            except APIError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"agent did not answer within {timeout}s:\n{self.log()}")
+
+    def api(self, path: str, method: str = "GET"):
+        return call(path, method=method, socket_path=self.api_socket, timeout=30)
+
+    def plugin(self, method: str, body: dict | None = None, raw: bytes | None = None
+               ) -> tuple[int, dict]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None
+                                            else b"")
+        return raw_post(self.plugin_socket, "/" + method, data)
+
+    def ok(self, method: str, body: dict | None = None) -> dict:
+        """A call that must succeed: HTTP 200 with a JSON object."""
+        status, answer = self.plugin(method, body)
+        assert status == 200, f"{method} -> {status} {answer}"
+        assert isinstance(answer, dict), f"{method} answered {answer!r}"
+        return answer
+
+    def err(self, method: str, body: dict | None = None, raw: bytes | None = None) -> str:
+        """A call that must fail: non-2xx with {"Err": "..."}; returns the message."""
+        status, answer = self.plugin(method, body, raw)
+        assert status >= 400, f"{method} unexpectedly succeeded: {answer}"
+        assert isinstance(answer, dict) and answer.get("Err"), answer
+        return answer["Err"]
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                             text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+    def kill9(self) -> None:
+        """SIGKILL the master, as a crash would; its worker follows (PDEATHSIG)."""
+        workers = self.worker_pids()
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(5)
+        deadline = time.time() + 10
+        while any(_alive(p) for p in workers) and time.time() < deadline:
+            time.sleep(0.05)
+
+    def restart(self, kill: bool = False) -> None:
+        self.kill9() if kill else self.stop()
+        self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] != "Z"
+    except OSError:
+        return False
