@@ -1,0 +1,81 @@
+"""Shared bench plumbing: an agent to measure, machine facts, markdown tables."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import platform
+import socket
+import statistics
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+PLUGIN_SOCKET = "/run/docker/plugins/ciliumpy.sock"
+API_SOCKET = "/run/ciliumpy/ciliumpy.sock"
+
+
+def machine() -> str:
+    cpu = "?"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{platform.node()}, {os.cpu_count()} cores ({cpu}), Linux {platform.release()}"
+
+
+def _live(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+@contextlib.contextmanager
+def agent_running() -> Iterator[object | None]:
+    """Uses the agent already on the plugin socket, or starts one for the bench."""
+    if _live(PLUGIN_SOCKET):
+        yield None
+        return
+    from tests.support.agent import Agent
+
+    state = Path(tempfile.mkdtemp(prefix="ciliumpy-bench-"))
+    agent = Agent(state, PLUGIN_SOCKET, API_SOCKET)
+    agent.start()
+    try:
+        yield agent
+    finally:
+        agent.stop()
+
+
+def summary(samples: Sequence[float]) -> tuple[float, float, float]:
+    return statistics.median(samples), min(samples), max(samples)
+
+
+def percentile(samples: Sequence[float], pct: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def write_table(name: str, title: str, headers: Sequence[str], rows: Sequence[Sequence[str]],
+                notes: Sequence[str] = ()) -> str:
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"## {title}", "", f"Date: {now}  ", f"Machine: {machine()}", "",
+             "| " + " | ".join(headers) + " |",
+             "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    if notes:
+        lines += [""] + [f"- {note}" for note in notes]
+    text = "\n".join(lines) + "\n"
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.md").write_text(text)
+    print(text)
+    return text
