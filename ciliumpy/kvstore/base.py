@@ -1,13 +1,24 @@
 """The key-value store contract every backend honours.
 
 Keys are '/'-separated strings under one prefix (``ciliumpy/state/...``); values are
-strings (JSON for structured data). Every write bumps a store-wide index; a pair's
-``mod_index`` is the index of its last write, which compare-and-swap checks.
+strings (JSON for structured data). Every write gets a store-wide, increasing index; a
+pair's ``mod_index`` is the index of its last write, which compare-and-swap checks.
+
+Leases are how liveness is expressed: keys written with a lease vanish when the lease
+is revoked or its owner stops renewing it (embedded: after ``ttl``; Consul: the
+session TTL, which Consul enforces within 2 x ttl). A watch reports, in index order,
+the changes under a prefix after a given index; the same Watch object resumes after a
+store outage without losing changes (Consul may coalesce several writes to one key
+into one event carrying the latest value).
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 PREFIX = "ciliumpy/state"
@@ -21,6 +32,10 @@ class KVUnavailable(KVError):
     """The store cannot be reached (Consul down, file unreadable)."""
 
 
+class LeaseExpired(KVError):
+    """A write named a lease that no longer exists; the owner must grant a new one."""
+
+
 @dataclass(frozen=True)
 class KVPair:
     key: str
@@ -28,9 +43,29 @@ class KVPair:
     mod_index: int
 
 
+@dataclass(frozen=True)
+class Event:
+    kind: str  # "put" or "delete"
+    key: str
+    value: str | None
+    mod_index: int
+
+
 def key(*parts: str) -> str:
     """Joins parts below the common prefix: key('ipam', 'v1', x) -> ciliumpy/state/ipam/v1/x."""
     return "/".join((PREFIX, *parts))
+
+
+class Watch(abc.ABC):
+    """Changes under one prefix after ``index``, in index order."""
+
+    def __init__(self, prefix: str, index: int) -> None:
+        self.prefix, self.index = prefix, index
+
+    @abc.abstractmethod
+    def next(self, timeout: float) -> list[Event]:
+        """Waits up to ``timeout`` s for changes; [] if none. Raises KVUnavailable when
+        the store is down; calling again later resumes where it stopped."""
 
 
 class KVStore(abc.ABC):
@@ -42,11 +77,11 @@ class KVStore(abc.ABC):
     def get(self, key: str) -> KVPair | None: ...
 
     @abc.abstractmethod
-    def put(self, key: str, value: str) -> int:
-        """Writes unconditionally; returns the new mod index."""
+    def put(self, key: str, value: str, lease: str | None = None) -> None:
+        """Writes unconditionally (attached to ``lease`` if given)."""
 
     @abc.abstractmethod
-    def create(self, key: str, value: str) -> bool:
+    def create(self, key: str, value: str, lease: str | None = None) -> bool:
         """Writes only if the key does not exist; True if this call created it."""
 
     @abc.abstractmethod
@@ -61,5 +96,74 @@ class KVStore(abc.ABC):
     def list(self, prefix: str) -> list[KVPair]:
         """Every pair whose key starts with ``prefix``, sorted by key."""
 
+    @abc.abstractmethod
+    def index(self) -> int:
+        """The store's current index (start a watch here to see only future changes)."""
+
+    @abc.abstractmethod
+    def watch(self, prefix: str, index: int = 0) -> Watch: ...
+
+    @abc.abstractmethod
+    def grant_lease(self, ttl: float, name: str = "") -> str:
+        """A new lease id; keys attached to it vanish when it expires or is revoked."""
+
+    @abc.abstractmethod
+    def keepalive(self, lease: str) -> bool:
+        """Renews a lease; False if it already expired (its keys are gone)."""
+
+    @abc.abstractmethod
+    def revoke(self, lease: str) -> None: ...
+
+    @contextlib.contextmanager
+    def lock(self, name: str, lease: str, timeout: float = 30.0) -> Iterator[None]:
+        """A cluster-wide mutex on ``name``, held by ``lease`` (a dead holder's lock
+        vanishes with its lease)."""
+        lock_key = key("locks", name)
+        deadline = time.monotonic() + timeout
+        while not self.create(lock_key, lease, lease=lease):
+            if time.monotonic() > deadline:
+                raise KVError(f"lock {name!r} not acquired within {timeout}s")
+            time.sleep(0.02)
+        try:
+            yield
+        finally:
+            pair = self.get(lock_key)
+            if pair and pair.value == lease:
+                self.delete(lock_key, pair.mod_index)
+
     def close(self) -> None:  # noqa: B027 - optional for backends
         """Releases connections."""
+
+
+class LeaseKeeper:
+    """Renews one lease every ttl/3 in a thread; re-grants it (and tells the owner,
+    who re-writes its keys) if it expired, e.g. after a store outage."""
+
+    def __init__(self, store: KVStore, ttl: float, name: str, on_new_lease=None) -> None:
+        self.store, self.ttl, self.name = store, ttl, name
+        self.on_new_lease = on_new_lease
+        self.lease = store.grant_lease(ttl, name)
+        self.healthy = True
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{name}", daemon=True)
+
+    def start(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                if not self.store.keepalive(self.lease):
+                    self.lease = self.store.grant_lease(self.ttl, self.name)
+                    if self.on_new_lease:
+                        self.on_new_lease(self.lease)
+                self.healthy = True
+            except Exception:  # store down: keep trying, report unhealthy meanwhile
+                self.healthy = False
+
+    def stop(self, revoke: bool = True) -> None:
+        self._stop.set()
+        if revoke:
+            with contextlib.suppress(KVError):
+                self.store.revoke(self.lease)
