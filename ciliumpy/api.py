@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
+
+from ciliumpy import nodes
+from ciliumpy.kvstore import KVError
+from policies.identities import IdentityError
+from policies.labels import canonical, parse
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 
@@ -63,3 +68,65 @@ def ipam():
 @bp.post("/reconcile")
 def reconcile():
     return jsonify(_agent().reconcile())
+
+
+def _identity_view(identity, refs, users):
+    return {"id": identity.number, "labels": list(identity.labels),
+            "reserved": identity.reserved, "nodes": sorted(refs.get(identity.number, [])),
+            "endpoints": users.get(identity.number, [])}
+
+
+def _local_users() -> dict[int, list[str]]:
+    users: dict[int, list[str]] = {}
+    for endpoint in _agent().store.endpoints():
+        users.setdefault(endpoint.identity, []).append(endpoint.endpoint_id)
+    return users
+
+
+@bp.get("/identities")
+def identities():
+    agent = _agent()
+    try:
+        listed, refs = agent.allocator.list(), agent.allocator.references()
+    except KVError as exc:
+        return jsonify({"Err": f"kvstore: {exc}"}), 503
+    users = _local_users()
+    return jsonify([_identity_view(i, refs, users) for i in listed])
+
+
+@bp.get("/identities/<int:number>")
+def identity(number: int):
+    agent = _agent()
+    try:
+        found, refs = agent.allocator.get(number), agent.allocator.references()
+    except KVError as exc:
+        return jsonify({"Err": f"kvstore: {exc}"}), 503
+    if found is None:
+        return jsonify({"Err": f"identity {number} does not exist"}), 404
+    return jsonify(_identity_view(found, refs, _local_users()))
+
+
+@bp.post("/identities")
+def allocate_identity():
+    """Allocates (and holds, from this node) the identity of a label set: for operators
+    checking what number a label set gets, and for tests of the allocator."""
+    body = request.get_json(force=True, silent=True) or {}
+    labels = body.get("labels")
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        return jsonify({"Err": "body must be {\"labels\": [\"source:key=value\", ...]}"}), 400
+    try:
+        canonical_labels = canonical(parse(text, default_source="container") for text in labels)
+        number = _agent().identities.allocate_manual(canonical_labels)
+    except ValueError as exc:
+        return jsonify({"Err": str(exc)}), 400
+    except (KVError, IdentityError) as exc:
+        return jsonify({"Err": f"kvstore: {exc}"}), 503
+    return jsonify({"id": number, "labels": canonical_labels})
+
+
+@bp.get("/nodes")
+def node_list():
+    try:
+        return jsonify([asdict(n) for n in nodes.list_nodes(_agent().kv)])
+    except KVError as exc:
+        return jsonify({"Err": f"kvstore: {exc}"}), 503

@@ -19,6 +19,10 @@ from typing import Any
 import yaml
 
 DEFAULT_CONFIG_FILE = "/etc/ciliumpy/config.yaml"
+# Docker bookkeeping that would give every container its own identity (policy.md §5.2).
+DEFAULT_LABEL_FILTER = ("!com.docker.compose.", "!org.opencontainers.image.",
+                        "!org.label-schema.", "!maintainer", "!com.docker.swarm.",
+                        "!desktop.docker.io")
 ENV_PREFIX = "CILIUMPY_"
 
 
@@ -38,6 +42,22 @@ def _non_negative_float(value: Any) -> float:
     if number < 0:
         raise ValueError("must not be negative")
     return number
+
+
+def _positive_float(value: Any) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError("must be a positive number")
+    return number
+
+
+def _string_list(value: Any) -> list[str]:
+    """A YAML list, or a comma-separated string (environment, flags)."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, (list, tuple)):
+        return [str(item).strip() for item in value if str(item).strip()]
+    raise ValueError("must be a list or a comma-separated string")
 
 
 def _choice(*allowed: str) -> Callable[[Any], str]:
@@ -118,6 +138,11 @@ class Config:
     gc_interval: float = 30.0
     gc_grace: float = 120.0
     docker_resync_interval: float = 60.0
+    node_ip: str = ""
+    lease_ttl: float = 15.0
+    identity_gc_grace: float = 300.0
+    identity_label_filter: list[str] = field(default_factory=lambda: list(DEFAULT_LABEL_FILTER))
+    identity_extra_labels: list[str] = field(default_factory=list)
 
 
 VALIDATORS: dict[str, Callable[[Any], Any]] = {
@@ -140,6 +165,11 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "gc_interval": _non_negative_float,
     "gc_grace": _non_negative_float,
     "docker_resync_interval": _non_negative_float,
+    "node_ip": lambda value: str(ipaddress.ip_address(value)) if value else "",
+    "lease_ttl": _positive_float,
+    "identity_gc_grace": _non_negative_float,
+    "identity_label_filter": _string_list,
+    "identity_extra_labels": _string_list,
 }
 
 OPTION_NAMES = [f.name for f in fields(Config)]

@@ -16,15 +16,20 @@ import threading
 import time
 from typing import Any
 
-from ciliumpy import __version__
+from ciliumpy import __version__, nodes
 from ciliumpy.config import Config
 from ciliumpy.docker_view import DockerView
-from ciliumpy.kvstore import open_store
+from ciliumpy.docker_watcher import DockerWatcher
+from ciliumpy.endpoint_identity import EndpointIdentities
+from ciliumpy.kvstore import KVError, open_store
+from ciliumpy.kvstore.base import LeaseKeeper
 from ciliumpy.localdb import LocalDB
 from datapath.links import Links, enable_forwarding
 from driver.model import Endpoint, Store
 from driver.service import Driver
 from ipam.allocator import IPAM, Allocation
+from policies.identities import IdentityAllocator
+from policies.labels import LabelFilter
 
 log = logging.getLogger("ciliumpy.agent")
 
@@ -50,18 +55,59 @@ class Agent:
         self.ipam.bound_pools = self.driver.pools_in_use
         driver_name = os.path.basename(config.plugin_socket).removesuffix(".sock")
         self.docker = DockerView(config.docker_host, driver_name)
+        self.node_ip = config.node_ip or nodes.default_node_ip()
+        self.allocator = IdentityAllocator(self.kv, config.node_name)
+        self.lease: LeaseKeeper | None = None
+        self.identities: EndpointIdentities | None = None
+        self.watcher: DockerWatcher | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle ---------------------------------------------------------
     def start(self) -> None:
         enable_forwarding()
+        self.lease = LeaseKeeper(self.kv, self.config.lease_ttl,
+                                 f"ciliumpy-{self.config.node_name}")
+        self.identities = EndpointIdentities(
+            self.store, self.allocator, self.lease,
+            LabelFilter(self.config.identity_label_filter), self.config.identity_extra_labels)
+        self.lease.on_new_lease = self._new_lease
+        self.ipam.on_blocks_changed = self.register_node
+        if self.lease.lease:  # granted already: publish the node, re-reference identities
+            self._new_lease(self.lease.lease)
+        self.lease.start()
+        self.identities.start()
+        self.watcher = DockerWatcher(self.config.docker_host, self.identities.container_seen,
+                                     self.config.docker_resync_interval)
+        self.watcher.start()
         self._thread = threading.Thread(target=self._reconcile_loop, name="reconciler",
                                         daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        for part in (self.watcher, self.identities):
+            if part is not None:
+                part.stop()
+
+    def _new_lease(self, lease: str) -> None:
+        self.register_node(lease)
+        if self.identities is not None:
+            self.identities.new_lease(lease)
+
+    def node_info(self) -> nodes.Node:
+        blocks = sorted({row["block"] for row in self.db.query("SELECT block FROM ipam_blocks")})
+        return nodes.Node(name=self.config.node_name, ip=self.node_ip,
+                          encapsulation=self.config.datapath_mode, blocks=blocks,
+                          api=self.config.api_socket)
+
+    def register_node(self, lease: str | None = None) -> None:
+        try:
+            lease = lease or (self.lease.current() if self.lease else None)
+            if lease:
+                nodes.register(self.kv, self.node_info(), lease)
+        except KVError as exc:
+            log.warning("node registration failed: %s", exc)
 
     def _reconcile_loop(self) -> None:
         while not self._stop.is_set():
@@ -79,6 +125,8 @@ class Agent:
     def endpoint_deleted(self, endpoint: Endpoint) -> None:
         # ReleaseAddress normally follows; if it never does, the GC frees the address.
         self.ipam.unbind(endpoint.endpoint_id)
+        if self.identities is not None:
+            self.identities.endpoint_removed(endpoint)
 
     def address_released(self, allocation: Allocation) -> None:
         """Docker released an address whose endpoint still exists: after an unclean
@@ -88,6 +136,7 @@ class Agent:
             log.info("endpoint %s released without DeleteEndpoint: removing it",
                      endpoint.endpoint_id[:12])
             self.driver.delete_endpoint(endpoint.endpoint_id)
+            self.endpoint_deleted(endpoint)
 
     # ---- reconciliation ----------------------------------------------------
     def reconcile(self) -> dict[str, int]:
@@ -99,7 +148,7 @@ class Agent:
                 log.info("endpoint %s lost its link %s: removing", endpoint.endpoint_id[:12],
                          endpoint.host_ifname)
                 self.driver.delete_endpoint(endpoint.endpoint_id)
-                self.ipam.unbind(endpoint.endpoint_id)
+                self.endpoint_deleted(endpoint)
                 removed_endpoints += 1
         known = {e.host_ifname for e in self.store.endpoints()}
         removed_links = 0
@@ -113,7 +162,16 @@ class Agent:
         freed = self.ipam.reclaim_orphans(grace, live)
         for address in freed:
             log.info("reclaimed orphan address %s", address)
-        return {"endpoints": removed_endpoints, "links": removed_links, "addresses": len(freed)}
+        self.register_node()
+        collected: list[int] = []
+        try:
+            collected = self.allocator.gc(self.config.identity_gc_grace)
+        except KVError as exc:
+            log.warning("identity GC skipped: %s", exc)
+        for number in collected:
+            log.info("garbage-collected identity %d", number)
+        return {"endpoints": removed_endpoints, "links": removed_links, "addresses": len(freed),
+                "identities": len(collected)}
 
     def _reconcile_with_docker(self, grace: float) -> int:
         view = self.docker.snapshot()
@@ -136,7 +194,7 @@ class Agent:
                   and time.time() - endpoint.created > grace):
                 log.info("endpoint %s is unknown to Docker: removing", endpoint.endpoint_id[:12])
                 self.driver.delete_endpoint(endpoint.endpoint_id)
-                self.ipam.unbind(endpoint.endpoint_id)
+                self.endpoint_deleted(endpoint)
                 removed += 1
         return removed
 
@@ -151,13 +209,17 @@ class Agent:
             "node": self.config.node_name,
             "pid": os.getpid(),
             "uptime_seconds": round(time.time() - self.started, 1),
-            "kvstore": {"backend": self.kv.name, "healthy": self._kv_healthy()},
+            "kvstore": {"backend": self.kv.name, "healthy": self._kv_healthy(),
+                        "lease": bool(self.lease and self.lease.healthy),
+                        "error": self.lease.error if self.lease else None},
+            "identities_in_use": sorted(self.identities.in_use()) if self.identities else [],
             "datapath": {"mode": self.config.datapath_mode},
             "plugin_socket": self.config.plugin_socket,
             "networks": len(self.store.networks()),
             "endpoints": len(endpoints),
             "endpoint_states": states,
             "docker": self.docker.last_status,
+            "docker_watcher": {"connected": bool(self.watcher and self.watcher.connected)},
         }
 
     def _kv_healthy(self) -> bool:

@@ -50,6 +50,9 @@ class Endpoint:
     container_id: str | None = None
     container_name: str | None = None
     created: float = field(default_factory=time.time)
+    identity: int = 5  # reserved:init until the container's labels are known
+    labels: list[str] | None = None
+    identity_error: str | None = None
 
     @property
     def addresses(self) -> list[str]:

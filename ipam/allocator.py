@@ -89,6 +89,8 @@ class IPAM:
         self._lock = threading.RLock()
         # The driver tells us which pools its networks use (set when the agent is wired).
         self.bound_pools: Callable[[], set[str]] = set
+        # Called after this node leased or released blocks (the node entry lists them).
+        self.on_blocks_changed: Callable[[], None] = lambda: None
         db.declare(SCHEMA)
 
     # ---- pools -------------------------------------------------------------
@@ -164,6 +166,8 @@ class IPAM:
             network = ipaddress.ip_network(pool)
             for block in blocks:
                 self._release_block_lease(network, ipaddress.ip_network(block))
+            if blocks:
+                self.on_blocks_changed()
 
     def pool(self, pool_id: str) -> PoolSpec:
         rows = self.db.query("SELECT pool_id FROM ipam_pools WHERE pool_id = ?", (pool_id,))
@@ -292,6 +296,7 @@ class IPAM:
     def _record_block(self, pool: Network, block: Network) -> None:
         with self.db.transaction() as tx:
             tx.execute("INSERT OR IGNORE INTO ipam_blocks VALUES (?, ?)", (str(pool), str(block)))
+        self.on_blocks_changed()
 
     def _release_block_lease(self, pool: Network, block: Network) -> None:
         pair = self.kv.get(_block_key(pool, block))

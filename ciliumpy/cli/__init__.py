@@ -143,10 +143,69 @@ def endpoint_list(ctx: click.Context, output: str) -> None:
         emit_json(data)
         return
     emit_table(
-        ["ENDPOINT ID", "NETWORK", "CONTAINER", "IPV4", "IPV6", "INTERFACE", "STATE", "AGE"],
+        ["ENDPOINT ID", "NETWORK", "CONTAINER", "IPV4", "IPV6", "INTERFACE", "STATE",
+         "IDENTITY", "LABELS", "AGE"],
         [(e["endpoint_id"][:12], e.get("network_name") or e["network_id"][:12],
           e.get("container_name") or (e.get("container_id") or "")[:12] or "-",
           e.get("ipv4") or "-", e.get("ipv6") or "-",
           e["host_ifname"] + ("" if e["link_present"] else " (missing)"), e["state"],
+          f"{e['identity']}" + (" (retrying)" if e.get("identity_error") else ""),
+          ", ".join(e["labels"]) if e.get("labels") is not None else "(not yet known)",
           f"{int(time.time() - e['created'])}s") for e in data],
     )
+
+
+@main.group()
+def identity() -> None:
+    """Security identities (cluster-wide, from the kvstore)."""
+
+
+def _identity_rows(items):
+    return [(i["id"], ", ".join(i["labels"]) or "(no labels)", ",".join(i["nodes"]) or "-",
+             len(i["endpoints"])) for i in items]
+
+
+@identity.command("list")
+@output_option
+@click.pass_context
+def identity_list(ctx: click.Context, output: str) -> None:
+    """List identities: number, labels, nodes referencing it, local endpoints."""
+    data = _api(ctx, "/v1/identities")
+    if output == "json":
+        emit_json(data)
+        return
+    emit_table(["ID", "LABELS", "NODES", "LOCAL ENDPOINTS"], _identity_rows(data))
+
+
+@identity.command("get")
+@click.argument("number", type=int)
+@output_option
+@click.pass_context
+def identity_get(ctx: click.Context, number: int, output: str) -> None:
+    """Show one identity and the local endpoints that use it."""
+    data = _api(ctx, f"/v1/identities/{number}")
+    if output == "json":
+        emit_json(data)
+        return
+    emit_table(["ID", "LABELS", "NODES", "LOCAL ENDPOINTS"], _identity_rows([data]))
+    for endpoint_id in data["endpoints"]:
+        click.echo(f"  endpoint {endpoint_id[:12]}")
+
+
+@main.group()
+def node() -> None:
+    """Nodes of the cluster (agents registered in the kvstore)."""
+
+
+@node.command("list")
+@output_option
+@click.pass_context
+def node_list(ctx: click.Context, output: str) -> None:
+    """List nodes: name, IP, encapsulation, address blocks."""
+    data = _api(ctx, "/v1/nodes")
+    if output == "json":
+        emit_json(data)
+        return
+    emit_table(["NAME", "IP", "ENCAPSULATION", "BLOCKS"],
+               [(n["name"], n["ip"], n["encapsulation"], ",".join(n["blocks"]) or "-")
+                for n in data])

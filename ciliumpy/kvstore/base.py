@@ -136,34 +136,46 @@ class KVStore(abc.ABC):
 
 
 class LeaseKeeper:
-    """Renews one lease every ttl/3 in a thread; re-grants it (and tells the owner,
-    who re-writes its keys) if it expired, e.g. after a store outage."""
+    """Holds one lease: renews it every ttl/3 in a thread and, when it is lost (expired
+    during a store outage) or could never be granted, grants a new one and calls
+    ``on_new_lease`` so the owner re-writes its keys."""
 
     def __init__(self, store: KVStore, ttl: float, name: str, on_new_lease=None) -> None:
         self.store, self.ttl, self.name = store, ttl, name
         self.on_new_lease = on_new_lease
-        self.lease = store.grant_lease(ttl, name)
-        self.healthy = True
+        self.lease: str | None = None
+        self.healthy = False
+        self.error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{name}", daemon=True)
+        self._step()
 
     def start(self) -> LeaseKeeper:
         self._thread.start()
         return self
 
+    def current(self) -> str:
+        """The live lease; KVUnavailable while the store cannot grant one."""
+        if self.lease is None:
+            raise KVUnavailable(f"no kvstore lease ({self.error or 'store unreachable'})")
+        return self.lease
+
+    def _step(self) -> None:
+        try:
+            if self.lease is None or not self.store.keepalive(self.lease):
+                self.lease = self.store.grant_lease(self.ttl, self.name)
+                if self.on_new_lease:
+                    self.on_new_lease(self.lease)
+            self.healthy, self.error = True, None
+        except Exception as exc:  # store down: keep trying, report unhealthy meanwhile
+            self.healthy, self.error = False, str(exc)
+
     def _run(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
-            try:
-                if not self.store.keepalive(self.lease):
-                    self.lease = self.store.grant_lease(self.ttl, self.name)
-                    if self.on_new_lease:
-                        self.on_new_lease(self.lease)
-                self.healthy = True
-            except Exception:  # store down: keep trying, report unhealthy meanwhile
-                self.healthy = False
+        while not self._stop.wait(self.ttl / 3 if self.healthy else 1.0):
+            self._step()
 
     def stop(self, revoke: bool = True) -> None:
         self._stop.set()
-        if revoke:
-            with contextlib.suppress(KVError):
+        if revoke and self.lease:
+            with contextlib.suppress(Exception):
                 self.store.revoke(self.lease)

@@ -75,6 +75,9 @@ class Agent:
     def api(self, path: str, method: str = "GET"):
         return call(path, method=method, socket_path=self.api_socket, timeout=30)
 
+    def api_post(self, path: str, body: dict):
+        return call(path, method="POST", body=body, socket_path=self.api_socket, timeout=60)
+
     def plugin(self, method: str, body: dict | None = None, raw: bytes | None = None
                ) -> tuple[int, dict]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None

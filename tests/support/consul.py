@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -20,8 +21,15 @@ def free_port() -> int:
 
 
 class ConsulAgent:
-    def __init__(self) -> None:
+    """``persistent=False``: ``-dev`` (in memory, fast). ``persistent=True``: a one-node
+    server with a data directory, so it can be stopped and started with its data."""
+
+    def __init__(self, persistent: bool = False) -> None:
+        self.persistent = persistent
         self.http_port = free_port()
+        self.ports = {"-http-port": self.http_port, "-serf-lan-port": free_port(),
+                      "-serf-wan-port": free_port(), "-server-port": free_port()}
+        self.data_dir = tempfile.mkdtemp(prefix="consul-data-")
         self.proc: subprocess.Popen | None = None
         self.log_path = Path(tempfile.mkdtemp(prefix="consul-")) / "consul.log"
 
@@ -30,11 +38,11 @@ class ConsulAgent:
         return f"127.0.0.1:{self.http_port}"
 
     def start(self, timeout: float = 30.0) -> None:
-        ports = {"-http-port": self.http_port, "-serf-lan-port": free_port(),
-                 "-serf-wan-port": free_port(), "-server-port": free_port()}
-        args = ["consul", "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
+        mode = (["-server", "-bootstrap-expect", "1", "-data-dir", self.data_dir]
+                if self.persistent else ["-dev"])
+        args = ["consul", "agent", *mode, "-bind", "127.0.0.1", "-client", "127.0.0.1",
                 "-dns-port", "-1", "-grpc-port", "-1", "-node", "ciliumpy-test"]
-        for flag, port in ports.items():
+        for flag, port in self.ports.items():
             args += [flag, str(port)]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
@@ -46,12 +54,22 @@ class ConsulAgent:
             try:
                 with urllib.request.urlopen(f"http://{self.address}/v1/status/leader",
                                             timeout=1) as answer:
-                    if json.loads(answer.read()):
+                    if json.loads(answer.read()) and self._kv_ready():
                         return
             except OSError:
                 pass
             time.sleep(0.2)
         raise RuntimeError("consul did not elect a leader in time")
+
+    def _kv_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.address}/v1/kv/ciliumpy-ready",
+                                        timeout=1):
+                return True
+        except urllib.error.HTTPError as exc:
+            return exc.code == 404
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -1,0 +1,43 @@
+"""The node registry: each agent publishes itself under its lease, so a dead agent's
+entry disappears when the lease expires. Key ``ciliumpy/state/nodes/v1/<name>``."""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import asdict, dataclass, field
+
+from ciliumpy.kvstore.base import KVStore
+from ciliumpy.kvstore.base import key as kv_key
+
+PREFIX = kv_key("nodes", "v1") + "/"
+
+
+@dataclass
+class Node:
+    name: str
+    ip: str
+    encapsulation: str
+    blocks: list[str] = field(default_factory=list)
+    api: str = ""
+
+
+def default_node_ip() -> str:
+    """The source address this host would use to reach the outside (no packet is sent:
+    connecting a UDP socket only looks up the route)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))  # TEST-NET-1, never contacted
+        return probe.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+    finally:
+        probe.close()
+
+
+def register(kv: KVStore, node: Node, lease: str) -> None:
+    kv.put(PREFIX + node.name, json.dumps(asdict(node)), lease=lease)
+
+
+def list_nodes(kv: KVStore) -> list[Node]:
+    return [Node(**json.loads(pair.value)) for pair in kv.list(PREFIX)]

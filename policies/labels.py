@@ -1,0 +1,107 @@
+"""Labels (``source:key=value``) and the filter that decides which are identity-relevant.
+
+Docker container labels get source ``container`` (as Cilium's Docker workload code
+did); labels of the container's Docker network get source ``network``; configured
+extra labels carry their own source. Selector keys without a source mean ``any``.
+
+The filter follows Cilium's ``--labels`` syntax: a list of key-prefix patterns, each
+optionally ``source:``-qualified and ``!``-negated. With no inclusive pattern every
+label is relevant except the excluded ones; once an inclusive pattern exists only
+matching labels are. Reserved labels are always relevant. The default excludes
+Docker bookkeeping that would give every container its own identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from ciliumpy.config import DEFAULT_LABEL_FILTER
+
+SOURCE_CONTAINER = "container"
+SOURCE_NETWORK = "network"
+SOURCE_RESERVED = "reserved"
+SOURCE_ANY = "any"
+KNOWN_SOURCES = {SOURCE_CONTAINER, SOURCE_NETWORK, SOURCE_RESERVED, SOURCE_ANY, "k8s", "cidr",
+                 "unspec", "node", "extra"}
+
+DEFAULT_FILTER = DEFAULT_LABEL_FILTER
+
+
+@dataclass(frozen=True, order=True)
+class Label:
+    source: str
+    key: str
+    value: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.key}={self.value}" if self.value else (
+            f"{self.source}:{self.key}")
+
+
+def parse(text: str, default_source: str = SOURCE_ANY) -> Label:
+    """``source:key=value`` / ``key=value`` / ``source:key`` into a Label."""
+    body, _, value = text.partition("=")
+    source, sep, key = body.partition(":")
+    if not sep or source not in KNOWN_SOURCES:
+        source, key = default_source, body
+    if not key:
+        raise ValueError(f"label {text!r} has an empty key")
+    return Label(source, key, value)
+
+
+def from_map(labels: Mapping[str, str] | None, source: str) -> list[Label]:
+    return [Label(source, str(k), str(v)) for k, v in (labels or {}).items()]
+
+
+def canonical(labels: Iterable[Label]) -> list[str]:
+    """Sorted, de-duplicated string form: the identity's key."""
+    return sorted({str(label) for label in labels})
+
+
+class LabelFilter:
+    def __init__(self, patterns: Iterable[str] = DEFAULT_FILTER) -> None:
+        self.include: list[tuple[str | None, str]] = []
+        self.exclude: list[tuple[str | None, str]] = []
+        for raw in patterns:
+            pattern = raw.strip()
+            if not pattern:
+                continue
+            negated = pattern.startswith("!")
+            pattern = pattern.lstrip("!")
+            source, sep, prefix = pattern.partition(":")
+            entry = (source, prefix) if sep and source in KNOWN_SOURCES else (None, pattern)
+            (self.exclude if negated else self.include).append(entry)
+
+    @staticmethod
+    def _matches(entry: tuple[str | None, str], label: Label) -> bool:
+        source, prefix = entry
+        if source not in (None, SOURCE_ANY, label.source):
+            return False
+        return label.key.startswith(prefix)
+
+    def relevant(self, label: Label) -> bool:
+        if label.source == SOURCE_RESERVED:
+            return True
+        if any(self._matches(e, label) for e in self.exclude):
+            return False
+        return not self.include or any(self._matches(e, label) for e in self.include)
+
+    def apply(self, labels: Iterable[Label]) -> list[Label]:
+        return [label for label in labels if self.relevant(label)]
+
+
+def identity_labels(container_labels: Mapping[str, str] | None,
+                    image_labels: Mapping[str, str] | None,
+                    network_labels: Mapping[str, str] | None,
+                    extra: Iterable[str], label_filter: LabelFilter) -> list[str]:
+    """The identity-relevant labels of one endpoint, in canonical form.
+
+    Docker merges image LABELs into the container's labels; a label whose key and
+    value both come from the image is the image's, not the user's, and is dropped.
+    """
+    image_labels = image_labels or {}
+    own = {k: v for k, v in (container_labels or {}).items() if image_labels.get(k) != v}
+    labels = from_map(own, SOURCE_CONTAINER) + from_map(network_labels, SOURCE_NETWORK)
+    labels += [parse(text, default_source="extra") for text in extra]
+    return canonical(label_filter.apply(labels))
