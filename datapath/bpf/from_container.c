@@ -1,0 +1,53 @@
+/* tc ingress of an endpoint's host-side veth: packets leaving the container.
+ * Enforces the endpoint's egress policy against the destination's identity. */
+#include "lib/common.h"
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "lib/events.h"
+#include "lib/conntrack.h"
+#include "lib/policy.h"
+
+int from_container(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex;
+	struct ep_info *ep = cp_endpoints.lookup(&ifindex);
+	struct flow f = {};
+	__u64 now;
+	__u32 dst_id;
+	__u8 reason;
+	int parsed;
+
+	if (!ep)
+		return TC_ACT_OK; /* not a ciliumpy endpoint */
+	parsed = parse_flow(skb, &f);
+	if (parsed > 0)
+		return TC_ACT_OK; /* ARP and other non-IP */
+	if (parsed < 0) {
+		count(REASON_MALFORMED, DIR_EGRESS, skb->len);
+		emit(EVENT_DROP, REASON_MALFORMED, DIR_EGRESS, 0, ifindex, ep->identity, 0, &f);
+		return TC_ACT_SHOT;
+	}
+	if (f.passthrough) {
+		count(REASON_FORWARDED, DIR_EGRESS, f.len);
+		return TC_ACT_OK;
+	}
+	now = bpf_ktime_get_ns();
+	if (ct_known(&f, CT_EGRESS_OK, CT_INGRESS_OK, now)) {
+		count(REASON_FORWARDED, DIR_EGRESS, f.len);
+		return TC_ACT_OK;
+	}
+	dst_id = identity_of(f.family, f.daddr);
+	if (ep->flags & EP_ENFORCE_EGRESS) {
+		reason = policy_verdict(ifindex, DIR_EGRESS, dst_id, &f);
+		emit(EVENT_POLICY_VERDICT, reason, DIR_EGRESS, reason == REASON_FORWARDED, ifindex,
+		     ep->identity, dst_id, &f);
+		if (reason != REASON_FORWARDED) {
+			count(reason, DIR_EGRESS, f.len);
+			emit(EVENT_DROP, reason, DIR_EGRESS, 0, ifindex, ep->identity, dst_id, &f);
+			return TC_ACT_SHOT;
+		}
+	}
+	ct_allow(&f, CT_EGRESS_OK, ep->identity, dst_id, now);
+	count(REASON_FORWARDED, DIR_EGRESS, f.len);
+	return TC_ACT_OK;
+}

@@ -1,0 +1,156 @@
+/* Shared types and constants of the ciliumpy datapath. Every struct here has a ctypes
+ * twin in datapath/maps.py: change both together (and the map's version suffix). */
+#ifndef CILIUMPY_COMMON_H
+#define CILIUMPY_COMMON_H
+
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/tcp.h>
+#include <uapi/linux/udp.h>
+#include <uapi/linux/icmp.h>
+#include <uapi/linux/icmpv6.h>
+
+/* uapi/linux/stddef.h defines __always_inline as plain inline, which clang may ignore;
+ * a call left out-of-line becomes an opcode bcc's loader cannot relocate. */
+#undef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+
+#define ID_UNKNOWN 0
+#define ID_HOST 1
+#define ID_WORLD 2
+
+#define DIR_INGRESS 0 /* to the container */
+#define DIR_EGRESS 1  /* from the container */
+
+/* endpoint flags */
+#define EP_ENFORCE_INGRESS 1
+#define EP_ENFORCE_EGRESS 2
+
+/* policy entry flags */
+#define POLICY_DENY 1
+
+/* conntrack flags */
+#define CT_EGRESS_OK 1   /* the source endpoint's egress allowed the original direction */
+#define CT_INGRESS_OK 2  /* the destination endpoint's ingress allowed it */
+#define CT_SYN 4
+#define CT_ESTABLISHED 8
+#define CT_CLOSING 16
+
+/* timeouts (ns) */
+#define CT_TIMEOUT_SYN (60ULL * 1000000000ULL)
+#define CT_TIMEOUT_TCP (21600ULL * 1000000000ULL)
+#define CT_TIMEOUT_CLOSE (10ULL * 1000000000ULL)
+#define CT_TIMEOUT_OTHER (60ULL * 1000000000ULL)
+
+/* metrics/event reasons */
+#define REASON_FORWARDED 0
+#define REASON_POLICY_DENIED 1 /* no allow entry matched */
+#define REASON_POLICY_DENY 2   /* a deny entry matched */
+#define REASON_MALFORMED 3
+#define REASON_MAX 4
+
+#define EVENT_DROP 1
+#define EVENT_POLICY_VERDICT 2
+
+struct ep_info {
+	__u32 identity;
+	__u32 flags;
+	__u8 mac[6];
+	__u8 pad[2];
+};
+
+struct ipcache_key {
+	__u32 prefixlen; /* 32 (family + pad) + address bits */
+	__u8 family;
+	__u8 pad[3];
+	__u8 addr[16];
+};
+
+struct ipcache_val {
+	__u32 identity;
+	__u32 tunnel_ip;
+	__u32 ifindex; /* host-side veth of a local endpoint, 0 otherwise */
+	__u32 flags;
+};
+
+struct policy_key {
+	__u32 prefixlen; /* 96 + port prefix bits */
+	__u32 ep;        /* host-side ifindex of the endpoint */
+	__u8 dir;
+	__u8 proto;      /* 0 = any protocol */
+	__u16 pad;
+	__u32 identity;  /* 0 = any identity */
+	__u8 dport[2];   /* big endian, matched by prefix (port ranges) */
+	__u16 pad2;
+};
+
+struct policy_val {
+	__u16 proxy_port;
+	__u8 flags;
+	__u8 pad;
+	__u32 rule;
+};
+
+struct ct_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 family;
+	__u16 pad;
+};
+
+struct ct_val {
+	__u64 created;
+	__u64 last_seen;
+	__u64 packets;
+	__u64 bytes;
+	__u32 flags;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 pad;
+};
+
+struct metric_val {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct event {
+	__u8 type;
+	__u8 reason;
+	__u8 dir;
+	__u8 family;
+	__u32 ifindex;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 verdict; /* 1 allowed, 0 denied */
+	__u16 len;
+	__u64 ts;
+};
+
+/* A parsed packet: addresses, ports in host order, and what the policy needs. */
+struct flow {
+	__u8 family;
+	__u8 proto;
+	__u8 tcp_flags;
+	__u8 icmp_type;
+	__u8 passthrough; /* ARP, neighbour discovery, ICMP errors: never policed */
+	__u16 sport;
+	__u16 dport;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 len;
+};
+
+#endif

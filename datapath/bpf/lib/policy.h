@@ -1,0 +1,64 @@
+/* Identity resolution (ipcache) and the policy verdict.
+ *
+ * Lookup order follows Cilium's (bpf/lib/policy.h): the peer's identity, then the
+ * wildcard identity 0 (L4-only rules); within each, the exact protocol, then protocol
+ * 0 (any, L3-only rules); each lookup is a longest-prefix match on the port, so port
+ * ranges are a few prefixes. Deny entries live in their own map and are checked
+ * first: a matching deny always wins, whatever its specificity. */
+#ifndef CILIUMPY_POLICY_H
+#define CILIUMPY_POLICY_H
+
+#include "lib/maps.h"
+
+static __always_inline struct ipcache_val *ipcache_lookup(__u8 family, __u8 *addr)
+{
+	struct ipcache_key key = {};
+	key.family = family;
+	key.prefixlen = 32 + (family == 4 ? 32 : 128);
+	__builtin_memcpy(key.addr, addr, 16);
+	return cp_ipcache.lookup(&key);
+}
+
+static __always_inline __u32 identity_of(__u8 family, __u8 *addr)
+{
+	struct ipcache_val *v = ipcache_lookup(family, addr);
+	return v ? v->identity : ID_WORLD;
+}
+
+static __always_inline int policy_hit(int deny, __u32 ep, __u8 dir, __u32 identity,
+					  __u8 proto, __u16 dport)
+{
+	struct policy_key key = {};
+	key.prefixlen = 96 + 16;
+	key.ep = ep;
+	key.dir = dir;
+	key.proto = proto;
+	key.identity = identity;
+	key.dport[0] = dport >> 8;
+	key.dport[1] = dport & 0xff;
+	/* bcc binds map.lookup() to the map's fd: the map cannot be a parameter */
+	if (deny)
+		return cp_policy_deny.lookup(&key) != NULL;
+	return cp_policy_allow.lookup(&key) != NULL;
+}
+
+static __always_inline int policy_matches(int deny, __u32 ep, __u8 dir, __u32 identity,
+					  __u8 proto, __u16 dport)
+{
+	return policy_hit(deny, ep, dir, identity, proto, dport) ||
+	       policy_hit(deny, ep, dir, 0, proto, dport) ||
+	       policy_hit(deny, ep, dir, identity, 0, 0) ||
+	       policy_hit(deny, ep, dir, 0, 0, 0);
+}
+
+/* REASON_FORWARDED if allowed, else the drop reason. */
+static __always_inline __u8 policy_verdict(__u32 ep, __u8 dir, __u32 identity, struct flow *f)
+{
+	if (policy_matches(1, ep, dir, identity, f->proto, f->dport))
+		return REASON_POLICY_DENY;
+	if (policy_matches(0, ep, dir, identity, f->proto, f->dport))
+		return REASON_FORWARDED;
+	return REASON_POLICY_DENIED;
+}
+
+#endif

@@ -1,0 +1,191 @@
+"""BPF maps from Python: ctypes twins of the structs in ``bpf/lib/common.h`` and a small
+map object over a file descriptor (libbcc's syscall wrappers), so maps opened from
+their pins after a restart work exactly like freshly created ones."""
+
+from __future__ import annotations
+
+import ctypes as ct
+import ipaddress
+import os
+from collections.abc import Iterator
+
+from bcc import libbcc
+
+lib = libbcc.lib
+lib.bpf_obj_get.argtypes = [ct.c_char_p]
+lib.bpf_obj_pin.argtypes = [ct.c_int, ct.c_char_p]
+
+EP_ENFORCE_INGRESS, EP_ENFORCE_EGRESS = 1, 2
+POLICY_DENY = 1
+DIR_INGRESS, DIR_EGRESS = 0, 1
+REASONS = {0: "forwarded", 1: "policy-denied", 2: "policy-deny-rule", 3: "malformed"}
+CT_FLAGS = {1: "egress-ok", 2: "ingress-ok", 4: "syn", 8: "established", 16: "closing"}
+
+
+class MapError(RuntimeError):
+    pass
+
+
+class EpInfo(ct.Structure):
+    _fields_ = [("identity", ct.c_uint32), ("flags", ct.c_uint32), ("mac", ct.c_uint8 * 6),
+                ("pad", ct.c_uint8 * 2)]
+
+
+class IpcacheKey(ct.Structure):
+    _fields_ = [("prefixlen", ct.c_uint32), ("family", ct.c_uint8), ("pad", ct.c_uint8 * 3),
+                ("addr", ct.c_uint8 * 16)]
+
+
+class IpcacheVal(ct.Structure):
+    _fields_ = [("identity", ct.c_uint32), ("tunnel_ip", ct.c_uint32), ("ifindex", ct.c_uint32),
+                ("flags", ct.c_uint32)]
+
+
+class PolicyKey(ct.Structure):
+    _fields_ = [("prefixlen", ct.c_uint32), ("ep", ct.c_uint32), ("dir", ct.c_uint8),
+                ("proto", ct.c_uint8), ("pad", ct.c_uint16), ("identity", ct.c_uint32),
+                ("dport", ct.c_uint8 * 2), ("pad2", ct.c_uint16)]
+
+
+class PolicyVal(ct.Structure):
+    _fields_ = [("proxy_port", ct.c_uint16), ("flags", ct.c_uint8), ("pad", ct.c_uint8),
+                ("rule", ct.c_uint32)]
+
+
+class CtKey(ct.Structure):
+    _fields_ = [("saddr", ct.c_uint8 * 16), ("daddr", ct.c_uint8 * 16), ("sport", ct.c_uint16),
+                ("dport", ct.c_uint16), ("proto", ct.c_uint8), ("family", ct.c_uint8),
+                ("pad", ct.c_uint16)]
+
+
+class CtVal(ct.Structure):
+    _fields_ = [("created", ct.c_uint64), ("last_seen", ct.c_uint64), ("packets", ct.c_uint64),
+                ("bytes", ct.c_uint64), ("flags", ct.c_uint32), ("src_identity", ct.c_uint32),
+                ("dst_identity", ct.c_uint32), ("pad", ct.c_uint32)]
+
+
+class MetricVal(ct.Structure):
+    _fields_ = [("packets", ct.c_uint64), ("bytes", ct.c_uint64)]
+
+
+class Event(ct.Structure):
+    _fields_ = [("type", ct.c_uint8), ("reason", ct.c_uint8), ("dir", ct.c_uint8),
+                ("family", ct.c_uint8), ("ifindex", ct.c_uint32), ("src_identity", ct.c_uint32),
+                ("dst_identity", ct.c_uint32), ("saddr", ct.c_uint8 * 16),
+                ("daddr", ct.c_uint8 * 16), ("sport", ct.c_uint16), ("dport", ct.c_uint16),
+                ("proto", ct.c_uint8), ("verdict", ct.c_uint8), ("len", ct.c_uint16),
+                ("ts", ct.c_uint64)]
+
+
+def possible_cpus() -> int:
+    with open("/sys/devices/system/cpu/possible") as handle:
+        text = handle.read().strip()
+    count = 0
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        count += int(high or low) - int(low) + 1
+    return count
+
+
+class BPFMap:
+    """Lookup/update/delete/iterate on a map fd with fixed ctypes key/value types."""
+
+    def __init__(self, name: str, fd: int, key_type, value_type, max_entries: int,
+                 percpu: bool = False) -> None:
+        self.name, self.fd = name, fd
+        self.key_type, self.value_type = key_type, value_type
+        self.max_entries, self.percpu = max_entries, percpu
+        self.cpus = possible_cpus() if percpu else 1
+
+    def _value_buffer(self):
+        return (self.value_type * self.cpus)() if self.percpu else self.value_type()
+
+    def lookup(self, key):
+        value = self._value_buffer()
+        if lib.bpf_lookup_elem(self.fd, ct.byref(key), ct.byref(value)) != 0:
+            return None
+        return list(value) if self.percpu else value
+
+    def update(self, key, value) -> None:
+        if lib.bpf_update_elem(self.fd, ct.byref(key), ct.byref(value), 0) != 0:
+            errno = ct.get_errno()
+            raise MapError(f"update of {self.name} failed: {os.strerror(errno) if errno else '?'}")
+
+    def delete(self, key) -> bool:
+        return lib.bpf_delete_elem(self.fd, ct.byref(key)) == 0
+
+    def keys(self) -> Iterator:
+        key = self.key_type()
+        next_key = self.key_type()
+        first = True
+        while True:
+            ret = lib.bpf_get_next_key(self.fd, None if first else ct.byref(key),
+                                       ct.byref(next_key))
+            if ret != 0:
+                return
+            first = False
+            ct.memmove(ct.byref(key), ct.byref(next_key), ct.sizeof(key))
+            yield self.key_type.from_buffer_copy(key)
+
+    def items(self) -> Iterator[tuple]:
+        for key in list(self.keys()):
+            value = self.lookup(key)
+            if value is not None:
+                yield key, value
+
+    def count(self) -> int:
+        return sum(1 for _ in self.keys())
+
+
+def open_pinned(path: str) -> int:
+    fd = lib.bpf_obj_get(path.encode())
+    if fd < 0:
+        raise MapError(f"cannot open pinned object {path}")
+    return fd
+
+
+def pin(fd: int, path: str) -> None:
+    if lib.bpf_obj_pin(fd, path.encode()) != 0:
+        raise MapError(f"cannot pin to {path}")
+
+
+# ---- key/value builders -------------------------------------------------------
+def addr_bytes(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
+    return ip.packed.ljust(16, b"\0")
+
+
+def to_ip(family: int, raw) -> str:
+    data = bytes(raw)
+    return str(ipaddress.ip_address(data[:4] if family == 4 else data[:16]))
+
+
+def ipcache_key(prefix: ipaddress.IPv4Network | ipaddress.IPv6Network) -> IpcacheKey:
+    key = IpcacheKey()
+    key.prefixlen = 32 + prefix.prefixlen
+    key.family = prefix.version
+    key.addr[:] = list(addr_bytes(prefix.network_address))
+    return key
+
+
+def policy_key(ep: int, direction: int, identity: int, proto: int, port: int,
+               port_prefix: int) -> PolicyKey:
+    key = PolicyKey()
+    key.prefixlen = 96 + port_prefix
+    key.ep, key.dir, key.proto, key.identity = ep, direction, proto, identity
+    key.dport[0], key.dport[1] = port >> 8, port & 0xFF
+    return key
+
+
+def port_prefixes(first: int, last: int) -> list[tuple[int, int]]:
+    """A port range as the fewest (port, prefix bits) pairs covering exactly it."""
+    if first == 0 and last in (0, 65535):
+        return [(0, 0)]
+    result = []
+    while first <= last:
+        size = first & -first if first else 1 << 16
+        while size > last - first + 1:
+            size >>= 1
+        bits = 16 - (size.bit_length() - 1)
+        result.append((first, bits))
+        first += size
+    return result

@@ -1,0 +1,55 @@
+"""Attaching the programs with tc: a clsact qdisc and one direct-action cls_bpf filter
+per direction on an endpoint's host-side veth (pyroute2, in process)."""
+
+from __future__ import annotations
+
+import errno
+import threading
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+INGRESS_PARENT = "ffff:fff2"  # packets from the container
+EGRESS_PARENT = "ffff:fff3"  # packets to the container
+
+
+class TcError(RuntimeError):
+    pass
+
+
+class TC:
+    def __init__(self) -> None:
+        self._ipr = IPRoute()
+        self._lock = threading.Lock()
+
+    def attach(self, ifindex: int, from_container_fd: int, to_container_fd: int) -> None:
+        """Installs (or atomically replaces) both filters on ``ifindex``."""
+        with self._lock:
+            try:
+                self._ipr.tc("add", "clsact", ifindex)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise TcError(f"clsact on ifindex {ifindex}: {exc.args[-1]}") from None
+            for parent, fd, name in ((INGRESS_PARENT, from_container_fd, "from_container"),
+                                     (EGRESS_PARENT, to_container_fd, "to_container")):
+                spec = {"fd": fd, "name": name, "parent": parent, "classid": 1, "prio": 1,
+                        "direct_action": True}
+                try:
+                    self._ipr.tc("replace-filter", "bpf", ifindex, ":1", **spec)
+                except NetlinkError as exc:
+                    raise TcError(f"{name} filter on ifindex {ifindex}: {exc.args[-1]}") from None
+
+    def attached(self, ifindex: int) -> list[str]:
+        """Names of the bpf programs attached to ``ifindex`` (both directions)."""
+        names = []
+        with self._lock:
+            for parent in (INGRESS_PARENT, EGRESS_PARENT):
+                try:
+                    filters = self._ipr.get_filters(index=ifindex, parent=parent)
+                except NetlinkError:
+                    continue
+                for item in filters:
+                    options = item.get_attr("TCA_OPTIONS")
+                    if options is not None and options.get_attr("TCA_BPF_NAME"):
+                        names.append(options.get_attr("TCA_BPF_NAME"))
+        return names
