@@ -52,3 +52,22 @@ def call(path: str, method: str = "GET", body: Any = None,
         message = decoded.get("Err") if isinstance(decoded, dict) else None
         raise APIError(message or f"the agent answered HTTP {response.status}")
     return decoded
+
+
+def stream(path: str, socket_path: str = DEFAULT_API_SOCKET):
+    """Yields the JSON objects of a newline-delimited stream (keep-alive blank lines
+    are skipped) until the agent closes it."""
+    conn = _UnixConnection(socket_path, timeout=None)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        if response.status >= 400:
+            raise APIError(f"the agent answered HTTP {response.status}")
+        for line in response:
+            line = line.strip()
+            if line:
+                yield json.loads(line)
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise APIError(f"the agent is not running (no socket at {socket_path})") from None
+    finally:
+        conn.close()

@@ -143,6 +143,8 @@ class Config:
     identity_gc_grace: float = 300.0
     identity_label_filter: list[str] = field(default_factory=lambda: list(DEFAULT_LABEL_FILTER))
     identity_extra_labels: list[str] = field(default_factory=list)
+    policy_enforcement: str = "default"
+    bpf_pin_dir: str = "/sys/fs/bpf/ciliumpy"
 
 
 VALIDATORS: dict[str, Callable[[Any], Any]] = {
@@ -170,6 +172,8 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "identity_gc_grace": _non_negative_float,
     "identity_label_filter": _string_list,
     "identity_extra_labels": _string_list,
+    "policy_enforcement": _choice("default", "always", "never"),
+    "bpf_pin_dir": _text,
 }
 
 OPTION_NAMES = [f.name for f in fields(Config)]

@@ -20,10 +20,14 @@ from ciliumpy import __version__, nodes
 from ciliumpy.config import Config
 from ciliumpy.docker_view import DockerView
 from ciliumpy.docker_watcher import DockerWatcher
+from ciliumpy.endpoint_datapath import EndpointDatapath
 from ciliumpy.endpoint_identity import EndpointIdentities
 from ciliumpy.kvstore import KVError, open_store
 from ciliumpy.kvstore.base import LeaseKeeper
 from ciliumpy.localdb import LocalDB
+from ciliumpy.monitor import Monitor
+from datapath import loader
+from datapath.datapath import Datapath
 from datapath.links import Links, enable_forwarding
 from driver.model import Endpoint, Store
 from driver.service import Driver
@@ -57,21 +61,29 @@ class Agent:
         self.docker = DockerView(config.docker_host, driver_name)
         self.node_ip = config.node_ip or nodes.default_node_ip()
         self.allocator = IdentityAllocator(self.kv, config.node_name)
+        self.datapath = Datapath(config.bpf_pin_dir)
+        self.endpoint_dp = EndpointDatapath(self.datapath, config.policy_enforcement)
+        self.monitor = Monitor(self.allocator.get, self._endpoint_view)
         self.lease: LeaseKeeper | None = None
         self.identities: EndpointIdentities | None = None
         self.watcher: DockerWatcher | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._suspect_links: dict[str, float] = {}
 
     # ---- lifecycle ---------------------------------------------------------
     def start(self) -> None:
         enable_forwarding()
+        self.datapath.start(on_event=self.monitor.ingest)
+        self._program_host_addresses()
+        self._reprogram_endpoints()
         self.lease = LeaseKeeper(self.kv, self.config.lease_ttl,
                                  f"ciliumpy-{self.config.node_name}")
         self.identities = EndpointIdentities(
             self.store, self.allocator, self.lease,
             LabelFilter(self.config.identity_label_filter), self.config.identity_extra_labels)
         self.lease.on_new_lease = self._new_lease
+        self.identities.on_identity_changed = self._identity_changed
         self.ipam.on_blocks_changed = self.register_node
         if self.lease.lease:  # granted already: publish the node, re-reference identities
             self._new_lease(self.lease.lease)
@@ -89,6 +101,41 @@ class Agent:
         for part in (self.watcher, self.identities):
             if part is not None:
                 part.stop()
+
+    # ---- datapath ------------------------------------------------------------
+    def _program_host_addresses(self) -> None:
+        """The host's own addresses and every network's gateway are identity host."""
+        for address in self.links.local_addresses() + self._gateways():
+            self.datapath.set_ipcache(ipaddress.ip_network(address), 1)
+
+    def _gateways(self) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        return [ipaddress.ip_address(g) for n in self.store.networks()
+                for g in (n.gateway_v4, n.gateway_v6) if g]
+
+    def _reprogram_endpoints(self) -> None:
+        """After a restart: the same entries again (maps end identical), programs
+        re-attached atomically (a no-op when the pinned ones are reused)."""
+        for endpoint in self.store.endpoints():
+            ifindex = self.links.index(endpoint.host_ifname)
+            if ifindex is None:
+                continue
+            if ifindex != endpoint.ifindex:
+                endpoint.ifindex = ifindex
+                self.store.put_endpoint(endpoint)
+            self.endpoint_dp.program(endpoint, ifindex)
+
+    def _identity_changed(self, endpoint: Endpoint) -> None:
+        current = self.store.endpoint(endpoint.endpoint_id)
+        if current is not None and current.ifindex:
+            self.endpoint_dp.program(current, current.ifindex, attach=False)
+
+    def _endpoint_view(self, ifindex: int) -> dict | None:
+        for endpoint in self.store.endpoints():
+            if endpoint.ifindex == ifindex:
+                return {"endpoint_id": endpoint.endpoint_id,
+                        "container_name": endpoint.container_name,
+                        "identity": endpoint.identity}
+        return None
 
     def _new_lease(self, lease: str) -> None:
         self.register_node(lease)
@@ -121,10 +168,17 @@ class Agent:
     def endpoint_created(self, endpoint: Endpoint) -> None:
         for address in endpoint.addresses:
             self.ipam.bind(ipaddress.ip_interface(address).ip, endpoint.endpoint_id)
+        network = self.store.network(endpoint.network_id)
+        for gateway in (network.gateway_v4, network.gateway_v6) if network else ():
+            if gateway:
+                self.datapath.set_ipcache(ipaddress.ip_network(gateway), 1)
+        self.endpoint_dp.program(endpoint, endpoint.ifindex)
 
     def endpoint_deleted(self, endpoint: Endpoint) -> None:
         # ReleaseAddress normally follows; if it never does, the GC frees the address.
         self.ipam.unbind(endpoint.endpoint_id)
+        if endpoint.ifindex:
+            self.endpoint_dp.remove(endpoint, endpoint.ifindex)
         if self.identities is not None:
             self.identities.endpoint_removed(endpoint)
 
@@ -150,19 +204,14 @@ class Agent:
                 self.driver.delete_endpoint(endpoint.endpoint_id)
                 self.endpoint_deleted(endpoint)
                 removed_endpoints += 1
-        known = {e.host_ifname for e in self.store.endpoints()}
-        removed_links = 0
-        for name in self.links.list_names("lxc"):
-            if name not in known:
-                log.info("removing leaked link %s", name)
-                self.links.delete(name)
-                removed_links += 1
+        removed_links = self._remove_leaked_links(grace)
         removed_endpoints += self._reconcile_with_docker(grace)
         live = {e.endpoint_id for e in self.store.endpoints()}
         freed = self.ipam.reclaim_orphans(grace, live)
         for address in freed:
             log.info("reclaimed orphan address %s", address)
         self.register_node()
+        self.datapath.ct_gc()
         collected: list[int] = []
         try:
             collected = self.allocator.gc(self.config.identity_gc_grace)
@@ -172,6 +221,27 @@ class Agent:
             log.info("garbage-collected identity %d", number)
         return {"endpoints": removed_endpoints, "links": removed_links, "addresses": len(freed),
                 "identities": len(collected)}
+
+    def _remove_leaked_links(self, grace: float) -> int:
+        """Veth pairs no endpoint owns whose container side is back in the host
+        namespace (Docker moved it back but could not call DeleteEndpoint). A live
+        container's side is in its own namespace, so other agents' endpoints on this
+        host are never touched; the grace covers CreateEndpoint..Join."""
+        known = {e.host_ifname for e in self.store.endpoints()}
+        peers = set(self.links.list_names("tmp"))
+        now = time.time()
+        removed = 0
+        for name in self.links.list_names("lxc"):
+            if name in known or "tmp" + name[3:] not in peers:
+                self._suspect_links.pop(name, None)
+                continue
+            first = self._suspect_links.setdefault(name, now)
+            if now - first >= grace:
+                log.info("removing leaked link %s", name)
+                self.links.delete(name)
+                self._suspect_links.pop(name, None)
+                removed += 1
+        return removed
 
     def _reconcile_with_docker(self, grace: float) -> int:
         view = self.docker.snapshot()
@@ -213,7 +283,7 @@ class Agent:
                         "lease": bool(self.lease and self.lease.healthy),
                         "error": self.lease.error if self.lease else None},
             "identities_in_use": sorted(self.identities.in_use()) if self.identities else [],
-            "datapath": {"mode": self.config.datapath_mode},
+            "datapath": self._datapath_status(),
             "plugin_socket": self.config.plugin_socket,
             "networks": len(self.store.networks()),
             "endpoints": len(endpoints),
@@ -221,6 +291,18 @@ class Agent:
             "docker": self.docker.last_status,
             "docker_watcher": {"connected": bool(self.watcher and self.watcher.connected)},
         }
+
+    def _datapath_status(self) -> dict[str, Any]:
+        startup = loader.STARTUP
+        return {"mode": self.config.datapath_mode,
+                "policy_enforcement": self.config.policy_enforcement,
+                "programs": startup.source_hash if startup else None,
+                "compiled_at_start": bool(startup and startup.compiled),
+                "compile_seconds": round(startup.compile_seconds, 3) if startup else None,
+                "compiles_in_worker": int(bool(self.datapath.loaded
+                                               and self.datapath.loaded.compiled)),
+                "policy_entries": len(self.datapath.entries),
+                "events_seen": self.monitor.seen}
 
     def _kv_healthy(self) -> bool:
         try:

@@ -31,6 +31,7 @@ class EndpointIdentities:
         self.label_filter, self.extra_labels = label_filter, extra_labels
         self.retry_interval = retry_interval
         self.manual: set[int] = set()  # identities held through the API
+        self.on_identity_changed = lambda endpoint: None  # the datapath re-programs it
         self._lock = threading.RLock()
         self._stop = threading.Event()
 
@@ -76,6 +77,8 @@ class EndpointIdentities:
             return
         endpoint.identity, endpoint.identity_error = identity.number, None
         self.store.put_endpoint(endpoint)
+        if old != identity.number:
+            self.on_identity_changed(endpoint)
         log.info("endpoint %s has identity %d %s", endpoint.endpoint_id[:12], identity.number,
                  list(identity.labels))
         if old != identity.number:

@@ -130,6 +130,12 @@ def serve(config: Config) -> None:
         plugin_sock = bind_unix(config.plugin_socket, 0o660)
         plugin_fd = plugin_sock.detach()
         owned.append(config.plugin_socket)
+    from datapath import loader
+
+    try:  # compile (or reuse pins) here, so a failure is one clear line before serving
+        loader.startup_load(config.bpf_pin_dir)
+    except loader.CompileError as exc:
+        raise ServeError(str(exc)) from None
     api_sock = bind_unix(config.api_socket, 0o600)
     api_fd = api_sock.detach()
     owned.append(config.api_socket)

@@ -137,6 +137,12 @@ class Links:
         names = [link.get("ifname") for link in links]
         return sorted(n for n in names if n and n.startswith(prefix))
 
+    def local_addresses(self) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        """Global addresses configured on this host's interfaces."""
+        with self._lock:
+            found = [ipaddress.ip_address(a.get_attr("IFA_ADDRESS")) for a in self._ipr.get_addr()]
+        return [a for a in found if not a.is_link_local]
+
     def host_routes(self) -> list[HostRoute]:
         """Non-default routes of the main table that ciliumpy did not install."""
         result = []

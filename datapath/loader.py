@@ -124,3 +124,14 @@ def load(pin_dir: str = "/sys/fs/bpf/ciliumpy") -> Loaded:
             old.rmdir()
     log.info("datapath: compiled in %.2fs, pinned as %s", elapsed, digest)
     return Loaded(programs, _open_maps(pin_dir), events_fd, True, elapsed, digest, bpf)
+
+
+STARTUP: Loaded | None = None  # what the agent's master process did (inherited by fork)
+
+
+def startup_load(pin_dir: str) -> Loaded:
+    """The master's load: compiles at most once per agent start; the worker it forks
+    then opens the same pins (see ``load``) and compiles nothing."""
+    global STARTUP
+    STARTUP = load(pin_dir)
+    return STARTUP

@@ -50,6 +50,7 @@ class Endpoint:
     container_id: str | None = None
     container_name: str | None = None
     created: float = field(default_factory=time.time)
+    ifindex: int = 0  # of the host-side veth (the datapath's endpoint key)
     identity: int = 5  # reserved:init until the container's labels are known
     labels: list[str] | None = None
     identity_error: str | None = None

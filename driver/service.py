@@ -143,8 +143,11 @@ class Driver:
         gateways = [ipaddress.ip_address(g) for g in (network.gateway_v4, network.gateway_v6)
                     if g]
         addresses = [ipaddress.ip_interface(a).ip for a in endpoint.addresses]
-        self.links.create_endpoint_veth(endpoint.host_ifname, endpoint.peer_ifname, endpoint.mac,
-                                        gateways, addresses, network.mtu)
+        ifindex = self.links.create_endpoint_veth(endpoint.host_ifname, endpoint.peer_ifname,
+                                                  endpoint.mac, gateways, addresses, network.mtu)
+        if endpoint.ifindex != ifindex:
+            endpoint.ifindex = ifindex
+            self.store.put_endpoint(endpoint)
         return endpoint
 
     def join(self, network_id: str, endpoint_id: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -209,3 +210,98 @@ def node_list(ctx: click.Context, output: str) -> None:
     emit_table(["NAME", "IP", "ENCAPSULATION", "BLOCKS"],
                [(n["name"], n["ip"], n["encapsulation"], ",".join(n["blocks"]) or "-")
                 for n in data])
+
+
+@main.command()
+@click.option("--type", "types", multiple=True,
+              type=click.Choice(["drop", "policy-verdict"]),
+              help="Only these event types (repeatable). Default: all.")
+@click.option("--history/--no-history", default=False,
+              help="Start with the events the agent already holds.")
+@output_option
+@click.pass_context
+def monitor(ctx: click.Context, types: tuple[str, ...], history: bool, output: str) -> None:
+    """Stream datapath events live: drops and policy verdicts, with the labels of
+    both sides. Ctrl-C stops."""
+    from ciliumpy.apiclient import stream
+    from ciliumpy.monitor import format_event
+
+    query = f"/v1/monitor?type={','.join(types)}&history={int(history)}"
+    try:
+        for event in stream(query, socket_path=ctx.obj["api_socket"]):
+            click.echo(json.dumps(event) if output == "json" else format_event(event))
+    except APIError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@main.group()
+def bpf() -> None:
+    """Read the datapath's BPF maps directly."""
+
+
+def _dump(ctx, path: str, output: str, headers: list[str], row) -> None:
+    data = _api(ctx, path)
+    if output == "json":
+        emit_json(data)
+    else:
+        emit_table(headers, [row(item) for item in data])
+
+
+@bpf.command("endpoint")
+@output_option
+@click.pass_context
+def bpf_endpoint(ctx: click.Context, output: str) -> None:
+    """The endpoints map: ifindex -> identity, enforcement, MAC."""
+    _dump(ctx, "/v1/bpf/endpoints", output,
+          ["IFINDEX", "ENDPOINT", "CONTAINER", "IDENTITY", "INGRESS", "EGRESS", "MAC"],
+          lambda e: (e["ifindex"], (e["endpoint_id"] or "-")[:12], e["container_name"] or "-",
+                     e["identity"], "enforced" if e["enforce_ingress"] else "open",
+                     "enforced" if e["enforce_egress"] else "open", e["mac"]))
+
+
+@bpf.command("ipcache")
+@output_option
+@click.pass_context
+def bpf_ipcache(ctx: click.Context, output: str) -> None:
+    """The ipcache: prefix -> identity (and local interface)."""
+    _dump(ctx, "/v1/bpf/ipcache", output, ["PREFIX", "IDENTITY", "IFINDEX", "TUNNEL"],
+          lambda e: (e["prefix"], e["identity"], e["ifindex"] or "-", e["tunnel_ip"] or "-"))
+
+
+@bpf.command("policy")
+@click.argument("endpoint", required=False)
+@output_option
+@click.pass_context
+def bpf_policy(ctx: click.Context, endpoint: str | None, output: str) -> None:
+    """Policy entries (of one endpoint: id prefix, container name or ifindex)."""
+    path = "/v1/bpf/policy" + (f"?endpoint={endpoint}" if endpoint else "")
+    _dump(ctx, path, output,
+          ["ENDPOINT", "DIRECTION", "VERDICT", "IDENTITY", "LABELS", "PROTO", "PORTS"],
+          lambda e: (e["ep"], e["direction"], "deny" if e["deny"] else "allow",
+                     e["identity"] or "any", ", ".join(e["labels"]) or "-",
+                     {0: "any", 6: "TCP", 17: "UDP", 132: "SCTP"}.get(e["proto"], e["proto"]),
+                     "any" if not e["port"] else (
+                         f"{e['port']}-{e['end_port']}" if e["end_port"] else e["port"])))
+
+
+@bpf.command("ct")
+@output_option
+@click.pass_context
+def bpf_ct(ctx: click.Context, output: str) -> None:
+    """Connection tracking entries."""
+    _dump(ctx, "/v1/bpf/ct", output,
+          ["SRC", "DST", "PROTO", "FLAGS", "IDENTITIES", "PACKETS", "IDLE"],
+          lambda e: (f"{e['src']}:{e['sport']}", f"{e['dst']}:{e['dport']}", e["proto"],
+                     ",".join(e["flags"]), f"{e['src_identity']}->{e['dst_identity']}",
+                     e["packets"], f"{e['idle_seconds']}s"))
+
+
+@bpf.command("metrics")
+@output_option
+@click.pass_context
+def bpf_metrics(ctx: click.Context, output: str) -> None:
+    """Datapath counters by reason and direction."""
+    _dump(ctx, "/v1/bpf/metrics", output, ["REASON", "DIRECTION", "PACKETS", "BYTES"],
+          lambda e: (e["reason"], e["direction"], e["packets"], e["bytes"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from tests.support.agent import CLI, raw_post
+from tests.support.agent import CLI, raw_post, test_pin_dir
 
 ACTIVATE = {"Implements": ["NetworkDriver", "IpamDriver"]}
 
@@ -107,9 +108,10 @@ def test_systemd_socket_activation(tmp_path):
     ciliumpy.socket does; the agent must serve on it and never unlink it."""
     plugin = str(tmp_path / "activated.sock")
     api = str(tmp_path / "api.sock")
+    pin_dir = test_pin_dir()
     proc = subprocess.Popen(
         ["systemd-socket-activate", "-l", plugin, sys.executable, "-m", "ciliumpy", "agent",
-         "--state-dir", str(tmp_path / "state"), "--api-socket", api],
+         "--state-dir", str(tmp_path / "state"), "--api-socket", api, "--bpf-pin-dir", pin_dir],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 10
@@ -123,5 +125,6 @@ def test_systemd_socket_activation(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         output = proc.communicate(timeout=30)[0].decode()
+        shutil.rmtree(pin_dir, ignore_errors=True)
     assert "socket activation: plugin socket " + plugin in output
     assert os.path.exists(plugin), "the systemd-owned socket must survive the agent"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +43,10 @@ def raw_post(socket_path: str, path: str, body: bytes | None, timeout: float = 3
     return status, json.loads(payload) if payload else None
 
 
+def test_pin_dir() -> str:
+    return f"/sys/fs/bpf/ciliumpy-test-{uuid.uuid4().hex[:8]}"
+
+
 @dataclass
 class Agent:
     """One agent process; ``restart``/``kill9`` keep the same state directory."""
@@ -51,12 +57,15 @@ class Agent:
     extra_args: list[str] = field(default_factory=list)
     log_path: Path | None = None
     proc: subprocess.Popen | None = None
+    # Each test agent pins its own maps: agents sharing pins would share one ring
+    # buffer and steal each other's events.
+    pin_dir: str = field(default_factory=lambda: test_pin_dir())
 
     def start(self, timeout: float = 20.0) -> None:
         self.log_path = self.log_path or self.state_dir / "agent.log"
         args = CLI + ["agent", "--state-dir", str(self.state_dir),
                       "--plugin-socket", self.plugin_socket, "--api-socket", self.api_socket,
-                      "--log-level", "info", *self.extra_args]
+                      "--log-level", "info", "--bpf-pin-dir", self.pin_dir, *self.extra_args]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
@@ -103,7 +112,7 @@ class Agent:
                              text=True).stdout
         return [int(p) for p in out.split()]
 
-    def stop(self) -> None:
+    def stop(self, keep_pins: bool = False) -> None:
         if self.proc and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
             try:
@@ -111,6 +120,8 @@ class Agent:
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
+        if not keep_pins:
+            shutil.rmtree(self.pin_dir, ignore_errors=True)
 
     def kill9(self) -> None:
         """SIGKILL the master, as a crash would; its worker follows (PDEATHSIG)."""
@@ -122,7 +133,7 @@ class Agent:
             time.sleep(0.05)
 
     def restart(self, kill: bool = False) -> None:
-        self.kill9() if kill else self.stop()
+        self.kill9() if kill else self.stop(keep_pins=True)
         self.start()
 
     def log(self) -> str:

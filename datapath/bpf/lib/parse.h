@@ -23,6 +23,11 @@ static __always_inline int parse_flow(struct __sk_buff *skb, struct flow *f)
 		f->proto = ip->protocol;
 		__builtin_memcpy(f->saddr, &ip->saddr, 4);
 		__builtin_memcpy(f->daddr, &ip->daddr, 4);
+		if ((f->daddr[0] & 0xf0) == 0xe0 || ip->daddr == 0xffffffff ||
+		    f->proto == IPPROTO_IGMP) {
+			f->passthrough = 1; /* multicast, broadcast, IGMP: link-local chatter */
+			return 0;
+		}
 		if (ip->frag_off & bpf_htons(0x1fff))
 			return 0; /* later fragment: no L4 header */
 		l4 = (void *)ip + ip->ihl * 4;
@@ -34,6 +39,10 @@ static __always_inline int parse_flow(struct __sk_buff *skb, struct flow *f)
 		f->proto = ip6->nexthdr;
 		__builtin_memcpy(f->saddr, &ip6->saddr, 16);
 		__builtin_memcpy(f->daddr, &ip6->daddr, 16);
+		if (f->daddr[0] == 0xff || f->proto == 0 /* hop-by-hop: MLD */) {
+			f->passthrough = 1; /* multicast and MLD: link-local chatter */
+			return 0;
+		}
 		l4 = (void *)(ip6 + 1);
 	} else {
 		return 1;
@@ -67,7 +76,7 @@ static __always_inline int parse_flow(struct __sk_buff *skb, struct flow *f)
 			f->dport = id; /* echo reply mirrors the request */
 		} else {
 			/* neighbour discovery, router messages and errors relate to
-			 * existing traffic: never policed (documented) */
+			 * existing traffic: never policed (docs/decisions.md) */
 			f->passthrough = 1;
 		}
 	}

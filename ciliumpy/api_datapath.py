@@ -1,0 +1,202 @@
+"""Agent API for the datapath: map dumps (``ciliumpy bpf``), policy entries written
+directly (the datapath API: what policy resolution will write), the live monitor
+stream, and Prometheus metrics on ``/metrics``."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from datapath.datapath import PROTOCOL_NUMBERS, PolicyEntry
+
+bp = Blueprint("bpf", __name__)
+
+
+def _agent():
+    return current_app.extensions["ciliumpy"]
+
+
+def _error(message: str, status: int = 400):
+    return jsonify({"Err": message}), status
+
+
+@bp.get("/v1/bpf/endpoints")
+def bpf_endpoints():
+    agent = _agent()
+    by_ifindex = {e.ifindex: e for e in agent.store.endpoints()}
+    rows = agent.datapath.endpoints()
+    for row in rows:
+        endpoint = by_ifindex.get(row["ifindex"])
+        row["endpoint_id"] = endpoint.endpoint_id if endpoint else None
+        row["container_name"] = endpoint.container_name if endpoint else None
+        row["labels"] = endpoint.labels if endpoint else None
+    return jsonify(rows)
+
+
+@bp.get("/v1/bpf/ipcache")
+def bpf_ipcache():
+    return jsonify(_agent().datapath.ipcache())
+
+
+@bp.get("/v1/bpf/ct")
+def bpf_ct():
+    return jsonify(_agent().datapath.conntrack())
+
+
+@bp.get("/v1/bpf/metrics")
+def bpf_metrics():
+    return jsonify(_agent().datapath.metrics())
+
+
+@bp.get("/v1/bpf/policy")
+def bpf_policy():
+    agent = _agent()
+    endpoint = None
+    if request.args.get("endpoint"):
+        endpoint = _find_endpoint(request.args["endpoint"])
+        if endpoint is None:
+            return _error(f"no endpoint matches {request.args['endpoint']!r}", 404)
+    rows = agent.datapath.policy(endpoint.ifindex if endpoint else None)
+    labels = {}
+    for row in rows:
+        number = row["identity"]
+        if number not in labels:
+            found = agent.monitor._labels_of(number) if number else ["(any)"]
+            labels[number] = found
+        row["labels"] = labels[number]
+    return jsonify(rows)
+
+
+def _find_endpoint(text: str):
+    for endpoint in _agent().store.endpoints():
+        if endpoint.endpoint_id.startswith(text) or str(endpoint.ifindex) == text or (
+                endpoint.container_name == text) or (endpoint.container_id or "").startswith(
+                    text or "-"):
+            return endpoint
+    return None
+
+
+def _entry_from(body: dict, endpoint) -> PolicyEntry:
+    direction = body.get("direction", "ingress")
+    if direction not in ("ingress", "egress"):
+        raise ValueError("direction must be ingress or egress")
+    protocol = str(body.get("protocol", "any")).lower()
+    if protocol not in PROTOCOL_NUMBERS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOL_NUMBERS)}")
+    port, end_port = int(body.get("port", 0)), int(body.get("end_port", 0))
+    if not (0 <= port <= 65535 and 0 <= end_port <= 65535) or (end_port and end_port < port):
+        raise ValueError("ports must be 0..65535 and end_port >= port")
+    if port and PROTOCOL_NUMBERS[protocol] == 0:
+        raise ValueError("a port needs a protocol (tcp, udp or sctp)")
+    identity = int(body.get("identity", 0))
+    if not 0 <= identity < (1 << 24):
+        raise ValueError("identity must be 0 (any) .. 2^24-1")
+    return PolicyEntry(endpoint.ifindex, direction, identity, PROTOCOL_NUMBERS[protocol],
+                       port, end_port, bool(body.get("deny", False)))
+
+
+@bp.route("/v1/bpf/policy", methods=["POST", "DELETE"])
+def bpf_policy_change():
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        return _error("body must be a JSON object")
+    endpoint = _find_endpoint(str(body.get("endpoint", "")))
+    if endpoint is None or not endpoint.ifindex:
+        return _error(f"no endpoint matches {body.get('endpoint')!r}", 404)
+    try:
+        entry = _entry_from(body, endpoint)
+    except (TypeError, ValueError) as exc:
+        return _error(str(exc))
+    agent = _agent()
+    started = time.perf_counter()
+    if request.method == "POST":
+        agent.endpoint_dp.add_entry(endpoint, endpoint.ifindex, entry)
+        changed = True
+    else:
+        changed = agent.endpoint_dp.remove_entry(endpoint, endpoint.ifindex, entry)
+    return jsonify({"changed": changed, "entry": entry.__dict__,
+                    "seconds": round(time.perf_counter() - started, 6)})
+
+
+@bp.get("/v1/monitor")
+def monitor_stream():
+    types = {t for t in request.args.get("type", "").split(",") if t} or None
+    history = request.args.get("history", "0") == "1"
+    follow = request.args.get("follow", "1") == "1"
+    monitor = _agent().monitor
+    if not follow:
+        events = [e for e in monitor.events if not types or e["type"] in types]
+        return jsonify(events)
+    stop = threading.Event()
+
+    def generate():
+        try:
+            for event in monitor.stream(types, history, stop):
+                yield (json.dumps(event) + "\n") if event else "\n"
+        finally:
+            stop.set()
+
+    return Response(generate(), mimetype="application/x-ndjson")
+
+
+class _Collector:
+    def __init__(self, agent) -> None:
+        self.agent = agent
+
+    def collect(self):
+        agent = self.agent
+        packets = CounterMetricFamily("ciliumpy_datapath_packets",
+                                      "Packets seen by the BPF programs",
+                                      labels=["reason", "direction"])
+        octets = CounterMetricFamily("ciliumpy_datapath_bytes", "Bytes seen by the BPF programs",
+                                     labels=["reason", "direction"])
+        for row in agent.datapath.metrics():
+            packets.add_metric([row["reason"], row["direction"]], row["packets"])
+            octets.add_metric([row["reason"], row["direction"]], row["bytes"])
+        yield packets
+        yield octets
+        verdicts = CounterMetricFamily("ciliumpy_policy_verdicts",
+                                       "Policy verdicts of new connections",
+                                       labels=["verdict", "direction"])
+        counts: dict[tuple[str, str], int] = {}
+        for event in list(agent.monitor.events):
+            if event["type"] == "policy-verdict":
+                key = (event["verdict"], event["direction"])
+                counts[key] = counts.get(key, 0) + 1
+        for (verdict, direction), value in counts.items():
+            verdicts.add_metric([verdict, direction], value)
+        yield verdicts
+        states = GaugeMetricFamily("ciliumpy_endpoints", "Endpoints by state", labels=["state"])
+        by_state: dict[str, int] = {}
+        for endpoint in agent.store.endpoints():
+            by_state[endpoint.state] = by_state.get(endpoint.state, 0) + 1
+        for state, value in by_state.items():
+            states.add_metric([state], value)
+        yield states
+        yield GaugeMetricFamily("ciliumpy_identities_in_use",
+                                "Identities used by local endpoints",
+                                value=len(agent.identities.in_use()) if agent.identities else 0)
+        pressure = GaugeMetricFamily("ciliumpy_bpf_map_pressure",
+                                     "Fill level of each BPF map (0..1)", labels=["map"])
+        for name, value in agent.datapath.pressure().items():
+            pressure.add_metric([name], value)
+        yield pressure
+        status = agent._datapath_status()
+        yield GaugeMetricFamily("ciliumpy_bpf_compile_seconds",
+                                "Seconds spent compiling the datapath at agent start",
+                                value=status["compile_seconds"] or 0.0)
+        yield CounterMetricFamily("ciliumpy_monitor_events_lost",
+                                  "Events dropped because a monitor client was too slow",
+                                  value=agent.monitor.lost)
+
+
+@bp.get("/metrics")
+def metrics():
+    registry = CollectorRegistry()
+    registry.register(_Collector(_agent()))
+    return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")
