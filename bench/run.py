@@ -1,7 +1,8 @@
 """`make bench`: every benchmark, one after the other."""
 
-from bench import docker_run, plumbing
+from bench import datapath, docker_run, plumbing
 
 if __name__ == "__main__":
     plumbing.main()
     docker_run.main()
+    datapath.main()
