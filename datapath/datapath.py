@@ -45,6 +45,14 @@ class PolicyEntry:
                 for port, bits in maps.port_prefixes(self.port, last)]
 
 
+def interface_mac(ifindex: int) -> str:
+    import socket
+
+    name = socket.if_indextoname(ifindex)
+    with open(f"/sys/class/net/{name}/address") as handle:
+        return handle.read().strip()
+
+
 class Datapath:
     def __init__(self, pin_dir: str = "/sys/fs/bpf/ciliumpy") -> None:
         self.pin_dir = pin_dir
@@ -80,22 +88,27 @@ class Datapath:
 
     def set_endpoint(self, ifindex: int, identity: int, enforce_ingress: bool,
                      enforce_egress: bool, mac: str,
-                     addresses: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> None:
+                     addresses: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address],
+                     host_mac: str | None = None) -> None:
+        """``mac``: the container side's; ``host_mac``: the host side's (read from the
+        interface when not given). Both are needed to deliver packets directly."""
         info = maps.EpInfo()
         info.identity = identity
         info.flags = (maps.EP_ENFORCE_INGRESS if enforce_ingress else 0) | (
             maps.EP_ENFORCE_EGRESS if enforce_egress else 0)
         info.mac[:] = [int(part, 16) for part in mac.split(":")]
+        host_mac = host_mac or interface_mac(ifindex)
+        info.host_mac[:] = [int(part, 16) for part in host_mac.split(":")]
         with self._lock:
             for address in addresses:
                 self.set_ipcache(ipaddress.ip_network(address), identity, ifindex=ifindex)
-            self.maps["cp_endpoints_v1"].update(maps.ct.c_uint32(ifindex), info)
+            self.maps["cp_endpoints_v2"].update(maps.ct.c_uint32(ifindex), info)
 
     def remove_endpoint(self, ifindex: int,
                         addresses: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address]
                         ) -> None:
         with self._lock:
-            self.maps["cp_endpoints_v1"].delete(maps.ct.c_uint32(ifindex))
+            self.maps["cp_endpoints_v2"].delete(maps.ct.c_uint32(ifindex))
             for address in addresses:
                 key = maps.ipcache_key(ipaddress.ip_network(address))
                 value = self.maps["cp_ipcache_v1"].lookup(key)
@@ -108,8 +121,9 @@ class Datapath:
         return [{"ifindex": key.value, "identity": value.identity,
                  "enforce_ingress": bool(value.flags & maps.EP_ENFORCE_INGRESS),
                  "enforce_egress": bool(value.flags & maps.EP_ENFORCE_EGRESS),
-                 "mac": ":".join(f"{b:02x}" for b in value.mac)}
-                for key, value in self.maps["cp_endpoints_v1"].items()]
+                 "mac": ":".join(f"{b:02x}" for b in value.mac),
+                 "host_mac": ":".join(f"{b:02x}" for b in value.host_mac)}
+                for key, value in self.maps["cp_endpoints_v2"].items()]
 
     # ---- ipcache ---------------------------------------------------------------
     def set_ipcache(self, prefix: ipaddress.IPv4Network | ipaddress.IPv6Network, identity: int,

@@ -26,7 +26,7 @@ SOURCES = ["lib/common.h", "lib/maps.h", "lib/parse.h", "lib/events.h", "lib/con
            "lib/policy.h", "from_container.c", "to_container.c"]
 PROGRAMS = ("from_container", "to_container")
 MAP_SPECS = {  # name -> (key type, value type, max entries, per-cpu)
-    "cp_endpoints_v1": (maps.ct.c_uint32, maps.EpInfo, 4096, False),
+    "cp_endpoints_v2": (maps.ct.c_uint32, maps.EpInfo, 4096, False),
     "cp_ipcache_v1": (maps.IpcacheKey, maps.IpcacheVal, 512000, False),
     "cp_policy_allow_v1": (maps.PolicyKey, maps.PolicyVal, 1000000, False),
     "cp_policy_deny_v1": (maps.PolicyKey, maps.PolicyVal, 1000000, False),

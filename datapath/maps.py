@@ -28,7 +28,7 @@ class MapError(RuntimeError):
 
 class EpInfo(ct.Structure):
     _fields_ = [("identity", ct.c_uint32), ("flags", ct.c_uint32), ("mac", ct.c_uint8 * 6),
-                ("pad", ct.c_uint8 * 2)]
+                ("host_mac", ct.c_uint8 * 6), ("pad", ct.c_uint32)]
 
 
 class IpcacheKey(ct.Structure):

@@ -7,6 +7,29 @@
 #include "lib/conntrack.h"
 #include "lib/policy.h"
 
+/* An established connection to a local endpoint whose ingress already accepted it:
+ * hand the packet to that container directly (bpf_redirect_peer), skipping the host's
+ * routing and the destination veth. New connections never take this path, so the
+ * destination's ingress policy always sees them first. */
+static __always_inline int deliver_local(struct __sk_buff *skb, struct flow *f)
+{
+	struct ipcache_val *dst = ipcache_lookup(f->family, f->daddr);
+	struct ep_info *peer;
+	__u32 peer_ifindex;
+
+	if (!dst || !dst->ifindex)
+		return -1;
+	peer_ifindex = dst->ifindex;
+	peer = cp_endpoints.lookup(&peer_ifindex);
+	if (!peer)
+		return -1;
+	if (bpf_skb_store_bytes(skb, 0, peer->mac, 6, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, 6, peer->host_mac, 6, 0) < 0)
+		return -1;
+	count(REASON_FORWARDED, DIR_INGRESS, f->len);
+	return bpf_redirect_peer(peer_ifindex, 0);
+}
+
 int from_container(struct __sk_buff *skb)
 {
 	__u32 ifindex = skb->ifindex;
@@ -15,7 +38,7 @@ int from_container(struct __sk_buff *skb)
 	__u64 now;
 	__u32 dst_id;
 	__u8 reason;
-	int parsed;
+	int parsed, both = 0, redirected;
 
 	if (!ep)
 		return TC_ACT_OK; /* not a ciliumpy endpoint */
@@ -32,8 +55,13 @@ int from_container(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 	now = bpf_ktime_get_ns();
-	if (ct_known(&f, CT_EGRESS_OK, CT_INGRESS_OK, now)) {
+	if (ct_known(&f, CT_EGRESS_OK, CT_INGRESS_OK, now, &both)) {
 		count(REASON_FORWARDED, DIR_EGRESS, f.len);
+		if (both) {
+			redirected = deliver_local(skb, &f);
+			if (redirected >= 0)
+				return redirected;
+		}
 		return TC_ACT_OK;
 	}
 	dst_id = identity_of(f.family, f.daddr);

@@ -15,7 +15,7 @@ int to_container(struct __sk_buff *skb)
 	__u64 now;
 	__u32 src_id;
 	__u8 reason;
-	int parsed;
+	int parsed, both = 0;
 
 	if (!ep)
 		return TC_ACT_OK;
@@ -32,7 +32,7 @@ int to_container(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 	now = bpf_ktime_get_ns();
-	if (ct_known(&f, CT_INGRESS_OK, CT_EGRESS_OK, now)) {
+	if (ct_known(&f, CT_INGRESS_OK, CT_EGRESS_OK, now, &both)) {
 		count(REASON_FORWARDED, DIR_INGRESS, f.len);
 		return TC_ACT_OK;
 	}

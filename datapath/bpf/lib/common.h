@@ -59,8 +59,9 @@
 struct ep_info {
 	__u32 identity;
 	__u32 flags;
-	__u8 mac[6];
-	__u8 pad[2];
+	__u8 mac[6];      /* the container side's MAC */
+	__u8 host_mac[6]; /* the host side's MAC: the container's gateway */
+	__u32 pad;
 };
 
 struct ipcache_key {

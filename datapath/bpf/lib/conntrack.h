@@ -76,20 +76,27 @@ static __always_inline void ct_create(struct flow *f, __u32 flag, __u32 src_id, 
 }
 
 /* The hook's view of a packet: 1 = pass without policy (known connection),
- * 0 = new for this hook (evaluate policy, then ct_allow()). */
-static __always_inline int ct_known(struct flow *f, __u32 my_flag, __u32 peer_flag, __u64 now)
+ * 0 = new for this hook (evaluate policy, then ct_allow()). ``both`` tells whether the
+ * other side's policy has accepted the connection too (always so for a reply), which
+ * is what allows delivering it straight to the peer. */
+static __always_inline int ct_known(struct flow *f, __u32 my_flag, __u32 peer_flag, __u64 now,
+				    int *both)
 {
 	struct ct_key key = {};
 	struct ct_val *v;
 
 	ct_key_of(f, &key, 0);
 	v = cp_ct.lookup(&key);
-	if (v && (v->flags & my_flag) && ct_touch(v, f, now, 0))
+	if (v && (v->flags & my_flag) && ct_touch(v, f, now, 0)) {
+		*both = (v->flags & peer_flag) != 0;
 		return 1;
+	}
 	ct_key_of(f, &key, 1);
 	v = cp_ct.lookup(&key);
-	if (v && (v->flags & peer_flag) && ct_touch(v, f, now, 1))
+	if (v && (v->flags & peer_flag) && ct_touch(v, f, now, 1)) {
+		*both = 1;
 		return 1;
+	}
 	return 0;
 }
 

@@ -9,7 +9,7 @@
 #define PIN_DIR "/sys/fs/bpf/ciliumpy"
 #endif
 
-BPF_TABLE_PINNED("hash", __u32, struct ep_info, cp_endpoints, 4096, PIN_DIR "/cp_endpoints_v1");
+BPF_TABLE_PINNED("hash", __u32, struct ep_info, cp_endpoints, 4096, PIN_DIR "/cp_endpoints_v2");
 BPF_TABLE_PINNED("lpm_trie", struct ipcache_key, struct ipcache_val, cp_ipcache, 512000,
 		 PIN_DIR "/cp_ipcache_v1", BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("lpm_trie", struct policy_key, struct policy_val, cp_policy_allow, 1000000,
