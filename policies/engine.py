@@ -1,0 +1,155 @@
+"""Policy semantics, once: which rules select an endpoint, whether a direction is
+default-deny, which peers an element matches. Both ``resolve`` (rules -> datapath
+entries over known identities) and ``trace`` (a verdict for label sets or running
+workloads) call these functions, so a trace predicts what the datapath does.
+
+Semantics (reference/policy.md §4): an endpoint selected by a rule with an ingress or
+ingressDeny section is default-deny for ingress (likewise egress) unless that rule sets
+``enableDefaultDeny.<dir>: false``; allows are a union; a matching deny always wins;
+an element with a peer and no toPorts allows all ports and ICMP (L3-only), one with
+toPorts and no peer allows those ports from everyone (L4-only), an empty element allows
+nothing; ``fromRequires`` folds into every ``fromEndpoints`` selector of the rules
+selecting the endpoint, and into nothing else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from policies.identities import RESERVED_BY_NAME
+from policies.labels import Label, parse
+from policies.model import PeerRule, PortProtocol, Requirement, Rule, Selector
+
+ALL_PROTOCOLS = ("TCP", "UDP", "SCTP")
+PROTO_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132, "ICMP": 1, "ICMPV6": 58}
+CLUSTER_RESERVED = ("host", "init", "health", "unmanaged", "remote-node")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The other side of a connection: its labels, and its address if known.
+    ``kind`` is "endpoint" (labels from an identity), "reserved" or "cidr"."""
+
+    labels: tuple[Label, ...]
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    cidr: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    kind: str = "endpoint"
+
+    def reserved(self, name: str) -> bool:
+        return any(lbl.source == "reserved" and lbl.key == name for lbl in self.labels)
+
+
+def labels_of(texts: Iterable[str], default_source: str = "container") -> tuple[Label, ...]:
+    return tuple(parse(t, default_source=default_source) for t in texts)
+
+
+def selecting(rules: Iterable[Rule], labels: Iterable[Label]) -> list[Rule]:
+    labels = list(labels)
+    return [rule for rule in rules if rule.endpoint_selector.matches(labels)]
+
+
+def enforced(rules: list[Rule], direction: str, mode: str, init: bool = False) -> bool:
+    """Default-deny for ``direction`` given the rules selecting the endpoint."""
+    if mode == "always":
+        return True
+    if mode == "never":
+        return False
+    if init and direction == "ingress":
+        return True  # restrictive default for reserved:init (docs/decisions.md)
+    return any(rule.default_deny(direction) for rule in rules)
+
+
+def open_despite_rules(rules: list[Rule], direction: str, mode: str) -> bool:
+    """Rules select the direction only with enableDefaultDeny false: everything not
+    denied stays allowed (Cilium adds a wildcard allow)."""
+    return (mode == "default" and any(r.selects_direction(direction) for r in rules)
+            and not any(r.default_deny(direction) for r in rules))
+
+
+def requirements(rules: list[Rule], direction: str) -> tuple[Requirement, ...]:
+    found: list[Requirement] = []
+    for rule in rules:
+        for element in (*rule.allows(direction), *rule.denies(direction)):
+            for selector in element.requires:
+                for key, value in selector.match_labels:
+                    found.append(Requirement(key, "In", (value,)))
+                found.extend(selector.match_expressions)
+    return tuple(dict.fromkeys(found))
+
+
+def _entity_matches(name: str, peer: Peer) -> bool:
+    if name == "all":
+        return True
+    if name == "none":
+        return False
+    if name in ("world", "world-ipv4", "world-ipv6"):
+        return peer.kind == "cidr" or peer.reserved("world")
+    if name == "cluster":
+        return peer.kind == "endpoint" or any(peer.reserved(n) for n in CLUSTER_RESERVED)
+    return peer.reserved(name)
+
+
+def _cidr_matches(element: PeerRule, peer: Peer) -> bool:
+    where = peer.cidr or (ipaddress.ip_network(peer.ip) if peer.ip is not None else None)
+    if where is None or peer.kind == "endpoint":
+        return False  # CIDR rules never select managed endpoints (policy.md §7.7)
+    for rule in element.cidrs or ():
+        if rule.cidr.prefixlen == 0 and peer.reserved("world"):
+            return True
+        if where.version == rule.cidr.version and where.subnet_of(rule.cidr) and not any(
+                where.version == e.version and where.subnet_of(e) for e in rule.excepts):
+            return True
+    return False
+
+
+def peer_matches(element: PeerRule, peer: Peer, reqs: tuple[Requirement, ...]) -> bool:
+    """Whether ``peer`` is one of the element's peers (ports not considered)."""
+    if not element.has_peer:
+        return bool(element.to_ports)  # L4-only: every peer; an empty element: none
+    if element.endpoints is not None:
+        labels = list(peer.labels)
+        return any(s.with_requirements(reqs).matches(labels) for s in element.endpoints)
+    if element.entities is not None:
+        return any(_entity_matches(name, peer) for name in element.entities)
+    return _cidr_matches(element, peer)
+
+
+def port_specs(element: PeerRule) -> list[tuple[int, int, int]]:
+    """(protocol number, first port, last port) triples; protocol 0 = L3-only."""
+    if not element.to_ports:
+        return [(0, 0, 0)]
+    specs = []
+    for port_rule in element.to_ports:
+        for port in port_rule.ports:
+            protocols = ALL_PROTOCOLS if port.protocol == "ANY" else (port.protocol,)
+            for protocol in protocols:
+                specs.append((PROTO_NUMBERS[protocol], port.port, port.end_port or port.port))
+    return specs
+
+
+def port_matches(element: PeerRule, protocol: str, port: int) -> bool:
+    number = PROTO_NUMBERS.get(protocol.upper(), 0)
+    for proto, first, last in port_specs(element):
+        if proto == 0:
+            return True
+        if proto == number and (first == 0 or first <= port <= last):
+            return True
+    return False
+
+
+def wildcard(selector: Selector, reqs: tuple[Requirement, ...]) -> bool:
+    return selector.is_wildcard and not reqs
+
+
+def reserved_peer(name: str) -> Peer:
+    return Peer((Label("reserved", name),), kind="reserved")
+
+
+RESERVED_PEERS = {number: reserved_peer(name) for name, number in RESERVED_BY_NAME.items()}
+
+
+def describe_ports(ports: Iterable[PortProtocol]) -> str:
+    return "[" + " ".join(f"{{{p.port} {p.protocol}}}" if not p.end_port else
+                          f"{{{p.port}-{p.end_port} {p.protocol}}}" for p in ports) + "]"

@@ -1,0 +1,105 @@
+"""Rules -> datapath policy entries for one endpoint.
+
+The identity universe is every identity known in the cluster (reserved ones, cluster
+identities from the kvstore) plus node-local CIDR identities: each CIDR (and each
+``except``) mentioned by a rule gets a local identity (bit 24 set, never on the wire)
+and an ipcache entry, so the longest-prefix match of a packet's address tells which
+CIDR rules apply. A wildcard peer selector becomes identity 0 (any), entities become
+reserved identities. Results are cached per (rule set, endpoint labels), so endpoints
+sharing an identity share the work.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from policies import engine
+from policies.engine import Peer
+from policies.labels import Label, parse
+from policies.model import Rule
+
+LOCAL_IDENTITY_BASE = 0x01000000
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Entry:
+    direction: str
+    identity: int  # 0 = any
+    proto: int  # 0 = L3-only
+    port: int = 0
+    end_port: int = 0
+    deny: bool = False
+
+
+@dataclass
+class Resolved:
+    entries: set[Entry]
+    enforce_ingress: bool
+    enforce_egress: bool
+
+
+def cidr_identities(rules: Iterable[Rule]) -> dict[Network, int]:
+    """A stable local identity for every prefix the rules mention."""
+    prefixes: set[Network] = set()
+    for rule in rules:
+        for element in (*rule.ingress, *rule.ingress_deny, *rule.egress, *rule.egress_deny):
+            for cidr_rule in element.cidrs or ():
+                if cidr_rule.cidr.prefixlen:
+                    prefixes.add(cidr_rule.cidr)
+                prefixes.update(cidr_rule.excepts)
+    ordered = sorted(prefixes, key=lambda n: (n.version, int(n.network_address), n.prefixlen))
+    return {prefix: LOCAL_IDENTITY_BASE + i + 1 for i, prefix in enumerate(ordered)}
+
+
+class Universe:
+    """Everything a peer selector can resolve to."""
+
+    def __init__(self, identities: dict[int, Iterable[str]], cidrs: dict[Network, int]) -> None:
+        self.peers: dict[int, Peer] = dict(engine.RESERVED_PEERS)
+        for number, labels in identities.items():
+            if number not in self.peers:
+                self.peers[number] = Peer(tuple(parse(t, default_source="container")
+                                                for t in labels))
+        for prefix, number in cidrs.items():
+            self.peers[number] = Peer((Label("reserved", "world"),
+                                       Label("cidr", str(prefix))), cidr=prefix, kind="cidr")
+
+
+def resolve(rules: list[Rule], labels: Iterable[Label], universe: Universe, mode: str,
+            init: bool = False) -> Resolved:
+    labels = list(labels)
+    selected = engine.selecting(rules, labels)
+    entries: set[Entry] = set()
+    flags = {}
+    for direction in ("ingress", "egress"):
+        reqs = engine.requirements(selected, direction)
+        for rule in selected:
+            for deny, elements in ((False, rule.allows(direction)),
+                                   (True, rule.denies(direction))):
+                for element in elements:
+                    peers = _peer_identities(element, universe, reqs)
+                    for proto, first, last in engine.port_specs(element):
+                        for identity in peers:
+                            entries.add(Entry(direction, identity, proto, first,
+                                              last if last != first else 0, deny))
+        enforced = engine.enforced(selected, direction, mode, init)
+        if engine.open_despite_rules(selected, direction, mode):
+            enforced = True  # so deny entries apply; everything else stays allowed
+            entries.add(Entry(direction, 0, 0))
+        flags[direction] = enforced
+    return Resolved(entries, flags["ingress"], flags["egress"])
+
+
+def _peer_identities(element, universe: Universe, reqs) -> set[int]:
+    if not element.has_peer:
+        return {0} if element.to_ports else set()
+    if element.endpoints is not None and any(engine.wildcard(s, reqs)
+                                             for s in element.endpoints):
+        return {0}
+    if element.entities is not None and "all" in element.entities:
+        return {0}
+    return {number for number, peer in universe.peers.items()
+            if engine.peer_matches(element, peer, reqs)}

@@ -1,0 +1,130 @@
+"""``ciliumpy policy trace``: why a connection would be allowed or denied.
+
+The log follows Cilium's ``cilium policy trace`` lines (so it can be compared with
+Cilium's documentation), for both directions: the source's egress and the
+destination's ingress; the final verdict is ALLOWED only if both allow. It uses the
+same matching functions as the resolution into datapath entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from policies import engine
+from policies.engine import Peer
+from policies.model import Rule
+
+
+@dataclass
+class Side:
+    """One end of the traced connection."""
+
+    peer: Peer
+    managed: bool = True  # a ciliumpy endpoint (its own policy applies)
+    init: bool = False
+
+    @property
+    def label_text(self) -> str:
+        return "[" + ", ".join(str(label) for label in self.peer.labels) + "]"
+
+
+@dataclass
+class TraceResult:
+    ingress: str
+    egress: str
+    log: list[str] = field(default_factory=list)
+    rules: list[dict] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        return "ALLOWED" if self.ingress == "ALLOWED" and self.egress == "ALLOWED" else "DENIED"
+
+    def as_dict(self) -> dict:
+        return {"ingress": self.ingress, "egress": self.egress, "verdict": self.verdict,
+                "rules": self.rules, "log": self.log}
+
+
+def _direction(rules: list[Rule], direction: str, subject: Side, other: Side, protocol: str,
+               port: int, mode: str, result: TraceResult) -> str:
+    log = result.log
+    word = "to" if direction == "egress" else "from"
+    log.append(f"Resolving {direction} policy for {subject.label_text}")
+    if not subject.managed:
+        log.append(f"Not a ciliumpy endpoint: no {direction} policy applies")
+        return "ALLOWED"
+    selected = engine.selecting(rules, subject.peer.labels)
+    relevant = [r for r in selected if r.selects_direction(direction)]
+    reqs = engine.requirements(selected, direction)
+    if reqs:
+        log.append("Enforcing requirements [" + " ".join(map(str, reqs)) + "]")
+    allowed = denied = False
+    for rule in rules:
+        if rule not in relevant:
+            continue
+        log.append(f"* Rule {rule.endpoint_selector}: selected ({rule.policy}, rule {rule.index})")
+        record = {"policy": rule.policy, "rule": rule.index, "direction": direction,
+                  "selected": True, "matched": False, "denied": False}
+        for deny, elements in ((False, rule.allows(direction)), (True, rule.denies(direction))):
+            verb = "Denies" if deny else "Allows"
+            for element in elements:
+                if element.endpoints is not None:
+                    for selector in element.endpoints:
+                        log.append(f"    {verb} {word} labels "
+                                   f"{selector.with_requirements(reqs)}")
+                elif element.entities is not None:
+                    log.append(f"    {verb} {word} entities {list(element.entities)}")
+                elif element.cidrs is not None:
+                    log.append(f"    {verb} {word} CIDRs " + str(
+                        [f"{c.cidr}" + (f" except {list(map(str, c.excepts))}" if c.excepts
+                                        else "") for c in element.cidrs]))
+                elif element.to_ports:
+                    log.append(f"    {verb} {word} any peer (L4-only)")
+                else:
+                    log.append(f"    {verb} nothing (an empty rule element)")
+                if not engine.peer_matches(element, other.peer, reqs):
+                    log.append(f"      No label match for {other.label_text}")
+                    continue
+                log.append("      Found all required labels")
+                if element.to_ports:
+                    ports = [p for pr in element.to_ports for p in pr.ports]
+                    log.append(f"      {verb} port {engine.describe_ports(ports)}")
+                    if not engine.port_matches(element, protocol, port):
+                        log.append("        No port match found")
+                        continue
+                if element.to_ports and any(pr.l7_kind for pr in element.to_ports) and not deny:
+                    log.append("        L7 rules present (enforced by the L7 proxy, "
+                               "not traced)")
+                if deny:
+                    denied = record["denied"] = True
+                else:
+                    allowed = record["matched"] = True
+        result.rules.append(record)
+    log.append(f"{len(relevant)}/{len(rules)} rules selected")
+    log.append("Found allow rule" if allowed else "Found no allow rule")
+    log.append("Found deny rule" if denied else "Found no deny rule")
+    enforced = engine.enforced(selected, direction, mode, subject.init)
+    if denied:
+        verdict = "DENIED"
+    elif allowed or engine.open_despite_rules(selected, direction, mode):
+        verdict = "ALLOWED"
+    elif not enforced:
+        log.append(f"No rule puts {direction} into default-deny: allowed by default")
+        verdict = "ALLOWED"
+    else:
+        verdict = "DENIED"
+    log.append(f"{direction.capitalize()} verdict: {verdict.lower()}")
+    log.append("")
+    return verdict
+
+
+def trace(rules: list[Rule], src: Side, dst: Side, protocol: str, port: int,
+          mode: str = "default") -> TraceResult:
+    result = TraceResult("", "")
+    shown = "ICMP" if protocol.upper() in ("ICMP", "ICMPV6") else f"{port}/{protocol.upper()}"
+    result.log.append(f"Tracing From: {src.label_text} => To: {dst.label_text} "
+                      f"Ports: [{shown}]")
+    result.log.append("")
+    result.egress = _direction(rules, "egress", src, dst, protocol, port, mode, result)
+    result.ingress = _direction(rules, "ingress", dst, src, protocol, port, mode, result)
+    result.log.append(f"Final verdict: {result.verdict}")
+    return result
