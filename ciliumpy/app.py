@@ -8,7 +8,7 @@ import time
 from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
 
-from ciliumpy import api, api_datapath, plugin
+from ciliumpy import api, api_datapath, api_policy, plugin
 from ciliumpy.config import Config
 from ciliumpy.daemon import Agent
 from ciliumpy.wire import PluginError, error_reply
@@ -23,7 +23,7 @@ def create_app(config: Config, agent: Agent | None = None, start: bool = True) -
     app = Flask("ciliumpy")
     agent = agent or Agent(config)
     app.extensions["ciliumpy"] = agent
-    for blueprint in (plugin.bp, driver_bp, ipam_bp, api.bp, api_datapath.bp):
+    for blueprint in (plugin.bp, driver_bp, ipam_bp, api.bp, api_datapath.bp, api_policy.bp):
         app.register_blueprint(blueprint)
 
     @app.before_request

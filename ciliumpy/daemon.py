@@ -26,6 +26,7 @@ from ciliumpy.kvstore import KVError, open_store
 from ciliumpy.kvstore.base import LeaseKeeper
 from ciliumpy.localdb import LocalDB
 from ciliumpy.monitor import Monitor
+from ciliumpy.policy_manager import PolicyManager
 from datapath import loader
 from datapath.datapath import Datapath
 from datapath.links import Links, enable_forwarding
@@ -64,6 +65,10 @@ class Agent:
         self.datapath = Datapath(config.bpf_pin_dir)
         self.endpoint_dp = EndpointDatapath(self.datapath, config.policy_enforcement)
         self.monitor = Monitor(self.allocator.get, self._endpoint_view)
+        self.policy = PolicyManager(
+            self.kv, self.store, self.datapath, self.allocator, config.policy_enforcement,
+            program=lambda ep: self.endpoint_dp.program(ep, ep.ifindex, attach=False))
+        self.endpoint_dp.policy = self.policy
         self.lease: LeaseKeeper | None = None
         self.identities: EndpointIdentities | None = None
         self.watcher: DockerWatcher | None = None
@@ -77,6 +82,7 @@ class Agent:
         self.datapath.start(on_event=self.monitor.ingest)
         self._program_host_addresses()
         self._reprogram_endpoints()
+        self.policy.start()
         self.lease = LeaseKeeper(self.kv, self.config.lease_ttl,
                                  f"ciliumpy-{self.config.node_name}")
         self.identities = EndpointIdentities(
@@ -128,6 +134,7 @@ class Agent:
         current = self.store.endpoint(endpoint.endpoint_id)
         if current is not None and current.ifindex:
             self.endpoint_dp.program(current, current.ifindex, attach=False)
+            self.policy.sync_endpoint(current)
 
     def _endpoint_view(self, ifindex: int) -> dict | None:
         for endpoint in self.store.endpoints():
@@ -173,12 +180,14 @@ class Agent:
             if gateway:
                 self.datapath.set_ipcache(ipaddress.ip_network(gateway), 1)
         self.endpoint_dp.program(endpoint, endpoint.ifindex)
+        self.policy.sync_endpoint(endpoint)
 
     def endpoint_deleted(self, endpoint: Endpoint) -> None:
         # ReleaseAddress normally follows; if it never does, the GC frees the address.
         self.ipam.unbind(endpoint.endpoint_id)
         if endpoint.ifindex:
             self.endpoint_dp.remove(endpoint, endpoint.ifindex)
+            self.policy.forget(endpoint)
         if self.identities is not None:
             self.identities.endpoint_removed(endpoint)
 
@@ -302,6 +311,9 @@ class Agent:
                 "compiles_in_worker": int(bool(self.datapath.loaded
                                                and self.datapath.loaded.compiled)),
                 "policy_entries": len(self.datapath.entries),
+                "policy_revision": self.policy.revision,
+                "policy_enforced_revision": self.policy.enforced,
+                "policy_error": self.policy.error,
                 "events_seen": self.monitor.seen}
 
     def _kv_healthy(self) -> bool:

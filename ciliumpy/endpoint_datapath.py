@@ -25,14 +25,21 @@ MODES = ("default", "always", "never")
 class EndpointDatapath:
     def __init__(self, datapath: Datapath, mode: str) -> None:
         self.datapath, self.mode = datapath, mode
+        self.policy = None  # the PolicyManager, once the agent has wired it
 
     def enforcement(self, ifindex: int, identity: int) -> tuple[bool, bool]:
+        """Policy decides (default-deny per selected direction); entries written
+        directly through the datapath API also select their direction."""
         if self.mode == "always":
             return True, True
         if self.mode == "never":
             return False, False
-        selected = {e.direction for e in self.datapath.entries if e.ep == ifindex}
-        return ("ingress" in selected or identity == INIT), "egress" in selected
+        produced = self.policy.produced.get(ifindex, set()) if self.policy else set()
+        ingress, egress = self.policy.flags.get(ifindex, (identity == INIT, False)) if (
+            self.policy) else (identity == INIT, False)
+        manual = {e.direction for e in self.datapath.entries
+                  if e.ep == ifindex and e not in produced}
+        return ingress or "ingress" in manual, egress or "egress" in manual
 
     def program(self, endpoint: Endpoint, ifindex: int, attach: bool = True) -> None:
         """Writes the endpoint's entry (identity, enforcement, MAC) and its ipcache

@@ -117,6 +117,23 @@ def _direction(rules: list[Rule], direction: str, subject: Side, other: Side, pr
     return verdict
 
 
+def offline_side(text: str) -> Side:
+    """A side given without an agent: 'host', 'world', an IP (outside every endpoint:
+    world, matched by CIDR rules) or labels ``key=value,source:key=value``."""
+    import ipaddress
+
+    from policies.engine import labels_of, reserved_peer
+
+    text = text.strip()
+    if text in ("host", "world"):
+        return Side(reserved_peer(text), managed=False)
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return Side(Peer(labels_of([t for t in text.split(",") if t])))
+    return Side(Peer(labels_of(["reserved:world"]), ip=ip, kind="cidr"), managed=False)
+
+
 def trace(rules: list[Rule], src: Side, dst: Side, protocol: str, port: int,
           mode: str = "default") -> TraceResult:
     result = TraceResult("", "")

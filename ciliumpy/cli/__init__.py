@@ -27,7 +27,7 @@ def main(ctx: click.Context, api_socket: str) -> None:
     ctx.obj = {"api_socket": api_socket}
 
 
-def _api(ctx: click.Context, path: str, method: str = "GET"):
+def _api(ctx: click.Context, path: str, method: str = "GET"):  # noqa: D401
     try:
         return call(path, method=method, socket_path=ctx.obj["api_socket"])
     except APIError as exc:
@@ -305,3 +305,171 @@ def bpf_metrics(ctx: click.Context, output: str) -> None:
     """Datapath counters by reason and direction."""
     _dump(ctx, "/v1/bpf/metrics", output, ["REASON", "DIRECTION", "PACKETS", "BYTES"],
           lambda e: (e["reason"], e["direction"], e["packets"], e["bytes"]))
+
+
+@main.group()
+def policy() -> None:
+    """Cilium-compatible network policies: validate, import, list, delete, trace."""
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise click.ClickException(f"{path}: {exc.strerror}") from None
+
+
+@policy.command("validate")
+@click.argument("files", nargs=-1, required=True)
+def policy_validate(files: tuple[str, ...]) -> None:
+    """Check policy files without importing them (exit 1 on the first error)."""
+    from policies.parser import PolicyError, parse_text
+
+    for path in files:
+        try:
+            found = parse_text(_read(path), path)
+        except PolicyError as exc:
+            raise click.ClickException(str(exc)) from None
+        rules = sum(len(p.rules) for p in found)
+        click.echo(f"{path}: valid ({len(found)} policies, {rules} rules)")
+
+
+@policy.command("import")
+@click.argument("files", nargs=-1, required=True)
+@click.pass_context
+def policy_import(ctx: click.Context, files: tuple[str, ...]) -> None:
+    """Import (add or replace by name) policies into the cluster; prints the revision."""
+    from ciliumpy.apiclient import call
+    from policies.parser import PolicyError, parse_text
+
+    texts = {}
+    for path in files:  # validate every file before importing any
+        try:
+            parse_text(_read(path), path)
+        except PolicyError as exc:
+            raise click.ClickException(str(exc)) from None
+        texts[path] = _read(path)
+    revision = 0
+    for path, text in texts.items():
+        try:
+            answer = call("/v1/policy", "POST", {"text": text, "source": path},
+                          socket_path=ctx.obj["api_socket"])
+        except APIError as exc:
+            raise click.ClickException(str(exc)) from None
+        revision = answer["revision"]
+        click.echo(f"{path}: imported {', '.join(answer['policies'])}")
+    click.echo(f"Revision: {revision}")
+
+
+@policy.command("list")
+@output_option
+@click.pass_context
+def policy_list(ctx: click.Context, output: str) -> None:
+    """List imported policies."""
+    data = _api(ctx, "/v1/policy")
+    if output == "json":
+        emit_json(data)
+        return
+    emit_table(["NAME", "LABELS", "RULES", "REVISION", "SOURCE"],
+               [(p["name"], ",".join(p["labels"]) or "-",
+                 len(p["document"].get("specs") or []) + (1 if p["document"].get("spec") else 0),
+                 p["revision"], p["source"] or "-") for p in data["policies"]])
+    click.echo(f"Revision: {data['revision']}")
+
+
+@policy.command("get")
+@click.argument("name")
+@click.pass_context
+def policy_get(ctx: click.Context, name: str) -> None:
+    """Show one policy as stored (YAML)."""
+    import yaml
+
+    data = _api(ctx, f"/v1/policy/{name}")
+    click.echo(yaml.safe_dump({"name": data["name"], "labels": data["labels"],
+                               "revision": data["revision"], **data["document"]},
+                              sort_keys=False).rstrip())
+
+
+@policy.command("delete")
+@click.argument("names", nargs=-1)
+@click.option("--label", "labels", multiple=True, help="Delete policies with this key=value.")
+@click.option("--all", "everything", is_flag=True, help="Delete every policy.")
+@click.pass_context
+def policy_delete(ctx: click.Context, names: tuple[str, ...], labels: tuple[str, ...],
+                  everything: bool) -> None:
+    """Delete policies by name, by labels, or all."""
+    from urllib.parse import urlencode
+
+    query = urlencode([("name", n) for n in names] + [("label", x) for x in labels]
+                      + ([("all", "1")] if everything else []))
+    if not query:
+        raise click.UsageError("give policy names, --label or --all")
+    data = _api(ctx, f"/v1/policy?{query}", method="DELETE")
+    click.echo(f"Deleted {', '.join(data['deleted'])}\nRevision: {data['revision']}")
+
+
+@policy.command("wait")
+@click.argument("revision", type=int)
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds.")
+@click.pass_context
+def policy_wait(ctx: click.Context, revision: int, timeout: float) -> None:
+    """Return once this node's datapath enforces policy revision REVISION."""
+    deadline = time.monotonic() + timeout
+    while True:
+        data = _api(ctx, "/v1/policy/revision")
+        if data["enforced"] >= revision:
+            click.echo(f"Revision {data['enforced']} enforced")
+            return
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"revision {revision} not enforced after {timeout}s "
+                                       f"(enforced: {data['enforced']}; {data['error'] or ''})")
+        time.sleep(0.02)
+
+
+@policy.command("trace")
+@click.option("-f", "--file", "files", multiple=True,
+              help="Trace against these files instead of the agent's policies.")
+@click.option("--src", required=True, help="labels a=b,c=d | IP | host | world | container "
+                                           "| endpoint id")
+@click.option("--dst", required=True, help="same forms as --src")
+@click.option("--dport", default="0", show_default=True, help="PORT[/PROTO] or icmp")
+@click.option("--policy-enforcement", "mode", default="default",
+              type=click.Choice(["default", "always", "never"]), show_default=True,
+              help="Enforcement mode for offline traces.")
+@output_option
+@click.pass_context
+def policy_trace(ctx: click.Context, files: tuple[str, ...], src: str, dst: str, dport: str,
+                 mode: str, output: str) -> None:
+    """Explain the verdict for a connection, rule by rule, in both directions."""
+    if files:
+        from policies.parser import PolicyError, parse_text
+        from policies.trace import offline_side, trace
+
+        rules = []
+        for path in files:
+            try:
+                rules += [r for p in parse_text(_read(path), path) for r in p.rules]
+            except PolicyError as exc:
+                raise click.ClickException(str(exc)) from None
+        text = dport.strip().lower()
+        protocol, _, port = (("ICMP", "", "0") if text in ("icmp", "icmpv6")
+                             else (text.partition("/")[2] or "tcp", "", text.partition("/")[0]))
+        try:
+            result = trace(rules, offline_side(src), offline_side(dst),
+                           protocol.upper() if protocol.upper() != "ANY" else "TCP", int(port),
+                           mode).as_dict()
+        except ValueError as exc:
+            raise click.ClickException(f"bad --dport {dport!r}: {exc}") from None
+    else:
+        from ciliumpy.apiclient import call
+
+        try:
+            result = call("/v1/policy/trace", "POST", {"src": src, "dst": dst, "dport": dport},
+                          socket_path=ctx.obj["api_socket"])
+        except APIError as exc:
+            raise click.ClickException(str(exc)) from None
+    if output == "json":
+        emit_json(result)
+    else:
+        click.echo("\n".join(result["log"]))
