@@ -1,8 +1,9 @@
 """`make bench`: every benchmark, one after the other."""
 
-from bench import datapath, docker_run, plumbing
+from bench import datapath, docker_run, plumbing, policy
 
 if __name__ == "__main__":
     plumbing.main()
     docker_run.main()
     datapath.main()
+    policy.main()

@@ -10,7 +10,7 @@ from flask import Blueprint, current_app, jsonify, request
 from ciliumpy.kvstore import KVError
 from policies import repository
 from policies.engine import Peer, labels_of
-from policies.parser import PolicyError, parse_text
+from policies.parser import PolicyError, parse_documents, parse_text
 from policies.trace import Side, offline_side, trace
 
 bp = Blueprint("policy", __name__, url_prefix="/v1/policy")
@@ -27,9 +27,13 @@ def _error(message: str, status: int = 400):
 @bp.post("")
 def import_policy():
     body = request.get_json(force=True, silent=True) or {}
+    source, name = str(body.get("source", "")), str(body.get("name", ""))
     try:
-        policies = parse_text(str(body.get("text", "")), str(body.get("source", "")),
-                              str(body.get("name", "")))
+        if isinstance(body.get("documents"), list):  # already loaded by the CLI
+            default = name or (source.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "policy")
+            policies = parse_documents(body["documents"], source, default)
+        else:
+            policies = parse_text(str(body.get("text", "")), source, name)
     except PolicyError as exc:
         return _error(str(exc))
     try:

@@ -1,28 +1,83 @@
 """Keeps every local endpoint's datapath entries equal to what the stored policies
-resolve to. Watches the policy items and the identities in the kvstore; on a change it
-re-resolves and writes only the difference (entries added or removed), so a one-rule
-change touches only its entries. Resolution is cached per endpoint label set, so
-endpoints sharing an identity share the work. ``enforced`` is the last policy revision
-fully applied to the datapath (``ciliumpy policy wait``)."""
+resolve to, incrementally.
+
+State: the parsed rules of each stored policy item, and one *view* per endpoint label
+set (endpoints sharing an identity share a view) holding the rules that select it and
+each rule's contribution (its entries). A watch event for one policy item re-parses that
+item only and recomputes only its rules' contributions; a new identity adds only the
+entries whose peers it matches; then each endpoint gets the difference between what
+the datapath holds and what its view says. A change of ``fromRequires`` or of the set
+of CIDRs rebuilds the affected views (rare). ``enforced`` is the highest policy revision
+fully applied here (``ciliumpy policy wait``).
+"""
 
 from __future__ import annotations
 
+import collections
 import ipaddress
+import json
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from ciliumpy.kvstore import KVError
-from ciliumpy.kvstore.base import KVStore
+from ciliumpy.kvstore.base import Event, KVStore
 from datapath.datapath import Datapath, PolicyEntry
 from driver.model import Endpoint, Store
-from policies import repository
+from policies import engine, repository
 from policies.engine import labels_of
 from policies.identities import BASE as IDENTITIES
 from policies.identities import INIT, IdentityAllocator
-from policies.resolve import Resolved, Universe, cidr_identities, resolve
+from policies.labels import Label
+from policies.model import Rule
+from policies.parser import parse_documents
+from policies.resolve import Entry, Universe, cidr_identities, rule_entries
 
 log = logging.getLogger("ciliumpy.policy")
+DIRECTIONS = ("ingress", "egress")
+RuleKey = tuple[str, int]
+
+
+@dataclass
+class View:
+    labels: list[Label]
+    init: bool
+    selected: dict[RuleKey, Rule] = field(default_factory=dict)
+    reqs: dict[str, tuple] = field(default_factory=dict)
+    contrib: dict[RuleKey, set[Entry]] = field(default_factory=dict)
+    counts: collections.Counter = field(default_factory=collections.Counter)
+    flags: tuple[bool, bool] = (False, False)
+    open_directions: tuple[str, ...] = ()  # selected only with enableDefaultDeny false
+    # Each change bumps ``version`` and records which entries appeared or vanished, so
+    # endpoints one version behind get just that difference.
+    version: int = 0
+    added: set[Entry] = field(default_factory=set)
+    removed: set[Entry] = field(default_factory=set)
+
+    def begin(self) -> None:
+        self.version += 1
+        self.added, self.removed = set(), set()
+
+    def add(self, key: RuleKey, entries: set[Entry]) -> None:
+        self.contrib.setdefault(key, set()).update(entries)
+        for entry in entries:
+            self.counts[entry] += 1
+            if self.counts[entry] == 1:
+                if entry in self.removed:
+                    self.removed.discard(entry)
+                else:
+                    self.added.add(entry)
+
+    def drop(self, key: RuleKey) -> None:
+        for entry in self.contrib.pop(key, set()):
+            self.counts[entry] -= 1
+            if self.counts[entry] <= 0:
+                del self.counts[entry]
+                if entry in self.added:
+                    self.added.discard(entry)
+                else:
+                    self.removed.add(entry)
 
 
 class PolicyManager:
@@ -33,111 +88,270 @@ class PolicyManager:
         self.allocator, self.mode, self.program = allocator, mode, program
         self.revision = 0
         self.enforced = 0
-        self.rules: list = []
+        self.items: dict[str, list[Rule]] = {}
         self.cidrs: dict = {}
+        self.identities: dict[int, list[str]] = {}
         self.universe = Universe({}, {})
+        self.views: dict[tuple, View] = {}
         self.flags: dict[int, tuple[bool, bool]] = {}  # ifindex -> (ingress, egress)
         self.produced: dict[int, set[PolicyEntry]] = {}
+        self.synced: dict[int, tuple[int, int]] = {}  # ifindex -> (id of view, version)
         self.error: str | None = None
-        self._cache: dict[tuple, Resolved] = {}
         self._lock = threading.RLock()
-        self._dirty = threading.Event()
         self._stop = threading.Event()
 
+    @property
+    def rules(self) -> list[Rule]:
+        return [rule for name in sorted(self.items) for rule in self.items[name]]
+
+    # ---- lifecycle -------------------------------------------------------------
     def start(self) -> None:
+        try:
+            start_index = self.kv.index()
+        except KVError:
+            start_index = 0
         self.refresh()
-        for prefix in (repository.ITEMS, IDENTITIES + "/id/"):
-            threading.Thread(target=self._watch, args=(prefix,), name="policy-watch",
-                             daemon=True).start()
-        threading.Thread(target=self._apply_loop, name="policy-apply", daemon=True).start()
+        for prefix, handler in ((repository.ITEMS, self._policy_events),
+                                (IDENTITIES + "/id/", self._identity_events)):
+            threading.Thread(target=self._watch, args=(prefix, handler, start_index),
+                             name="policy-watch", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._dirty.set()
 
-    def _watch(self, prefix: str) -> None:
+    def _watch(self, prefix: str, handler, index: int) -> None:
         watch = None
         while not self._stop.is_set():
             try:
-                watch = watch or self.kv.watch(prefix, self.kv.index())
-                if watch.next(timeout=5.0):
-                    self._dirty.set()
+                watch = watch or self.kv.watch(prefix, index)
+                events = watch.next(timeout=5.0)
+                if events:
+                    handler(events)
             except KVError as exc:
-                self.error = str(exc)
+                self.error = f"kvstore: {exc} (keeping the policy in force)"
+                self._stop.wait(1.0)
+            except Exception:  # never let the watch die
+                log.exception("policy update failed")
                 self._stop.wait(1.0)
 
-    def _apply_loop(self) -> None:
-        while not self._stop.is_set():
-            self._dirty.wait(5.0)
-            if self._stop.is_set():
-                return
-            self._dirty.clear()
-            self.refresh()
-
-    # ---- resolution ----------------------------------------------------------
+    # ---- full rebuild ----------------------------------------------------------
     def refresh(self) -> None:
-        """Re-reads policies and identities, then syncs every local endpoint."""
+        """Reads everything again and rebuilds every view (start, and after errors)."""
         try:
-            revision, rules = repository.rules(self.kv)
+            revision = repository.revision(self.kv)
+            items = {item["name"]: self._parse(item) for item in repository.items(self.kv)}
             identities = {i.number: list(i.labels) for i in self.allocator.list()
                           if not i.reserved}
         except KVError as exc:
             self.error = f"kvstore: {exc} (keeping the policy in force)"
             log.warning("policy refresh failed: %s", exc)
             return
-        except Exception as exc:  # a stored policy that no longer parses
-            self.error = f"policy: {exc}"
-            log.exception("policy refresh failed")
-            return
         with self._lock:
-            self.rules, self.revision = rules, revision
-            self.cidrs = cidr_identities(rules)
-            self.universe = Universe(identities, self.cidrs)
-            self._cache.clear()
-            self._sync_cidrs()
-            for endpoint in self.store.endpoints():
-                self.sync_endpoint(endpoint)
-            self.enforced = revision
+            self.items, self.identities = items, identities
+            self._rebuild()
+            self.revision = self.enforced = max(self.enforced, revision)
             self.error = None
 
+    @staticmethod
+    def _parse(item: dict) -> list[Rule]:
+        return [rule for policy in parse_documents([item["document"]], "", item["name"])
+                for rule in policy.rules]
+
+    def _rebuild(self) -> None:
+        self.cidrs = cidr_identities(self.rules)
+        self.universe = Universe(self.identities, self.cidrs)
+        self._sync_cidrs()
+        self.views.clear()
+        self.synced.clear()
+        for endpoint in self.store.endpoints():
+            self.sync_endpoint(endpoint)
+
+    def _build_view(self, labels: tuple[str, ...], init: bool) -> View:
+        view = View(list(labels_of(labels)), init)
+        for name, rules in self.items.items():
+            for rule in rules:
+                if rule.endpoint_selector.matches(view.labels):
+                    view.selected[(name, rule.index)] = rule
+        self._recompute(view)
+        return view
+
+    def _recompute(self, view: View) -> None:
+        selected = list(view.selected.values())
+        view.reqs = {d: engine.requirements(selected, d) for d in DIRECTIONS}
+        view.begin()
+        view.version += 1  # endpoints must take a full difference after a recompute
+        view.contrib.clear()
+        view.counts.clear()
+        for key, rule in view.selected.items():
+            view.add(key, rule_entries(rule, view.reqs, self.universe))
+        self._update_flags(view)
+
+    # ---- incremental updates ----------------------------------------------------
+    def _policy_events(self, events: list[Event]) -> None:
+        with self._lock:
+            changed: dict[str, tuple[list[Rule], list[Rule]]] = {}
+            revision = 0
+            for event in events:
+                name = event.key[len(repository.ITEMS):]
+                old = self.items.get(name, [])
+                if event.kind == "put":
+                    item = json.loads(event.value)
+                    new = self._parse(item)
+                    revision = max(revision, int(item.get("revision", 0)))
+                    self.items[name] = new
+                else:
+                    new = []
+                    self.items.pop(name, None)
+                changed[name] = (changed.get(name, (old, None))[0], new)
+            touched_cidrs = any(element.cidrs for old, new in changed.values()
+                                for rule in (*old, *new)
+                                for element in (*rule.ingress, *rule.ingress_deny,
+                                                *rule.egress, *rule.egress_deny))
+            if touched_cidrs and cidr_identities(self.rules) != self.cidrs:
+                self._rebuild()
+            else:
+                for view in self.views.values():
+                    self._apply_rule_changes(view, changed)
+                self._sync_all()
+            if any(not new for _, new in changed.values()):
+                revision = max(revision, repository.revision(self.kv))  # deletions
+            self.revision = self.enforced = max(self.enforced, revision)
+
+    def _apply_rule_changes(self, view: View, changed) -> None:
+        removed, added = [], []
+        for name, (old, new) in changed.items():
+            removed += [(name, r.index) for r in old if (name, r.index) in view.selected]
+            added += [((name, r.index), r) for r in new
+                      if r.endpoint_selector.matches(view.labels)]
+        if not removed and not added:
+            return
+        requires_changed = any(e.requires for _, r in added for d in DIRECTIONS
+                               for e in (*r.allows(d), *r.denies(d))) or any(
+            e.requires for key in removed for d in DIRECTIONS
+            for e in (*view.selected[key].allows(d), *view.selected[key].denies(d)))
+        view.begin()
+        for key in removed:
+            view.selected.pop(key, None)
+            view.drop(key)
+        for key, rule in added:
+            view.selected[key] = rule
+        if requires_changed:
+            self._recompute(view)
+            return
+        for key, rule in added:
+            view.add(key, rule_entries(rule, view.reqs, self.universe))
+        self._update_flags(view)
+
+    def _identity_events(self, events: list[Event]) -> None:
+        with self._lock:
+            added: dict[int, list[str]] = {}
+            removed = False
+            for event in events:
+                number = int(event.key.rsplit("/", 1)[1])
+                if event.kind == "put":
+                    labels = json.loads(event.value)
+                    if self.identities.get(number) != labels:
+                        removed = removed or number in self.identities
+                        added[number] = labels
+                elif number in self.identities:
+                    removed = True
+                    self.identities.pop(number)
+            if removed:
+                self.identities.update(added)
+                self._rebuild()
+                return
+            if not added:
+                return
+            self.identities.update(added)
+            self.universe = Universe(self.identities, self.cidrs)
+            only = {n: self.universe.peers[n] for n in added}
+            for view in self.views.values():
+                view.begin()
+                for key, rule in list(view.selected.items()):
+                    more = rule_entries(rule, view.reqs, self.universe, only) - view.contrib[key]
+                    if more:
+                        view.add(key, more)
+            self._sync_all()
+
+    # ---- writing the datapath ------------------------------------------------------
     def _sync_cidrs(self) -> None:
-        wanted = {prefix: number for prefix, number in self.cidrs.items()}
         current = {ipaddress.ip_network(e["prefix"]): e["identity"]
                    for e in self.datapath.ipcache() if e["identity"] >= 0x01000000}
-        for prefix, number in wanted.items():
+        for prefix, number in self.cidrs.items():
             if current.get(prefix) != number:
                 self.datapath.set_ipcache(prefix, number)
-        for prefix in set(current) - set(wanted):
+        for prefix in set(current) - set(self.cidrs):
             self.datapath.delete_ipcache(prefix)
 
-    def resolved_for(self, endpoint: Endpoint) -> Resolved:
+    def _view_of(self, endpoint: Endpoint) -> View:
         init = endpoint.identity == INIT
-        labels = tuple(sorted(endpoint.labels or [])) if not init else ("reserved:init",)
+        labels = ("reserved:init",) if init else tuple(sorted(endpoint.labels or []))
         key = (labels, init)
-        if key not in self._cache:
-            self._cache[key] = resolve(self.rules, labels_of(labels), self.universe, self.mode,
-                                       init)
-        return self._cache[key]
+        if key not in self.views:
+            self.views[key] = self._build_view(labels, init)
+        return self.views[key]
+
+    def _update_flags(self, view: View) -> None:
+        """Enforcement per direction, computed once per view change."""
+        selected = list(view.selected.values())
+        result, open_directions = [], []
+        for direction in DIRECTIONS:
+            enforced = engine.enforced(selected, direction, self.mode, view.init)
+            if engine.open_despite_rules(selected, direction, self.mode):
+                enforced = True  # deny entries apply; the wildcard allow keeps the rest
+                open_directions.append(direction)
+            result.append(enforced)
+        view.flags, view.open_directions = (result[0], result[1]), tuple(open_directions)
+        for direction in DIRECTIONS:  # the wildcard allow of an open direction
+            key = ("__open__", DIRECTIONS.index(direction))
+            if direction in open_directions and key not in view.contrib:
+                view.add(key, {Entry(direction, 0, 0)})
+            elif direction not in open_directions and key in view.contrib:
+                view.drop(key)
+
+    @staticmethod
+    def _entries(view: View, entries, ifindex: int) -> set[PolicyEntry]:  # noqa: ARG004
+        return {PolicyEntry(ifindex, e.direction, e.identity, e.proto, e.port, e.end_port,
+                            e.deny) for e in entries}
 
     def sync_endpoint(self, endpoint: Endpoint) -> None:
-        """Writes the difference between what is in the datapath and what the policy
-        says for one endpoint, then its enforcement flags."""
+        """Brings the endpoint's datapath entries to its view: the view's last delta
+        when the endpoint is one version behind, else the full difference."""
         if not endpoint.ifindex:
             return
+        ifindex = endpoint.ifindex
         with self._lock:
-            resolved = self.resolved_for(endpoint)
-            wanted = {PolicyEntry(endpoint.ifindex, e.direction, e.identity, e.proto, e.port,
-                                  e.end_port, e.deny) for e in resolved.entries}
-            have = self.produced.get(endpoint.ifindex, set())
-            for entry in wanted - have:
+            view = self._view_of(endpoint)
+            state = (id(view), view.version)
+            synced = self.synced.get(ifindex)
+            have = self.produced.setdefault(ifindex, set())
+            if synced == state:
+                add, remove = set(), set()
+            elif synced == (id(view), view.version - 1):
+                add = self._entries(view, view.added, ifindex)
+                remove = self._entries(view, view.removed, ifindex)
+            else:
+                wanted = self._entries(view, view.counts, ifindex)
+                add, remove = wanted - have, have - wanted
+            for entry in add:
                 self.datapath.add_policy(entry)
-            for entry in have - wanted:
+            for entry in remove:
                 self.datapath.remove_policy(entry)
-            self.produced[endpoint.ifindex] = wanted
-            self.flags[endpoint.ifindex] = (resolved.enforce_ingress, resolved.enforce_egress)
-        self.program(endpoint)
+            have |= add
+            have -= remove
+            self.synced[ifindex] = state
+            flags = view.flags
+            changed_flags = self.flags.get(ifindex) != flags
+            self.flags[ifindex] = flags
+        if changed_flags:  # entries alone need no change to the endpoint's own entry
+            self.program(endpoint)
+
+    def _sync_all(self) -> None:
+        for endpoint in self.store.endpoints():
+            self.sync_endpoint(endpoint)
 
     def forget(self, endpoint: Endpoint) -> None:
         with self._lock:
             self.produced.pop(endpoint.ifindex, None)
             self.flags.pop(endpoint.ifindex, None)
+            self.synced.pop(endpoint.ifindex, None)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from policies import engine
 from policies.engine import Peer
 from policies.labels import Label, parse
-from policies.model import Rule
+from policies.model import Rule, selector_key
 
 LOCAL_IDENTITY_BASE = 0x01000000
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -55,7 +55,8 @@ def cidr_identities(rules: Iterable[Rule]) -> dict[Network, int]:
 
 
 class Universe:
-    """Everything a peer selector can resolve to."""
+    """Everything a peer selector can resolve to, indexed by label (key, value) so a
+    selector with matchLabels only examines identities that carry them."""
 
     def __init__(self, identities: dict[int, Iterable[str]], cidrs: dict[Network, int]) -> None:
         self.peers: dict[int, Peer] = dict(engine.RESERVED_PEERS)
@@ -66,25 +67,33 @@ class Universe:
         for prefix, number in cidrs.items():
             self.peers[number] = Peer((Label("reserved", "world"),
                                        Label("cidr", str(prefix))), cidr=prefix, kind="cidr")
+        self.index: dict[tuple[str, str], set[int]] = {}
+        for number, peer in self.peers.items():
+            for label in peer.labels:
+                self.index.setdefault((label.key, label.value), set()).add(number)
+
+    def candidates(self, element) -> Iterable[int]:
+        """Identities worth checking against an element's endpoint selectors."""
+        if element.endpoints is None or any(not s.match_labels for s in element.endpoints):
+            return self.peers.keys()
+        found: set[int] = set()
+        for selector in element.endpoints:
+            sets = [self.index.get((selector_key(k)[1], v), set())
+                    for k, v in selector.match_labels]
+            found |= set.intersection(*sets) if sets else set()
+        return found
 
 
 def resolve(rules: list[Rule], labels: Iterable[Label], universe: Universe, mode: str,
             init: bool = False) -> Resolved:
     labels = list(labels)
     selected = engine.selecting(rules, labels)
+    reqs = {d: engine.requirements(selected, d) for d in ("ingress", "egress")}
     entries: set[Entry] = set()
+    for rule in selected:
+        entries |= rule_entries(rule, reqs, universe)
     flags = {}
     for direction in ("ingress", "egress"):
-        reqs = engine.requirements(selected, direction)
-        for rule in selected:
-            for deny, elements in ((False, rule.allows(direction)),
-                                   (True, rule.denies(direction))):
-                for element in elements:
-                    peers = _peer_identities(element, universe, reqs)
-                    for proto, first, last in engine.port_specs(element):
-                        for identity in peers:
-                            entries.add(Entry(direction, identity, proto, first,
-                                              last if last != first else 0, deny))
         enforced = engine.enforced(selected, direction, mode, init)
         if engine.open_despite_rules(selected, direction, mode):
             enforced = True  # so deny entries apply; everything else stays allowed
@@ -93,13 +102,34 @@ def resolve(rules: list[Rule], labels: Iterable[Label], universe: Universe, mode
     return Resolved(entries, flags["ingress"], flags["egress"])
 
 
-def _peer_identities(element, universe: Universe, reqs) -> set[int]:
+def rule_entries(rule: Rule, reqs: dict[str, tuple], universe: Universe,
+                 only: dict[int, Peer] | None = None) -> set[Entry]:
+    """The entries one rule contributes to an endpoint it selects (``only``: restrict
+    to these identities, for adding new identities incrementally)."""
+    entries: set[Entry] = set()
+    for direction in ("ingress", "egress"):
+        for deny, elements in ((False, rule.allows(direction)), (True, rule.denies(direction))):
+            for element in elements:
+                peers = _peer_identities(element, universe, reqs[direction], only)
+                if not peers:
+                    continue
+                for proto, first, last in engine.port_specs(element):
+                    for identity in peers:
+                        entries.add(Entry(direction, identity, proto, first,
+                                          last if last != first else 0, deny))
+    return entries
+
+
+def _peer_identities(element, universe: Universe, reqs, only=None) -> set[int]:
+    wildcard = (not element.has_peer and element.to_ports) or (
+        element.endpoints is not None and any(engine.wildcard(s, reqs)
+                                              for s in element.endpoints)) or (
+        element.entities is not None and "all" in element.entities)
+    if wildcard:
+        return {0} if only is None else set()
     if not element.has_peer:
-        return {0} if element.to_ports else set()
-    if element.endpoints is not None and any(engine.wildcard(s, reqs)
-                                             for s in element.endpoints):
-        return {0}
-    if element.entities is not None and "all" in element.entities:
-        return {0}
-    return {number for number, peer in universe.peers.items()
-            if engine.peer_matches(element, peer, reqs)}
+        return set()
+    if only is not None:
+        return {n for n, peer in only.items() if engine.peer_matches(element, peer, reqs)}
+    return {number for number in universe.candidates(element)
+            if engine.peer_matches(element, universe.peers[number], reqs)}

@@ -341,20 +341,23 @@ def policy_validate(files: tuple[str, ...]) -> None:
 def policy_import(ctx: click.Context, files: tuple[str, ...]) -> None:
     """Import (add or replace by name) policies into the cluster; prints the revision."""
     from ciliumpy.apiclient import call
-    from policies.parser import PolicyError, parse_text
+    from policies.parser import PolicyError, load_documents, parse_documents
 
-    texts = {}
+    loaded = {}
     for path in files:  # validate every file before importing any
         try:
-            parse_text(_read(path), path)
+            documents = load_documents(_read(path))
+            parse_documents(documents, path, path.rsplit("/", 1)[-1].rsplit(".", 1)[0])
         except PolicyError as exc:
             raise click.ClickException(str(exc)) from None
-        texts[path] = _read(path)
+        except Exception as exc:  # YAML errors: let the parser word them
+            raise click.ClickException(f"{path}: not valid YAML/JSON ({exc})") from None
+        loaded[path] = documents
     revision = 0
-    for path, text in texts.items():
-        try:
-            answer = call("/v1/policy", "POST", {"text": text, "source": path},
-                          socket_path=ctx.obj["api_socket"])
+    for path, documents in loaded.items():
+        try:  # the agent receives the documents already loaded: no second YAML parse
+            answer = call("/v1/policy", "POST", {"documents": documents, "source": path},
+                          socket_path=ctx.obj["api_socket"], timeout=120)
         except APIError as exc:
             raise click.ClickException(str(exc)) from None
         revision = answer["revision"]

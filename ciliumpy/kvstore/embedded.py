@@ -48,6 +48,10 @@ class EmbeddedStore(KVStore):
         except (OSError, sqlite3.Error) as exc:
             raise KVUnavailable(f"embedded kvstore {path}: {exc}") from None
         self._lock = threading.Lock()
+        # Wakes this process's watches as soon as it writes; writes by other processes
+        # sharing the file are seen by the watches' polling.
+        self._changed = threading.Condition()
+        self._last_sweep = 0.0
 
     # ---- plumbing ------------------------------------------------------------
     def _write(self, fn):
@@ -63,7 +67,9 @@ class EmbeddedStore(KVStore):
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-            return result
+        with self._changed:
+            self._changed.notify_all()
+        return result
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -185,7 +191,12 @@ class EmbeddedStore(KVStore):
 
     def sweep(self) -> None:
         """Deletes the keys of expired leases now (writes do this anyway)."""
+        self._last_sweep = time.monotonic()
         self._write(lambda: None)
+
+    def wait_for_change(self, timeout: float) -> None:
+        with self._changed:
+            self._changed.wait(timeout)
 
     def close(self) -> None:
         with self._lock:
@@ -201,13 +212,15 @@ class _EmbeddedWatch(Watch):
         deadline = time.monotonic() + timeout
         while True:
             # Expired leases must show up as deletes even when nobody else writes.
-            self.store.sweep()
+            if time.monotonic() - self.store._last_sweep > 0.5:
+                self.store.sweep()
             rows = self.store._read(
                 "SELECT idx, kind, key, value FROM events WHERE idx > ? AND key >= ? "
                 "AND key < ? ORDER BY idx", (self.index, self.prefix, self.prefix + "\uffff"))
             if rows:
                 self.index = rows[-1][0]
                 return [Event(kind, key, value, idx) for idx, kind, key, value in rows]
-            if time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return []
-            time.sleep(0.02)
+            self.store.wait_for_change(min(left, 0.05))
