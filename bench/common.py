@@ -6,11 +6,12 @@ import contextlib
 import datetime
 import os
 import platform
-import socket
 import statistics
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from ciliumpy.server import socket_in_use
 
 RESULTS = Path(__file__).parent / "results"
 PLUGIN_SOCKET = "/run/docker/plugins/ciliumpy.sock"
@@ -27,21 +28,10 @@ def machine() -> str:
     return f"{platform.node()}, {os.cpu_count()} cores ({cpu}), Linux {platform.release()}"
 
 
-def _live(path: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
-
-
 @contextlib.contextmanager
 def agent_running() -> Iterator[object | None]:
     """Uses the agent already on the plugin socket, or starts one for the bench."""
-    if _live(PLUGIN_SOCKET):
+    if socket_in_use(PLUGIN_SOCKET):
         yield None
         return
     from tests.support.agent import Agent

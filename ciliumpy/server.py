@@ -41,6 +41,18 @@ def systemd_fds(environ=os.environ) -> list[int]:
     return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count))
 
 
+def socket_in_use(path: str) -> bool:
+    """True when a process accepts connections on the unix socket ``path``."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
 def bind_unix(path: str, mode: int) -> socket.socket:
     """Binds a listening unix socket at ``path``, replacing a stale socket file but
     refusing to steal one a live process still answers on."""
@@ -48,15 +60,9 @@ def bind_unix(path: str, mode: int) -> socket.socket:
     if os.path.exists(path):
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
             raise ServeError(f"{path} exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)  # stale: nobody listens
-        else:
+        if socket_in_use(path):
             raise ServeError(f"another process is already serving {path}; stop it first")
-        finally:
-            probe.close()
+        os.unlink(path)  # stale: nobody listens
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)
     try:

@@ -6,29 +6,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from ciliumpy.server import socket_in_use
 from tests.support.agent import Agent
 from tests.support.docker import DOCKER, IMAGE, Docker
 
 PLUGIN_SOCKET = "/run/docker/plugins/ciliumpy.sock"
 API_SOCKET = "/run/ciliumpy/ciliumpy.sock"
-
-
-def _socket_live(path: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -49,7 +38,7 @@ def workdir():
 def agent(workdir):
     """The agent on Docker's plugin socket, with a fresh state directory."""
     for path in (PLUGIN_SOCKET, API_SOCKET):
-        if _socket_live(path):
+        if socket_in_use(path):
             pytest.exit(f"another ciliumpy agent is serving {path}: stop it before the tests",
                         returncode=2)
     state = workdir / "agent"

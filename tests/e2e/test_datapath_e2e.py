@@ -16,18 +16,9 @@ import pytest
 
 from tests.support.agent import CLI, Agent
 from tests.support.docker import Docker, ping
+from tests.support.wait import wait_for
 
 HTTPD = ("sh", "-c", "httpd -f -p 80 -h /var/www & httpd -f -p 81 -h /var/www & sleep 3600")
-
-
-def wait_for(predicate, timeout=10.0, interval=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def endpoint(agent, docker, container):

@@ -15,18 +15,9 @@ import pytest
 from tests.support.agent import Agent
 from tests.support.consul import ConsulAgent
 from tests.support.docker import Docker, ping
+from tests.support.wait import wait_for
 
 COMPOSE = Path(__file__).resolve().parents[2] / "examples" / "compose" / "docker-compose.yml"
-
-
-def wait_for(predicate, timeout=10.0, interval=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def endpoint_of(agent, container_id):
@@ -221,5 +212,42 @@ def test_consul_outage_keeps_identities_and_recovers_without_restart(consul_serv
     finally:
         if consul_server.proc is None or consul_server.proc.poll() is not None:
             consul_server.start()
+        client.cleanup()
+        instance.stop()
+
+
+def test_unused_identity_is_garbage_collected_after_grace(workdir, docker_ready):
+    """A container's identity loses this node's reference when the container goes;
+    after the grace period the GC removes it from the kvstore; one in use stays."""
+    name = "ciliumpy-gc" + uuid.uuid4().hex[:6]
+    state = workdir / name
+    state.mkdir()
+    instance = Agent(state, f"/run/docker/plugins/{name}.sock", str(state / "api.sock"),
+                     ["--identity-gc-grace", "1", "--gc-interval", "0.5", "--node-name", name])
+    instance.start()
+    client = Docker()
+    try:
+        proc = client.run_cli("network", "create", "-d", name, "--ipam-driver", name,
+                              "--subnet", "10.78.0.0/16", name)
+        client.networks.append(proc.stdout.strip())
+        gone = client.run(name, "-l", "app=short-lived")
+        kept = client.run(name, "-l", "app=kept")
+        short = wait_for(lambda: identity_of(instance, client.inspect(gone)["Id"]))
+        stays = wait_for(lambda: identity_of(instance, client.inspect(kept)["Id"]))
+        assert short and stays
+        client.rm(gone)
+        from ciliumpy.apiclient import APIError
+
+        def collected():
+            try:
+                instance.api(f"/v1/identities/{short['identity']}")
+                return False
+            except APIError as exc:
+                return "does not exist" in str(exc)
+
+        assert wait_for(collected, timeout=20, interval=0.2), "unused identity not collected"
+        assert instance.api(f"/v1/identities/{stays['identity']}")["nodes"] == [name]
+        assert "garbage-collected identity" in instance.log()
+    finally:
         client.cleanup()
         instance.stop()
