@@ -76,18 +76,9 @@ if [ ! -f "$stamp" ]; then
 fi
 
 # --- dockerd ----------------------------------------------------------------
-# Flags: no default bridge (ciliumpy containers need none) and no iptables rules, so
-# dockerd does not touch the host firewall; the socket is Docker's default.
-DOCKER_SOCK=/run/docker.sock
-if ! /usr/bin/docker -H unix://$DOCKER_SOCK version >/dev/null 2>&1; then
+if ! /usr/bin/docker version >/dev/null 2>&1; then
   log "starting dockerd (log: /var/log/ciliumpy-dockerd.log)"
-  mkdir -p /run/docker/plugins
-  nohup /usr/sbin/dockerd --host=unix://$DOCKER_SOCK --bridge=none --iptables=false \
-        --ip-masq=false --pidfile=/run/docker.pid >>/var/log/ciliumpy-dockerd.log 2>&1 &
-  for _ in $(seq 1 60); do
-    /usr/bin/docker version >/dev/null 2>&1 && break; sleep 0.5
-  done
-  /usr/bin/docker version >/dev/null 2>&1 || { tail -20 /var/log/ciliumpy-dockerd.log >&2; exit 1; }
+  "$ROOT/scripts/start-dockerd.sh"
 fi
 
 # --- busybox image ----------------------------------------------------------

@@ -195,3 +195,42 @@ def test_stop_leaves_no_link(agent, docker):
     endpoints = [e for e in agent.api("/v1/endpoints") if e["ipv4"] == ip + "/32"]
     assert endpoints == []
     assert all(a["address"] != ip for a in agent.api("/v1/ipam")["allocations"])
+
+
+@pytest.mark.timeout(300)
+def test_dockerd_restart_with_restart_always_containers(agent, docker):
+    """Checklist 34: dockerd stops (containers leave, endpoints are deleted) and boots
+    again while ciliumpy serves: restart-policy containers come back on the ciliumpy
+    network without a hang (no handler calls Docker), with working addresses, and no
+    endpoint, link or address of the old run is left behind."""
+    import os
+    import signal
+    from pathlib import Path
+
+    docker.network_create("cpy-reboot", "--subnet", "10.79.0.0/16")
+    server = docker.run("cpy-reboot", "--restart=always", "-l", "app=reboot",
+                        command=("httpd", "-f", "-p", "80", "-h", "/var/www"))
+    before = {e["endpoint_id"] for e in agent.api("/v1/endpoints")}
+    old_ip = docker.ip(server, "cpy-reboot")
+    pid = int(Path("/run/docker.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + 60
+    while time.time() < deadline and os.path.exists(f"/proc/{pid}"):
+        time.sleep(0.2)
+    start = time.time()
+    script = Path(__file__).resolve().parents[2] / "scripts" / "start-dockerd.sh"
+    subprocess.run([str(script)], check=True, timeout=120)
+    deadline = time.time() + 60
+    while time.time() < deadline and not docker.inspect(server)["State"]["Running"]:
+        time.sleep(0.5)
+    assert docker.inspect(server)["State"]["Running"], "the restart=always container is down"
+    assert time.time() - start < 60
+    after = {e["endpoint_id"]: e for e in agent.api("/v1/endpoints")}
+    assert not (before & set(after)), "the old run's endpoints are gone"
+    new_ip = docker.ip(server, "cpy-reboot")
+    probe = docker.run("cpy-reboot")
+    assert "ciliumpy test page" in docker.exec(probe, "wget", "-qO-", f"http://{new_ip}/").stdout
+    held = [a["address"] for a in agent.api("/v1/ipam")["allocations"] if a["kind"] == "endpoint"]
+    assert len(held) == len(set(held)) and (old_ip == new_ip or old_ip not in held)
+    assert set(links()) == {e["host_ifname"] for e in agent.api("/v1/endpoints")}, (
+        "no host link without an endpoint")

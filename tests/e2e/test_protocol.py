@@ -4,13 +4,15 @@ bodies for capability calls, ``null`` maps. The Docker-driven items are in
 test_docker.py (they need dockerd's own behaviour).
 
 Items not tested here, and why:
-- 20 (allocations survive a restart), 30/31/33/34/36/37: need dockerd; in test_docker.py.
+- 20 (allocations survive a restart), 30/31/33/34/36/37: need dockerd; in test_docker.py
+  (34 includes a dockerd stop/start with a --restart=always container).
 - 6/7 "works with the KV store down": the capability handlers touch no state at all
   (asserted by timing here); a store outage is the kvstore issue's test.
 - 38 (compose twice): belongs to the docker-compose example of the identities issue.
-- 39 (dockerd restart with stale endpoints): ReleaseAddress-without-DeleteEndpoint
-  cleanup is tested below (item 39b); restarting the shared dockerd is left to a
-  later multi-host harness with its own dockerd.
+- 39 (dockerd start after an *unclean* stop, stale endpoints): the
+  ReleaseAddress-without-DeleteEndpoint cleanup it relies on is tested below (39b);
+  killing the shared dockerd with -9 is left to the multi-host harness, where each
+  host has its own dockerd.
 - 40 (multi-host): the overlay issue's three-host harness.
 """
 
