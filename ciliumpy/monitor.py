@@ -88,6 +88,8 @@ def format_event(event: dict) -> str:
     dst = f"{event['dst_ip']}:{event['dst_port']}"
     if event["type"] == "drop":
         head = f"xx drop ({event['reason']}) {event['direction']} on {where}"
+    elif event["type"] == "trace":
+        head = f"-> trace new connection {event['direction']} on {where}"
     else:
         head = f"-> policy-verdict {event['verdict']} {event['direction']} on {where}"
     return (f"{head}: {event['protocol']} {src} -> {dst} "

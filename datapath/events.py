@@ -15,7 +15,7 @@ from datapath import maps
 
 log = logging.getLogger("ciliumpy.datapath")
 _CALLBACK = libbcc._RINGBUF_CB_TYPE  # the exact type bcc declared for the C function
-EVENT_TYPES = {1: "drop", 2: "policy-verdict"}
+EVENT_TYPES = {1: "drop", 2: "policy-verdict", 3: "trace"}
 DIRECTIONS = {0: "ingress", 1: "egress"}
 PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP"}
 

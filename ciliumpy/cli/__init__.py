@@ -214,15 +214,15 @@ def node_list(ctx: click.Context, output: str) -> None:
 
 @main.command()
 @click.option("--type", "types", multiple=True,
-              type=click.Choice(["drop", "policy-verdict"]),
+              type=click.Choice(["drop", "policy-verdict", "trace"]),
               help="Only these event types (repeatable). Default: all.")
 @click.option("--history/--no-history", default=False,
               help="Start with the events the agent already holds.")
 @output_option
 @click.pass_context
 def monitor(ctx: click.Context, types: tuple[str, ...], history: bool, output: str) -> None:
-    """Stream datapath events live: drops and policy verdicts, with the labels of
-    both sides. Ctrl-C stops."""
+    """Stream datapath events live: drops, policy verdicts of new connections, and
+    traces (each new connection a hook forwards), with both sides' labels."""
     from ciliumpy.apiclient import stream
     from ciliumpy.monitor import format_event
 

@@ -77,5 +77,6 @@ int from_container(struct __sk_buff *skb)
 	}
 	ct_allow(&f, CT_EGRESS_OK, ep->identity, dst_id, now);
 	count(REASON_FORWARDED, DIR_EGRESS, f.len);
+	emit(EVENT_TRACE, REASON_FORWARDED, DIR_EGRESS, 1, ifindex, ep->identity, dst_id, &f);
 	return TC_ACT_OK;
 }

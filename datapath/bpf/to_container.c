@@ -49,5 +49,6 @@ int to_container(struct __sk_buff *skb)
 	}
 	ct_allow(&f, CT_INGRESS_OK, src_id, ep->identity, now);
 	count(REASON_FORWARDED, DIR_INGRESS, f.len);
+	emit(EVENT_TRACE, REASON_FORWARDED, DIR_INGRESS, 1, ifindex, src_id, ep->identity, &f);
 	return TC_ACT_OK;
 }

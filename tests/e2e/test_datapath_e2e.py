@@ -95,6 +95,10 @@ def test_policy_entries_decide_reachability_and_drops_carry_labels(agent, docker
     assert "container:app=client" in line or "container:app=intruder" in line
     drops = [e for e in agent.api("/v1/monitor?follow=0&type=drop")
              if e["dst_identity"] == eps["server"]["identity"]]
+    traces = agent.api("/v1/monitor?follow=0&type=trace")
+    assert any(e["src_identity"] == eps["client"]["identity"] and e["dst_port"] == 80
+               and e["direction"] == "ingress" and e["dst_labels"] == ["container:app=server"]
+               for e in traces), "the allowed connection is traced"
     intruder = [e for e in drops if e["src_identity"] == eps["intruder"]["identity"]]
     assert intruder and intruder[-1]["src_labels"] == ["container:app=intruder"]
     assert intruder[-1]["dst_labels"] == ["container:app=server"]

@@ -55,6 +55,7 @@
 
 #define EVENT_DROP 1
 #define EVENT_POLICY_VERDICT 2
+#define EVENT_TRACE 3 /* a new connection forwarded by a hook */
 
 struct ep_info {
 	__u32 identity;
