@@ -252,6 +252,10 @@ def load(
 
 
 def _check_consistency(config: Config) -> None:
+    if config.datapath_mode != "routed":
+        raise ConfigError(
+            f"option 'datapath-mode' = {config.datapath_mode!r} is not available yet: "
+            "multi-host overlay and native routing are still to come; use 'routed'")
     if config.kvstore == "consul" and "consul.address" not in config.kvstore_opt:
         raise ConfigError(
             "option 'kvstore' = 'consul' needs --kvstore-opt consul.address=HOST:PORT"
