@@ -310,7 +310,7 @@ class PolicyManager:
                 view.drop(key)
 
     @staticmethod
-    def _entries(view: View, entries, ifindex: int) -> set[PolicyEntry]:  # noqa: ARG004
+    def _entries(entries, ifindex: int) -> set[PolicyEntry]:
         return {PolicyEntry(ifindex, e.direction, e.identity, e.proto, e.port, e.end_port,
                             e.deny) for e in entries}
 
@@ -328,10 +328,10 @@ class PolicyManager:
             if synced == state:
                 add, remove = set(), set()
             elif synced == (id(view), view.version - 1):
-                add = self._entries(view, view.added, ifindex)
-                remove = self._entries(view, view.removed, ifindex)
+                add = self._entries(view.added, ifindex)
+                remove = self._entries(view.removed, ifindex)
             else:
-                wanted = self._entries(view, view.counts, ifindex)
+                wanted = self._entries(view.counts, ifindex)
                 add, remove = wanted - have, have - wanted
             for entry in add:
                 self.datapath.add_policy(entry)

@@ -27,7 +27,7 @@ def main(ctx: click.Context, api_socket: str) -> None:
     ctx.obj = {"api_socket": api_socket}
 
 
-def _api(ctx: click.Context, path: str, method: str = "GET"):  # noqa: D401
+def _api(ctx: click.Context, path: str, method: str = "GET"):
     try:
         return call(path, method=method, socket_path=ctx.obj["api_socket"])
     except APIError as exc:

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.support.agent import CLI, raw_post, test_pin_dir
+from tests.support.agent import CLI, new_pin_dir, raw_post
 
 ACTIVATE = {"Implements": ["NetworkDriver", "IpamDriver"]}
 
@@ -108,7 +108,7 @@ def test_systemd_socket_activation(tmp_path):
     ciliumpy.socket does; the agent must serve on it and never unlink it."""
     plugin = str(tmp_path / "activated.sock")
     api = str(tmp_path / "api.sock")
-    pin_dir = test_pin_dir()
+    pin_dir = new_pin_dir()
     proc = subprocess.Popen(
         ["systemd-socket-activate", "-l", plugin, sys.executable, "-m", "ciliumpy", "agent",
          "--state-dir", str(tmp_path / "state"), "--api-socket", api, "--bpf-pin-dir", pin_dir],

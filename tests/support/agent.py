@@ -43,7 +43,7 @@ def raw_post(socket_path: str, path: str, body: bytes | None, timeout: float = 3
     return status, json.loads(payload) if payload else None
 
 
-def test_pin_dir() -> str:
+def new_pin_dir() -> str:
     return f"/sys/fs/bpf/ciliumpy-test-{uuid.uuid4().hex[:8]}"
 
 
@@ -59,7 +59,7 @@ class Agent:
     proc: subprocess.Popen | None = None
     # Each test agent pins its own maps: agents sharing pins would share one ring
     # buffer and steal each other's events.
-    pin_dir: str = field(default_factory=lambda: test_pin_dir())
+    pin_dir: str = field(default_factory=lambda: new_pin_dir())
 
     def start(self, timeout: float = 20.0) -> None:
         self.log_path = self.log_path or self.state_dir / "agent.log"

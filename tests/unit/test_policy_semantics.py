@@ -178,7 +178,7 @@ ingressDeny:
   toPorts: [{ports: [{port: "22", protocol: TCP}]}]
 """
     check(text, 256, 257, "TCP", 80, "ALLOWED")
-    check(text, 258, 257, "TCP", 80, "ALLOWED"), "no default deny: others still allowed"
+    check(text, 258, 257, "TCP", 80, "ALLOWED")  # no default deny: others still allowed
     check(text, 258, 257, "TCP", 22, "DENIED")
 
 
