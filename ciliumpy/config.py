@@ -139,6 +139,7 @@ class Config:
     gc_grace: float = 120.0
     docker_resync_interval: float = 60.0
     node_ip: str = ""
+    node_ipv6: str = ""
     lease_ttl: float = 15.0
     identity_gc_grace: float = 300.0
     identity_label_filter: list[str] = field(default_factory=lambda: list(DEFAULT_LABEL_FILTER))
@@ -167,7 +168,8 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "gc_interval": _non_negative_float,
     "gc_grace": _non_negative_float,
     "docker_resync_interval": _non_negative_float,
-    "node_ip": lambda value: str(ipaddress.ip_address(value)) if value else "",
+    "node_ip": lambda value: str(ipaddress.IPv4Address(value)) if value else "",
+    "node_ipv6": lambda value: str(ipaddress.IPv6Address(value)) if value else "",
     "lease_ttl": _positive_float,
     "identity_gc_grace": _non_negative_float,
     "identity_label_filter": _string_list,
@@ -252,10 +254,11 @@ def load(
 
 
 def _check_consistency(config: Config) -> None:
-    if config.datapath_mode != "routed":
+    if config.datapath_mode != "routed" and config.kvstore != "consul":
         raise ConfigError(
-            f"option 'datapath-mode' = {config.datapath_mode!r} is not available yet: "
-            "multi-host overlay and native routing are still to come; use 'routed'")
+            f"option 'datapath-mode' = {config.datapath_mode!r} spans hosts and needs a "
+            "shared kvstore: add --kvstore consul --kvstore-opt consul.address=HOST:PORT "
+            "(or use 'routed' on a single host)")
     if config.kvstore == "consul" and "consul.address" not in config.kvstore_opt:
         raise ConfigError(
             "option 'kvstore' = 'consul' needs --kvstore-opt consul.address=HOST:PORT"

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from ciliumpy import __version__, nodes
+from ciliumpy.cluster import ClusterSync
 from ciliumpy.config import Config
 from ciliumpy.docker_view import DockerView
 from ciliumpy.docker_watcher import DockerWatcher
@@ -27,7 +28,7 @@ from ciliumpy.kvstore.base import LeaseKeeper
 from ciliumpy.localdb import LocalDB
 from ciliumpy.monitor import Monitor
 from ciliumpy.policy_manager import PolicyManager
-from datapath import loader
+from datapath import loader, overlay
 from datapath.datapath import Datapath
 from datapath.links import Links, enable_forwarding
 from driver.model import Endpoint, Store
@@ -61,6 +62,10 @@ class Agent:
         driver_name = os.path.basename(config.plugin_socket).removesuffix(".sock")
         self.docker = DockerView(config.docker_host, driver_name)
         self.node_ip = config.node_ip or nodes.default_node_ip()
+        if overlay.is_tunnel(config.datapath_mode):
+            self.driver.default_mtu = overlay.endpoint_mtu(self.links.mtu_of_address(
+                self.node_ip))
+        self.cluster: ClusterSync | None = None
         self.allocator = IdentityAllocator(self.kv, config.node_name)
         self.datapath = Datapath(config.bpf_pin_dir)
         self.endpoint_dp = EndpointDatapath(self.datapath, config.policy_enforcement)
@@ -80,6 +85,7 @@ class Agent:
     def start(self) -> None:
         enable_forwarding()
         self.datapath.start(on_event=self.monitor.ingest)
+        self._start_overlay()
         self._program_host_addresses()
         self._reprogram_endpoints()
         self.policy.start()
@@ -95,6 +101,12 @@ class Agent:
             self._new_lease(self.lease.lease)
         self.lease.start()
         self.identities.start()
+        if self.config.datapath_mode != "routed":
+            self.cluster = ClusterSync(self.kv, self.config.node_name,
+                                       self.config.datapath_mode, self.datapath, self.links,
+                                       self.lease, self.store.endpoints)
+            self.cluster.start()
+            self.cluster.kick()
         self.watcher = DockerWatcher(self.config.docker_host, self.identities.container_seen,
                                      self.config.docker_resync_interval)
         self.watcher.start()
@@ -104,11 +116,22 @@ class Agent:
 
     def stop(self) -> None:
         self._stop.set()
-        for part in (self.watcher, self.identities):
+        for part in (self.watcher, self.identities, self.cluster):
             if part is not None:
                 part.stop()
 
     # ---- datapath ------------------------------------------------------------
+    def _start_overlay(self) -> None:
+        """Tunnel modes: the overlay device with from_overlay on its ingress, and the
+        datapath told which device to redirect remote traffic to."""
+        if not overlay.is_tunnel(self.config.datapath_mode):
+            self.datapath.set_mode(None)
+            return
+        index = overlay.ensure_device(self.config.datapath_mode, self.links,
+                                      self.links.mtu_of_address(self.node_ip))
+        self.datapath.attach_overlay(index)
+        self.datapath.set_mode(index)
+
     def _program_host_addresses(self) -> None:
         """The host's own addresses and every network's gateway are identity host."""
         for address in self.links.local_addresses() + self._gateways():
@@ -135,6 +158,8 @@ class Agent:
         if current is not None and current.ifindex:
             self.endpoint_dp.program(current, current.ifindex, attach=False)
             self.policy.sync_endpoint(current)
+        if self.cluster is not None:
+            self.cluster.kick()
 
     def _endpoint_view(self, ifindex: int) -> dict | None:
         for endpoint in self.store.endpoints():
@@ -146,6 +171,8 @@ class Agent:
 
     def _new_lease(self, lease: str) -> None:
         self.register_node(lease)
+        if self.cluster is not None:
+            self.cluster.kick()  # the old lease's keys are gone: publish again
         if self.identities is not None:
             self.identities.new_lease(lease)
 
@@ -153,7 +180,7 @@ class Agent:
         blocks = sorted({row["block"] for row in self.db.query("SELECT block FROM ipam_blocks")})
         return nodes.Node(name=self.config.node_name, ip=self.node_ip,
                           encapsulation=self.config.datapath_mode, blocks=blocks,
-                          api=self.config.api_socket)
+                          api=self.config.api_socket, ipv6=self.config.node_ipv6)
 
     def register_node(self, lease: str | None = None) -> None:
         try:
@@ -181,6 +208,8 @@ class Agent:
                 self.datapath.set_ipcache(ipaddress.ip_network(gateway), 1)
         self.endpoint_dp.program(endpoint, endpoint.ifindex)
         self.policy.sync_endpoint(endpoint)
+        if self.cluster is not None:
+            self.cluster.kick()
 
     def endpoint_deleted(self, endpoint: Endpoint) -> None:
         # ReleaseAddress normally follows; if it never does, the GC frees the address.
@@ -190,6 +219,8 @@ class Agent:
             self.policy.forget(endpoint)
         if self.identities is not None:
             self.identities.endpoint_removed(endpoint)
+        if self.cluster is not None:
+            self.cluster.kick()
 
     def address_released(self, allocation: Allocation) -> None:
         """Docker released an address whose endpoint still exists: after an unclean
@@ -299,6 +330,7 @@ class Agent:
             "endpoint_states": states,
             "docker": self.docker.last_status,
             "docker_watcher": {"connected": bool(self.watcher and self.watcher.connected)},
+            "cluster": self.cluster.view() if self.cluster else None,
         }
 
     def _datapath_status(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ class Node:
     encapsulation: str
     blocks: list[str] = field(default_factory=list)
     api: str = ""
+    ipv6: str = ""  # the underlay IPv6 address, for native routing of IPv6 blocks
 
 
 def default_node_ip() -> str:
@@ -39,5 +40,11 @@ def register(kv: KVStore, node: Node, lease: str) -> None:
     kv.put(PREFIX + node.name, json.dumps(asdict(node)), lease=lease)
 
 
+def from_json(text: str) -> Node:
+    """Fields this version does not know (a newer agent's) are ignored."""
+    data = json.loads(text)
+    return Node(**{k: v for k, v in data.items() if k in Node.__dataclass_fields__})
+
+
 def list_nodes(kv: KVStore) -> list[Node]:
-    return [Node(**json.loads(pair.value)) for pair in kv.list(PREFIX)]
+    return [from_json(pair.value) for pair in kv.list(PREFIX)]

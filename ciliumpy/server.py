@@ -118,6 +118,21 @@ class AgentApplication(BaseApplication):
         arbiter.run()
 
 
+def _check_overlay(config: Config) -> None:
+    """A tunnel mode this kernel cannot do stops the agent here, in one sentence."""
+    from datapath import overlay
+    from datapath.links import Links
+
+    if overlay.is_tunnel(config.datapath_mode):
+        links = Links()
+        try:
+            overlay.ensure_device(config.datapath_mode, links, None)
+        except overlay.OverlayError as exc:
+            raise ServeError(str(exc)) from None
+        finally:
+            links.close()
+
+
 def serve(config: Config) -> None:
     """Binds (or inherits) the sockets and runs gunicorn until a signal stops it."""
     inherited = systemd_fds()
@@ -142,6 +157,7 @@ def serve(config: Config) -> None:
         loader.startup_load(config.bpf_pin_dir)
     except loader.CompileError as exc:
         raise ServeError(str(exc)) from None
+    _check_overlay(config)
     api_sock = bind_unix(config.api_socket, 0o600)
     api_fd = api_sock.detach()
     owned.append(config.api_socket)

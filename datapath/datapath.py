@@ -46,11 +46,13 @@ class PolicyEntry:
 
 
 def interface_mac(ifindex: int) -> str:
-    import socket
+    """Through netlink, not /sys/class/net: an agent entered into a network namespace
+    with nsenter still sees the host's sysfs."""
+    from pyroute2 import IPRoute
 
-    name = socket.if_indextoname(ifindex)
-    with open(f"/sys/class/net/{name}/address") as handle:
-        return handle.read().strip()
+    with IPRoute() as ipr:
+        links = ipr.get_links(ifindex)
+    return links[0].get_attr("IFLA_ADDRESS")
 
 
 class Datapath:
@@ -85,6 +87,17 @@ class Datapath:
     def attach(self, ifindex: int) -> None:
         programs = self.loaded.programs
         self.tc.attach(ifindex, programs["from_container"], programs["to_container"])
+
+    def attach_overlay(self, ifindex: int) -> None:
+        """from_overlay on the tunnel device's ingress (decapsulated packets)."""
+        self.tc.attach_ingress(ifindex, self.loaded.programs["from_overlay"], "from_overlay")
+
+    def set_mode(self, tunnel_ifindex: int | None) -> None:
+        """Tunnel mode with the overlay device, or routed (None): one map entry."""
+        config = maps.DpConfig()
+        config.mode = maps.MODE_TUNNEL if tunnel_ifindex else maps.MODE_ROUTED
+        config.tunnel_ifindex = tunnel_ifindex or 0
+        self.maps["cp_config_v1"].update(maps.ct.c_uint32(0), config)
 
     def set_endpoint(self, ifindex: int, identity: int, enforce_ingress: bool,
                      enforce_egress: bool, mac: str,
@@ -234,4 +247,4 @@ class Datapath:
 
     def pressure(self) -> dict[str, float]:
         return {name: m.count() / m.max_entries for name, m in self.maps.items()
-                if not m.percpu and name != "cp_ct_v1"}
+                if not m.percpu and name not in ("cp_ct_v1", "cp_config_v1")}

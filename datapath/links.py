@@ -131,6 +131,68 @@ class Links:
                 raise LinkError(f"cannot delete {ifname}: {exc.args[-1]}") from None
             return True
 
+    def ensure_tunnel_device(self, kind: str, name: str, port: int) -> int:
+        """The node's one overlay device in external (collect_md) mode: the BPF
+        programs choose the remote node and the VNI per packet. Returns its ifindex."""
+        with self._lock:
+            try:
+                if not self._ipr.link_lookup(ifname=name):
+                    spec = ({"vxlan_collect_metadata": 1, "vxlan_port": port,
+                             "vxlan_learning": 0} if kind == "vxlan" else
+                            {"geneve_collect_metadata": 1, "geneve_port": port})
+                    self._ipr.link("add", ifname=name, kind=kind, **spec)
+                index = self._ipr.link_lookup(ifname=name)[0]
+                self._ipr.link("set", index=index, state="up")
+                return index
+            except NetlinkError as exc:
+                raise LinkError(f"cannot set up the {kind} device {name}: "
+                                f"{exc.args[-1]}") from None
+
+    def set_mtu(self, index: int, mtu: int) -> None:
+        with self._lock:
+            self._ipr.link("set", index=index, mtu=mtu)
+
+    def set_remote_route(self, prefix: str, via: str) -> None:
+        """Native routing: a remote node's block through its underlay address."""
+        net = ipaddress.ip_network(prefix)
+        with self._lock:
+            try:
+                self._ipr.route("replace", dst=str(net), gateway=via, proto=RTPROT_CILIUMPY,
+                                family=AF_INET if net.version == 4 else AF_INET6)
+            except NetlinkError as exc:
+                raise LinkError(f"cannot route {prefix} via {via}: {exc.args[-1]}") from None
+
+    def delete_route(self, prefix: str) -> bool:
+        net = ipaddress.ip_network(prefix)
+        with self._lock:
+            try:
+                self._ipr.route("del", dst=str(net), proto=RTPROT_CILIUMPY,
+                                family=AF_INET if net.version == 4 else AF_INET6)
+                return True
+            except NetlinkError:
+                return False
+
+    def routes_via(self) -> dict[str, str]:
+        """Our routes that go through a gateway (remote blocks): prefix -> via."""
+        result = {}
+        with self._lock:
+            for family in (AF_INET, AF_INET6):
+                for route in self._ipr.get_routes(family=family, table=MAIN_TABLE,
+                                                  proto=RTPROT_CILIUMPY):
+                    via, dst = route.get_attr("RTA_GATEWAY"), route.get_attr("RTA_DST")
+                    if via and dst:
+                        result[f"{dst}/{route['dst_len']}"] = via
+        return result
+
+    def mtu_of_address(self, address: str) -> int | None:
+        """The MTU of the interface that carries ``address`` (the underlay)."""
+        with self._lock:
+            for item in self._ipr.get_addr():
+                if item.get_attr("IFA_ADDRESS") == address:
+                    link = self._ipr.get_links(item["index"])[0]
+                    return link.get_attr("IFLA_MTU")
+        return None
+
     def list_names(self, prefix: str) -> list[str]:
         with self._lock:
             links = self._ipr.get_links()

@@ -31,6 +31,13 @@ class EpInfo(ct.Structure):
                 ("host_mac", ct.c_uint8 * 6), ("pad", ct.c_uint32)]
 
 
+class DpConfig(ct.Structure):
+    _fields_ = [("mode", ct.c_uint32), ("tunnel_ifindex", ct.c_uint32)]
+
+
+MODE_ROUTED, MODE_TUNNEL = 0, 1
+
+
 class IpcacheKey(ct.Structure):
     _fields_ = [("prefixlen", ct.c_uint32), ("family", ct.c_uint8), ("pad", ct.c_uint8 * 3),
                 ("addr", ct.c_uint8 * 16)]

@@ -24,14 +24,21 @@ class TC:
 
     def attach(self, ifindex: int, from_container_fd: int, to_container_fd: int) -> None:
         """Installs (or atomically replaces) both filters on ``ifindex``."""
+        self._attach(ifindex, ((INGRESS_PARENT, from_container_fd, "from_container"),
+                               (EGRESS_PARENT, to_container_fd, "to_container")))
+
+    def attach_ingress(self, ifindex: int, fd: int, name: str) -> None:
+        """One filter on the ingress of ``ifindex`` (the overlay device)."""
+        self._attach(ifindex, ((INGRESS_PARENT, fd, name),))
+
+    def _attach(self, ifindex: int, filters) -> None:
         with self._lock:
             try:
                 self._ipr.tc("add", "clsact", ifindex)
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
                     raise TcError(f"clsact on ifindex {ifindex}: {exc.args[-1]}") from None
-            for parent, fd, name in ((INGRESS_PARENT, from_container_fd, "from_container"),
-                                     (EGRESS_PARENT, to_container_fd, "to_container")):
+            for parent, fd, name in filters:
                 spec = {"fd": fd, "name": name, "parent": parent, "classid": 1, "prio": 1,
                         "direct_action": True}
                 try:

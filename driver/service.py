@@ -89,8 +89,10 @@ def mac_for(address: str | None, endpoint_id: str) -> str:
 
 
 class Driver:
-    def __init__(self, store: Store, links: Links) -> None:
+    def __init__(self, store: Store, links: Links, default_mtu: int | None = None) -> None:
         self.store, self.links = store, links
+        # an overlay node lowers every endpoint's MTU by the encapsulation overhead
+        self.default_mtu = default_mtu
         self._lock = threading.RLock()
 
     # ---- networks ----------------------------------------------------------
@@ -144,7 +146,8 @@ class Driver:
                     if g]
         addresses = [ipaddress.ip_interface(a).ip for a in endpoint.addresses]
         ifindex = self.links.create_endpoint_veth(endpoint.host_ifname, endpoint.peer_ifname,
-                                                  endpoint.mac, gateways, addresses, network.mtu)
+                                                  endpoint.mac, gateways, addresses,
+                                                  network.mtu or self.default_mtu)
         if endpoint.ifindex != ifindex:
             endpoint.ifindex = ifindex
             self.store.put_endpoint(endpoint)

@@ -1,11 +1,13 @@
 /* tc ingress of an endpoint's host-side veth: packets leaving the container.
- * Enforces the endpoint's egress policy against the destination's identity. */
+ * Enforces the endpoint's egress policy against the destination's identity; in tunnel
+ * mode, sends packets for endpoints on other nodes into the overlay. */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
 #include "lib/events.h"
 #include "lib/conntrack.h"
 #include "lib/policy.h"
+#include "lib/overlay.h"
 
 /* An established connection to a local endpoint whose ingress already accepted it:
  * hand the packet to that container directly (bpf_redirect_peer), skipping the host's
@@ -62,7 +64,8 @@ int from_container(struct __sk_buff *skb)
 			if (redirected >= 0)
 				return redirected;
 		}
-		return TC_ACT_OK;
+		redirected = encap_to_remote(skb, &f, ep->identity);
+		return redirected >= 0 ? redirected : TC_ACT_OK;
 	}
 	dst_id = identity_of(f.family, f.daddr);
 	if (ep->flags & EP_ENFORCE_EGRESS) {
@@ -78,5 +81,6 @@ int from_container(struct __sk_buff *skb)
 	ct_allow(&f, CT_EGRESS_OK, ep->identity, dst_id, now);
 	count(REASON_FORWARDED, DIR_EGRESS, f.len);
 	emit(EVENT_TRACE, REASON_FORWARDED, DIR_EGRESS, 1, ifindex, ep->identity, dst_id, &f);
-	return TC_ACT_OK;
+	redirected = encap_to_remote(skb, &f, ep->identity);
+	return redirected >= 0 ? redirected : TC_ACT_OK;
 }

@@ -1,11 +1,13 @@
 /* tc egress of an endpoint's host-side veth: packets about to enter the container.
- * Enforces the endpoint's ingress policy against the source's identity. */
+ * Enforces the endpoint's ingress policy against the source's identity: the one the
+ * overlay carried (the VNI, handed over by from_overlay) or else the ipcache's. */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
 #include "lib/events.h"
 #include "lib/conntrack.h"
 #include "lib/policy.h"
+#include "lib/overlay.h"
 
 int to_container(struct __sk_buff *skb)
 {
@@ -13,7 +15,7 @@ int to_container(struct __sk_buff *skb)
 	struct ep_info *ep = cp_endpoints.lookup(&ifindex);
 	struct flow f = {};
 	__u64 now;
-	__u32 src_id;
+	__u32 src_id, overlay_id = take_overlay_identity(skb);
 	__u8 reason;
 	int parsed, both = 0;
 
@@ -36,7 +38,7 @@ int to_container(struct __sk_buff *skb)
 		count(REASON_FORWARDED, DIR_INGRESS, f.len);
 		return TC_ACT_OK;
 	}
-	src_id = identity_of(f.family, f.saddr);
+	src_id = overlay_id ? overlay_id : identity_of(f.family, f.saddr);
 	if (ep->flags & EP_ENFORCE_INGRESS) {
 		reason = policy_verdict(ifindex, DIR_INGRESS, src_id, &f);
 		emit(EVENT_POLICY_VERDICT, reason, DIR_INGRESS, reason == REASON_FORWARDED, ifindex,

@@ -55,6 +55,8 @@ class Agent:
     plugin_socket: str
     api_socket: str
     extra_args: list[str] = field(default_factory=list)
+    # a command prefix (nsenter into a test host's namespaces) for the agent process
+    wrapper: list[str] = field(default_factory=list)
     log_path: Path | None = None
     proc: subprocess.Popen | None = None
     # Each test agent pins its own maps: agents sharing pins would share one ring
@@ -63,7 +65,7 @@ class Agent:
 
     def start(self, timeout: float = 20.0) -> None:
         self.log_path = self.log_path or self.state_dir / "agent.log"
-        args = CLI + ["agent", "--state-dir", str(self.state_dir),
+        args = self.wrapper + CLI + ["agent", "--state-dir", str(self.state_dir),
                       "--plugin-socket", self.plugin_socket, "--api-socket", self.api_socket,
                       "--log-level", "info", "--bpf-pin-dir", self.pin_dir, *self.extra_args]
         with open(self.log_path, "ab") as log:

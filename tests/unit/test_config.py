@@ -36,7 +36,7 @@ def test_kvstore_opt_forms(tmp_path):
         ("colour: blue\n", "unknown option 'colour'"),
         ("default-pool-v4: 10.0.0.1/8\n", "default-pool-v4"),
         ("kvstore: consul\n", "needs --kvstore-opt consul.address"),
-        ("datapath-mode: vxlan\n", "'vxlan' is not available yet"),
+        ("datapath-mode: vxlan\n", "spans hosts and needs a shared kvstore"),
         ("- a\n- b\n", "top level must be a mapping"),
         ("threads: [\n", "is not valid YAML"),
     ],

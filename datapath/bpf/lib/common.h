@@ -22,6 +22,17 @@
 #define ID_UNKNOWN 0
 #define ID_HOST 1
 #define ID_WORLD 2
+#define ID_REMOTE_NODE 6
+
+/* The overlay hands the sender's identity (the VNI) to to_container in skb->mark:
+ * magic in the top byte, identity in the low 24 bits (a VNI has 24 bits). */
+#define MARK_IDENTITY_MAGIC 0xCE000000
+#define MARK_MAGIC_MASK 0xFF000000
+#define MARK_IDENTITY_MASK 0x00FFFFFF
+
+/* datapath modes (struct dp_config.mode) */
+#define MODE_ROUTED 0 /* the host's routing table carries everything (routed, native) */
+#define MODE_TUNNEL 1 /* remote endpoints are reached through the overlay device */
 
 #define DIR_INGRESS 0 /* to the container */
 #define DIR_EGRESS 1  /* from the container */
@@ -65,6 +76,11 @@ struct ep_info {
 	__u32 pad;
 };
 
+struct dp_config {
+	__u32 mode;
+	__u32 tunnel_ifindex; /* the VXLAN/Geneve device in external (collect_md) mode */
+};
+
 struct ipcache_key {
 	__u32 prefixlen; /* 32 (family + pad) + address bits */
 	__u8 family;
@@ -74,7 +90,7 @@ struct ipcache_key {
 
 struct ipcache_val {
 	__u32 identity;
-	__u32 tunnel_ip;
+	__u32 tunnel_ip; /* the owning node's underlay IPv4, host order; 0 = local/none */
 	__u32 ifindex; /* host-side veth of a local endpoint, 0 otherwise */
 	__u32 flags;
 };

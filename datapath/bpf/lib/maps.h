@@ -19,6 +19,7 @@ BPF_TABLE_PINNED("lpm_trie", struct policy_key, struct policy_val, cp_policy_den
 BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_val, cp_ct, 262144, PIN_DIR "/cp_ct_v1");
 BPF_TABLE_PINNED("percpu_array", __u32, struct metric_val, cp_metrics, 16,
 		 PIN_DIR "/cp_metrics_v1");
+BPF_TABLE_PINNED("array", __u32, struct dp_config, cp_config, 1, PIN_DIR "/cp_config_v1");
 BPF_RINGBUF_OUTPUT(cp_events, 64);
 
 #endif

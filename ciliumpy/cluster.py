@@ -1,0 +1,228 @@
+"""The rest of the cluster as this node's datapath sees it.
+
+Publishes this node's endpoints (``ip/v1/<address>`` -> identity and node, under the
+node's lease, so they vanish with a dead agent) and follows every other node's
+entries and endpoints:
+- tunnel mode (vxlan, geneve): each remote block and endpoint address goes into the
+  ipcache with the owning node's underlay IP as tunnel endpoint, so from_container
+  sends it into the overlay with the sender's identity as VNI;
+- native mode: each remote block is routed via the owning node's underlay address
+  (IPv6 blocks via its IPv6 address), and the remote endpoints' identities go into the
+  ipcache so ingress policy knows who sent a routed packet.
+Remote node addresses are identity ``reserved:remote-node``. Changes are applied as a
+diff against what was programmed: an unchanged cluster touches no map entry or route.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import threading
+from collections.abc import Callable
+
+from ciliumpy import nodes
+from ciliumpy.kvstore.base import Event, KVError, KVStore, LeaseKeeper
+from ciliumpy.kvstore.base import key as kv_key
+from datapath.datapath import Datapath
+from datapath.links import Links
+from driver.model import Endpoint
+
+log = logging.getLogger("ciliumpy.cluster")
+IPS = kv_key("ip", "v1") + "/"
+ID_WORLD, ID_REMOTE_NODE = 2, 6
+RESYNC_SECONDS = 10.0
+
+Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def tunnel_ip(address: str) -> int:
+    """The underlay address as the BPF tunnel key wants it (IPv4, host byte order)."""
+    return int(ipaddress.IPv4Address(address))
+
+
+class ClusterSync:
+    def __init__(self, kv: KVStore, node: str, mode: str, datapath: Datapath, links: Links,
+                 lease: LeaseKeeper, local_endpoints: Callable[[], list[Endpoint]]) -> None:
+        self.kv, self.node, self.mode = kv, node, mode
+        self.datapath, self.links, self.lease = datapath, links, lease
+        self.local_endpoints = local_endpoints
+        self.nodes: dict[str, nodes.Node] = {}
+        self.remote_ips: dict[str, dict] = {}  # address -> {"identity", "node"}
+        self.error: str | None = None
+        self._published: dict[str, str] = {}
+        self._published_lease: str | None = None
+        self._ipcache: dict[Prefix, tuple[int, int]] = {}  # what we programmed
+        self._routes: dict[str, str] = {}
+        self._lock = threading.RLock()
+        self._kick = threading.Event()
+        self._stop = threading.Event()
+
+    # ---- lifecycle -------------------------------------------------------------
+    def start(self) -> None:
+        self._adopt_programmed()
+        for prefix in (nodes.PREFIX, IPS):
+            threading.Thread(target=self._follow, args=(prefix,), name="cluster-follow",
+                             daemon=True).start()
+        threading.Thread(target=self._publish_loop, name="cluster-publish",
+                         daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._kick.set()
+
+    def kick(self) -> None:
+        """Local endpoints changed: publish soon (coalesced)."""
+        self._kick.set()
+
+    def _adopt_programmed(self) -> None:
+        """After a restart, what an earlier run programmed is ours to diff against."""
+        for entry in self.datapath.ipcache():
+            if entry["tunnel_ip"] or entry["identity"] == ID_REMOTE_NODE:
+                self._ipcache[ipaddress.ip_network(entry["prefix"])] = (entry["identity"],
+                                                                        entry["tunnel_ip"])
+        if self.mode == "native":
+            self._routes = self.links.routes_via()
+
+    # ---- publishing this node's endpoints -------------------------------------------
+    def _publish_loop(self) -> None:
+        while not self._stop.is_set():
+            self._kick.wait(RESYNC_SECONDS)
+            self._kick.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.publish()
+            except KVError as exc:
+                self.error = f"publishing endpoints: {exc}"
+            except Exception:
+                log.exception("publishing endpoints failed")
+
+    def publish(self) -> None:
+        lease = self.lease.current()
+        wanted = {}
+        for endpoint in self.local_endpoints():
+            if not endpoint.ifindex:
+                continue
+            value = json.dumps({"identity": endpoint.identity, "node": self.node})
+            for address in endpoint.addresses:
+                wanted[str(ipaddress.ip_interface(address).ip)] = value
+        with self._lock:
+            if lease != self._published_lease:
+                self._published, self._published_lease = {}, lease
+            for address, value in wanted.items():
+                if self._published.get(address) != value:
+                    self.kv.put(IPS + address, value, lease=lease)
+                    self._published[address] = value
+            for address in set(self._published) - set(wanted):
+                pair = self.kv.get(IPS + address)
+                if pair is not None and json.loads(pair.value).get("node") == self.node:
+                    self.kv.delete(IPS + address, pair.mod_index)
+                del self._published[address]
+        self.error = None
+
+    # ---- following the others ----------------------------------------------------
+    def _follow(self, prefix: str) -> None:
+        """One prefix (nodes or endpoint addresses): list it, then follow its changes
+        from the index the list was taken at; after an outage, list again."""
+        watch = None
+        while not self._stop.is_set():
+            try:
+                if watch is None:
+                    index = self.kv.index()
+                    self._load(prefix)
+                    watch = self.kv.watch(prefix, index)
+                    self.reprogram()
+                if self._apply_events(watch.next(timeout=5.0)):
+                    self.reprogram()
+            except KVError as exc:
+                self.error = f"following the cluster: {exc} (keeping what is programmed)"
+                watch = None
+                self._stop.wait(1.0)
+            except Exception:
+                log.exception("cluster sync failed; reloading")
+                watch = None
+                self._stop.wait(1.0)
+
+    def _load(self, prefix: str) -> None:
+        with self._lock:
+            if prefix == nodes.PREFIX:
+                self.nodes = {n.name: n for n in nodes.list_nodes(self.kv)}
+            else:
+                self.remote_ips = {}
+                for pair in self.kv.list(IPS):
+                    self._set_ip(pair.key[len(IPS):], pair.value)
+
+    def _set_ip(self, address: str, value: str) -> None:
+        item = json.loads(value)
+        if item.get("node") != self.node:
+            self.remote_ips[address] = item
+
+    def _apply_events(self, events: list[Event]) -> bool:
+        with self._lock:
+            for event in events:
+                if event.key.startswith(nodes.PREFIX):
+                    name = event.key[len(nodes.PREFIX):]
+                    if event.kind == "put":
+                        self.nodes[name] = nodes.from_json(event.value)
+                    else:
+                        self.nodes.pop(name, None)
+                else:
+                    address = event.key[len(IPS):]
+                    self.remote_ips.pop(address, None)
+                    if event.kind == "put":
+                        self._set_ip(address, event.value)
+        return bool(events)
+
+    # ---- programming -------------------------------------------------------------
+    def wanted(self) -> tuple[dict[Prefix, tuple[int, int]], dict[str, str]]:
+        """The ipcache entries and routes the current cluster view calls for."""
+        tunnel = self.mode != "native"
+        ipcache: dict[Prefix, tuple[int, int]] = {}
+        routes: dict[str, str] = {}
+        with self._lock:
+            remote = {name: n for name, n in self.nodes.items() if name != self.node}
+            for node in remote.values():
+                underlay = tunnel_ip(node.ip) if tunnel else 0
+                ipcache[ipaddress.ip_network(node.ip)] = (ID_REMOTE_NODE, 0)
+                for block in node.blocks:
+                    net = ipaddress.ip_network(block)
+                    if tunnel:
+                        ipcache[net] = (ID_WORLD, underlay)
+                    else:
+                        via = node.ip if net.version == 4 else node.ipv6
+                        if via:
+                            routes[str(net)] = via
+            for address, item in self.remote_ips.items():
+                node = remote.get(item.get("node"))
+                if node is None:
+                    continue  # its node is gone (or not seen yet): no path to it
+                underlay = tunnel_ip(node.ip) if tunnel else 0
+                ipcache[ipaddress.ip_network(address)] = (int(item["identity"]), underlay)
+        local = {ipaddress.ip_interface(a).network for e in self.local_endpoints()
+                 for a in e.addresses}
+        return {p: v for p, v in ipcache.items() if p not in local}, routes
+
+    def reprogram(self) -> None:
+        ipcache, routes = self.wanted()
+        with self._lock:
+            for prefix, (identity, underlay) in ipcache.items():
+                if self._ipcache.get(prefix) != (identity, underlay):
+                    self.datapath.set_ipcache(prefix, identity, tunnel_ip=underlay)
+            for prefix in set(self._ipcache) - set(ipcache):
+                self.datapath.delete_ipcache(prefix)
+            self._ipcache = ipcache
+            for prefix, via in routes.items():
+                if self._routes.get(prefix) != via:
+                    self.links.set_remote_route(prefix, via)
+            for prefix in set(self._routes) - set(routes):
+                self.links.delete_route(prefix)
+            self._routes = routes
+
+    def view(self) -> dict:
+        with self._lock:
+            return {"mode": self.mode, "error": self.error,
+                    "remote_nodes": sorted(n for n in self.nodes if n != self.node),
+                    "remote_endpoints": len(self.remote_ips),
+                    "routes": dict(self._routes),
+                    "published": len(self._published)}

@@ -1,0 +1,46 @@
+/* The overlay: packets to endpoints on other nodes leave through one VXLAN (or
+ * Geneve) device in external mode. The tunnel key carries the remote node (from the
+ * ipcache) and, as the VNI, the sender's security identity, so the receiving node
+ * enforces its ingress policy on the identity the sender's node vouched for. */
+#ifndef CILIUMPY_OVERLAY_H
+#define CILIUMPY_OVERLAY_H
+
+#include "lib/maps.h"
+#include "lib/policy.h"
+
+/* A redirect into the overlay, or -1 when the packet is not for a remote endpoint (or
+ * the node is not in tunnel mode): the caller then lets the host route it. */
+static __always_inline int encap_to_remote(struct __sk_buff *skb, struct flow *f,
+					   __u32 src_identity)
+{
+	__u32 zero = 0;
+	struct dp_config *cfg = cp_config.lookup(&zero);
+	struct ipcache_val *dst;
+	struct bpf_tunnel_key key = {};
+
+	if (!cfg || cfg->mode != MODE_TUNNEL || !cfg->tunnel_ifindex)
+		return -1;
+	dst = ipcache_lookup(f->family, f->daddr);
+	if (!dst || !dst->tunnel_ip || dst->ifindex)
+		return -1;
+	key.remote_ipv4 = dst->tunnel_ip; /* host byte order, as the helper expects */
+	key.tunnel_id = src_identity & MARK_IDENTITY_MASK;
+	key.tunnel_ttl = 64;
+	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), 0) < 0)
+		return -1;
+	return bpf_redirect(cfg->tunnel_ifindex, 0);
+}
+
+/* The identity from_overlay put in skb->mark (the mark is cleared: it is ours), or 0
+ * when the packet did not come through the overlay. */
+static __always_inline __u32 take_overlay_identity(struct __sk_buff *skb)
+{
+	__u32 mark = skb->mark;
+
+	if ((mark & MARK_MAGIC_MASK) != MARK_IDENTITY_MAGIC)
+		return 0;
+	skb->mark = 0;
+	return mark & MARK_IDENTITY_MASK;
+}
+
+#endif
