@@ -67,6 +67,10 @@ class Host:
         return f"/run/{self.netns}.sock"
 
     @property
+    def exec_root(self) -> str:
+        return f"/run/{self.netns}-x"
+
+    @property
     def wrapper(self) -> list[str]:
         return ["nsenter", f"--net=/run/netns/{self.netns}",
                 f"--mount=/proc/{self.dockerd.pid}/ns/mnt"]
@@ -74,7 +78,7 @@ class Host:
     def start_dockerd(self) -> None:
         data = self.workdir / "docker"
         data.mkdir(parents=True, exist_ok=True)
-        exec_root = f"/run/{self.netns}-x"
+        exec_root = self.exec_root
         script = ("mount -t tmpfs tmpfs /run/docker/plugins && exec /usr/sbin/dockerd "
                   f"--data-root {data} --exec-root {exec_root} -H unix://{self.docker_sock} "
                   f"--pidfile {self.workdir}/docker.pid --bridge=none --iptables=false "
@@ -127,6 +131,7 @@ class Host:
             except subprocess.TimeoutExpired:
                 os.kill(self.dockerd.pid, signal.SIGKILL)
                 self.dockerd.wait(10)
+        shutil.rmtree(self.exec_root, ignore_errors=True)
 
 
 class Cluster:
