@@ -55,6 +55,18 @@ def percentile(samples: Sequence[float], pct: float) -> float:
     return ordered[index]
 
 
+def ratio_rows(results: dict[str, Sequence[float]], baselines: Sequence[str]
+               ) -> list[list[str]]:
+    """One row per contender: median, min-max, and its ratio to each baseline's median."""
+    medians = [summary(results[name])[0] for name in baselines]
+    rows = []
+    for name, samples in results.items():
+        med, low, high = summary(samples)
+        rows.append([name, f"{med:.2f}", f"{low:.2f}-{high:.2f}",
+                     *(f"{med / base:.2f}x" for base in medians)])
+    return rows
+
+
 def write_table(name: str, title: str, headers: Sequence[str], rows: Sequence[Sequence[str]],
                 notes: Sequence[str] = ()) -> str:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -23,7 +23,7 @@ import sys
 import time
 import uuid
 
-from bench.common import percentile, summary, write_table
+from bench.common import percentile, ratio_rows, write_table
 from datapath.datapath import Datapath, PolicyEntry
 from tests.support.netns import NetnsEndpoint, sh
 
@@ -149,13 +149,7 @@ def main(sizes=(10, 1000, 10000, 100000), iptables_sizes=(10, 1000, 10000)) -> s
         server.delete()
         dp.stop()
         shutil.rmtree(pin_dir, ignore_errors=True)
-    baseline = summary(results["routed, no filter (baseline)"])[0]
-    limit = summary(results["direct veth pair (limit)"])[0]
-    rows = []
-    for name, values in results.items():
-        med, low, high = summary(values)
-        rows.append([name, f"{med:.2f}", f"{low:.2f}-{high:.2f}", f"{med / baseline:.2f}x",
-                     f"{med / limit:.2f}x"])
+    rows = ratio_rows(results, ["routed, no filter (baseline)", "direct veth pair (limit)"])
     rows.append([f"policy update at N={max(sizes)} (one entry, p50 / p99)",
                  f"{percentile(latency, 50) * 1e3:.3f} ms",
                  f"p99 {percentile(latency, 99) * 1e3:.3f} ms", "-", "-"])

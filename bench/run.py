@@ -1,9 +1,10 @@
 """`make bench`: every benchmark, one after the other."""
 
-from bench import datapath, docker_run, plumbing, policy
+from bench import datapath, docker_run, overlay, plumbing, policy
 
 if __name__ == "__main__":
     plumbing.main()
     docker_run.main()
     datapath.main()
     policy.main()
+    overlay.main()

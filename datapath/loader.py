@@ -23,7 +23,7 @@ log = logging.getLogger("ciliumpy.datapath")
 
 BPF_DIR = Path(__file__).parent / "bpf"
 SOURCES = ["lib/common.h", "lib/maps.h", "lib/parse.h", "lib/events.h", "lib/conntrack.h",
-           "lib/policy.h", "lib/overlay.h", "from_container.c", "to_container.c",
+           "lib/policy.h", "lib/ingress.h", "lib/overlay.h", "from_container.c", "to_container.c",
            "from_overlay.c"]
 PROGRAMS = ("from_container", "to_container", "from_overlay")
 MAP_SPECS = {  # name -> (key type, value type, max entries, per-cpu)

@@ -202,14 +202,14 @@ def node() -> None:
 @output_option
 @click.pass_context
 def node_list(ctx: click.Context, output: str) -> None:
-    """List nodes: name, IP, encapsulation, address blocks."""
+    """List nodes: name, IP (and IPv6), encapsulation, address blocks."""
     data = _api(ctx, "/v1/nodes")
     if output == "json":
         emit_json(data)
         return
-    emit_table(["NAME", "IP", "ENCAPSULATION", "BLOCKS"],
-               [(n["name"], n["ip"], n["encapsulation"], ",".join(n["blocks"]) or "-")
-                for n in data])
+    emit_table(["NAME", "IP", "IPV6", "ENCAPSULATION", "BLOCKS"],
+               [(n["name"], n["ip"], n.get("ipv6") or "-", n["encapsulation"],
+                 ",".join(n["blocks"]) or "-") for n in data])
 
 
 @main.command()

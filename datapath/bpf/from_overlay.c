@@ -1,14 +1,15 @@
 /* tc ingress of the overlay device: packets from endpoints on other nodes, already
- * decapsulated. The VNI is the sender's security identity; the packet goes straight
- * to the local endpoint's host veth, whose to_container program enforces ingress
- * policy on that identity (passed in skb->mark) rather than on the ipcache's. */
+ * decapsulated. The VNI is the sender's security identity: the destination endpoint's
+ * ingress policy is enforced on it right here (no ipcache lookup for the source), and
+ * an accepted packet goes straight into the container with bpf_redirect_peer, skipping
+ * the host stack and the host veth. */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
 #include "lib/events.h"
 #include "lib/conntrack.h"
 #include "lib/policy.h"
-#include "lib/overlay.h"
+#include "lib/ingress.h"
 
 int from_overlay(struct __sk_buff *skb)
 {
@@ -16,7 +17,7 @@ int from_overlay(struct __sk_buff *skb)
 	struct flow f = {};
 	struct ipcache_val *dst;
 	struct ep_info *ep;
-	__u32 ifindex;
+	__u32 ifindex, src_id;
 	int parsed;
 
 	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
@@ -31,11 +32,14 @@ int from_overlay(struct __sk_buff *skb)
 	ep = cp_endpoints.lookup(&ifindex);
 	if (!ep)
 		return TC_ACT_OK;
+	src_id = key.tunnel_id & VNI_MASK;
+	if (!f.passthrough && ingress_verdict(ep, ifindex, &f, src_id ? src_id : ID_WORLD)
+	    != TC_ACT_OK)
+		return TC_ACT_SHOT;
 	/* the inner frame was addressed to the sender's gateway: readdress it the way the
 	 * host would (from our gateway to the container) */
 	if (bpf_skb_store_bytes(skb, 0, ep->mac, 6, 0) < 0 ||
 	    bpf_skb_store_bytes(skb, 6, ep->host_mac, 6, 0) < 0)
 		return TC_ACT_SHOT;
-	skb->mark = MARK_IDENTITY_MAGIC | ((__u32)key.tunnel_id & MARK_IDENTITY_MASK);
-	return bpf_redirect(ifindex, 0);
+	return bpf_redirect_peer(ifindex, 0);
 }

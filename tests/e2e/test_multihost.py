@@ -7,6 +7,7 @@ and endpoints leave the others within its lease, and it gets its blocks back."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import signal
 import struct
@@ -111,8 +112,9 @@ def test_one_network_across_three_hosts(cluster, mode, tmp_path):
            for name, host, c in (("client", h1, client), ("other", h2, other),
                                  ("server", h3, server))}
     # one cluster network: every address in the subnet, each host in its own blocks
-    nodes = {n["name"]: n for n in h1.agent.api("/v1/nodes")}
+    nodes = {n["name"]: n for n in json.loads(cli(h1.agent, "node", "list", "-o", "json").stdout)}
     assert sorted(nodes) == ["node1", "node2", "node3"]
+    assert nodes["node3"]["ip"] == h3.ip and nodes["node3"]["encapsulation"] == mode
     blocks = [ipaddress.ip_network(b) for n in nodes.values() for b in n["blocks"]]
     assert len(blocks) == len(set(blocks)) == 6, "one IPv4 and one IPv6 block per node"
     assert not any(a.overlaps(b) for i, a in enumerate(blocks) for b in blocks[i + 1:])

@@ -15,13 +15,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.agent import Agent
 from tests.support.docker import Docker
+from tests.support.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 UNDERLAY_V4 = "10.233.{tag}.{n}"
@@ -41,13 +41,11 @@ def in_netns(netns: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 def wait(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+    """``wait_for`` that fails loudly, naming what never happened."""
+    result = wait_for(predicate, timeout, interval)
+    if not result:
+        raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+    return result
 
 
 @dataclass

@@ -24,11 +24,9 @@
 #define ID_WORLD 2
 #define ID_REMOTE_NODE 6
 
-/* The overlay hands the sender's identity (the VNI) to to_container in skb->mark:
- * magic in the top byte, identity in the low 24 bits (a VNI has 24 bits). */
-#define MARK_IDENTITY_MAGIC 0xCE000000
-#define MARK_MAGIC_MASK 0xFF000000
-#define MARK_IDENTITY_MASK 0x00FFFFFF
+/* The overlay carries the sender's identity as the VNI: 24 bits, so cluster
+ * identities must fit in them (node-local CIDR identities never go on the wire). */
+#define VNI_MASK 0x00FFFFFF
 
 /* datapath modes (struct dp_config.mode) */
 #define MODE_ROUTED 0 /* the host's routing table carries everything (routed, native) */

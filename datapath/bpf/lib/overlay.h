@@ -24,23 +24,11 @@ static __always_inline int encap_to_remote(struct __sk_buff *skb, struct flow *f
 	if (!dst || !dst->tunnel_ip || dst->ifindex)
 		return -1;
 	key.remote_ipv4 = dst->tunnel_ip; /* host byte order, as the helper expects */
-	key.tunnel_id = src_identity & MARK_IDENTITY_MASK;
+	key.tunnel_id = src_identity & VNI_MASK;
 	key.tunnel_ttl = 64;
 	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), 0) < 0)
 		return -1;
 	return bpf_redirect(cfg->tunnel_ifindex, 0);
-}
-
-/* The identity from_overlay put in skb->mark (the mark is cleared: it is ours), or 0
- * when the packet did not come through the overlay. */
-static __always_inline __u32 take_overlay_identity(struct __sk_buff *skb)
-{
-	__u32 mark = skb->mark;
-
-	if ((mark & MARK_MAGIC_MASK) != MARK_IDENTITY_MAGIC)
-		return 0;
-	skb->mark = 0;
-	return mark & MARK_IDENTITY_MASK;
 }
 
 #endif

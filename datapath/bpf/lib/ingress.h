@@ -1,0 +1,44 @@
+/* An endpoint's ingress policy, shared by the two ways a packet reaches a container:
+ * through its host veth (to_container) and straight from the overlay (from_overlay,
+ * which then hands the packet to the container with bpf_redirect_peer). */
+#ifndef CILIUMPY_INGRESS_H
+#define CILIUMPY_INGRESS_H
+
+#include "lib/maps.h"
+#include "lib/events.h"
+#include "lib/conntrack.h"
+#include "lib/policy.h"
+
+/* TC_ACT_OK to deliver, TC_ACT_SHOT once the drop is counted and reported.
+ * ``src_id`` 0: the sender's identity comes from the ipcache (looked up only for new
+ * connections); the overlay passes the identity its VNI carried. */
+static __always_inline int ingress_verdict(struct ep_info *ep, __u32 ifindex, struct flow *f,
+					   __u32 src_id)
+{
+	__u64 now = bpf_ktime_get_ns();
+	__u8 reason;
+	int both = 0;
+
+	if (ct_known(f, CT_INGRESS_OK, CT_EGRESS_OK, now, &both)) {
+		count(REASON_FORWARDED, DIR_INGRESS, f->len);
+		return TC_ACT_OK;
+	}
+	if (!src_id)
+		src_id = identity_of(f->family, f->saddr);
+	if (ep->flags & EP_ENFORCE_INGRESS) {
+		reason = policy_verdict(ifindex, DIR_INGRESS, src_id, f);
+		emit(EVENT_POLICY_VERDICT, reason, DIR_INGRESS, reason == REASON_FORWARDED, ifindex,
+		     src_id, ep->identity, f);
+		if (reason != REASON_FORWARDED) {
+			count(reason, DIR_INGRESS, f->len);
+			emit(EVENT_DROP, reason, DIR_INGRESS, 0, ifindex, src_id, ep->identity, f);
+			return TC_ACT_SHOT;
+		}
+	}
+	ct_allow(f, CT_INGRESS_OK, src_id, ep->identity, now);
+	count(REASON_FORWARDED, DIR_INGRESS, f->len);
+	emit(EVENT_TRACE, REASON_FORWARDED, DIR_INGRESS, 1, ifindex, src_id, ep->identity, f);
+	return TC_ACT_OK;
+}
+
+#endif
