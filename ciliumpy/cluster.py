@@ -27,10 +27,11 @@ from ciliumpy.kvstore.base import key as kv_key
 from datapath.datapath import Datapath
 from datapath.links import Links
 from driver.model import Endpoint
+from policies.identities import RESERVED_BY_NAME
 
 log = logging.getLogger("ciliumpy.cluster")
 IPS = kv_key("ip", "v1") + "/"
-ID_WORLD, ID_REMOTE_NODE = 2, 6
+ID_WORLD, ID_REMOTE_NODE = RESERVED_BY_NAME["world"], RESERVED_BY_NAME["remote-node"]
 RESYNC_SECONDS = 10.0
 
 Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network

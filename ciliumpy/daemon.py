@@ -62,9 +62,9 @@ class Agent:
         driver_name = os.path.basename(config.plugin_socket).removesuffix(".sock")
         self.docker = DockerView(config.docker_host, driver_name)
         self.node_ip = config.node_ip or nodes.default_node_ip()
+        self.underlay_mtu = self.links.mtu_of_address(self.node_ip)
         if overlay.is_tunnel(config.datapath_mode):
-            self.driver.default_mtu = overlay.endpoint_mtu(self.links.mtu_of_address(
-                self.node_ip))
+            self.driver.default_mtu = overlay.endpoint_mtu(self.underlay_mtu)
         self.cluster: ClusterSync | None = None
         self.allocator = IdentityAllocator(self.kv, config.node_name)
         self.datapath = Datapath(config.bpf_pin_dir)
@@ -128,7 +128,7 @@ class Agent:
             self.datapath.set_mode(None)
             return
         index = overlay.ensure_device(self.config.datapath_mode, self.links,
-                                      self.links.mtu_of_address(self.node_ip))
+                                      self.underlay_mtu)
         self.datapath.attach_overlay(index)
         self.datapath.set_mode(index)
 

@@ -13,9 +13,9 @@
  * hand the packet to that container directly (bpf_redirect_peer), skipping the host's
  * routing and the destination veth. New connections never take this path, so the
  * destination's ingress policy always sees them first. */
-static __always_inline int deliver_local(struct __sk_buff *skb, struct flow *f)
+static __always_inline int deliver_local(struct __sk_buff *skb, struct flow *f,
+					 struct ipcache_val *dst)
 {
-	struct ipcache_val *dst = ipcache_lookup(f->family, f->daddr);
 	struct ep_info *peer;
 	__u32 peer_ifindex;
 
@@ -36,6 +36,7 @@ int from_container(struct __sk_buff *skb)
 {
 	__u32 ifindex = skb->ifindex;
 	struct ep_info *ep = cp_endpoints.lookup(&ifindex);
+	struct ipcache_val *dst;
 	struct flow f = {};
 	__u64 now;
 	__u32 dst_id;
@@ -57,17 +58,18 @@ int from_container(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 	now = bpf_ktime_get_ns();
+	dst = ipcache_lookup(f.family, f.daddr); /* once: identity, local peer, remote node */
 	if (ct_known(&f, CT_EGRESS_OK, CT_INGRESS_OK, now, &both)) {
 		count(REASON_FORWARDED, DIR_EGRESS, f.len);
 		if (both) {
-			redirected = deliver_local(skb, &f);
+			redirected = deliver_local(skb, &f, dst);
 			if (redirected >= 0)
 				return redirected;
 		}
-		redirected = encap_to_remote(skb, &f, ep->identity);
+		redirected = encap_to_remote(skb, dst, ep->identity);
 		return redirected >= 0 ? redirected : TC_ACT_OK;
 	}
-	dst_id = identity_of(f.family, f.daddr);
+	dst_id = dst ? dst->identity : ID_WORLD;
 	if (ep->flags & EP_ENFORCE_EGRESS) {
 		reason = policy_verdict(ifindex, DIR_EGRESS, dst_id, &f);
 		emit(EVENT_POLICY_VERDICT, reason, DIR_EGRESS, reason == REASON_FORWARDED, ifindex,
@@ -81,6 +83,6 @@ int from_container(struct __sk_buff *skb)
 	ct_allow(&f, CT_EGRESS_OK, ep->identity, dst_id, now);
 	count(REASON_FORWARDED, DIR_EGRESS, f.len);
 	emit(EVENT_TRACE, REASON_FORWARDED, DIR_EGRESS, 1, ifindex, ep->identity, dst_id, &f);
-	redirected = encap_to_remote(skb, &f, ep->identity);
+	redirected = encap_to_remote(skb, dst, ep->identity);
 	return redirected >= 0 ? redirected : TC_ACT_OK;
 }

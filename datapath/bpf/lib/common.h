@@ -22,7 +22,6 @@
 #define ID_UNKNOWN 0
 #define ID_HOST 1
 #define ID_WORLD 2
-#define ID_REMOTE_NODE 6
 
 /* The overlay carries the sender's identity as the VNI: 24 bits, so cluster
  * identities must fit in them (node-local CIDR identities never go on the wire). */

@@ -9,18 +9,17 @@
 #include "lib/policy.h"
 
 /* A redirect into the overlay, or -1 when the packet is not for a remote endpoint (or
- * the node is not in tunnel mode): the caller then lets the host route it. */
-static __always_inline int encap_to_remote(struct __sk_buff *skb, struct flow *f,
+ * the node is not in tunnel mode): the caller then lets the host route it. ``dst``:
+ * the destination's ipcache entry, which the caller has looked up already. */
+static __always_inline int encap_to_remote(struct __sk_buff *skb, struct ipcache_val *dst,
 					   __u32 src_identity)
 {
 	__u32 zero = 0;
 	struct dp_config *cfg = cp_config.lookup(&zero);
-	struct ipcache_val *dst;
 	struct bpf_tunnel_key key = {};
 
 	if (!cfg || cfg->mode != MODE_TUNNEL || !cfg->tunnel_ifindex)
 		return -1;
-	dst = ipcache_lookup(f->family, f->daddr);
 	if (!dst || !dst->tunnel_ip || dst->ifindex)
 		return -1;
 	key.remote_ipv4 = dst->tunnel_ip; /* host byte order, as the helper expects */
