@@ -191,6 +191,8 @@ def test_consul_outage_keeps_identities_and_recovers_without_restart(consul_serv
         second = client.run(name, "-l", "app=peer")
         kept = wait_for(lambda: identity_of(instance, client.inspect(first)["Id"]), timeout=10)
         assert kept
+        # both running endpoints settle before the outage (the ping below is between them)
+        assert wait_for(lambda: identity_of(instance, client.inspect(second)["Id"]), timeout=10)
 
         consul_server.stop()
         late = client.run(name, "-l", "app=late")
