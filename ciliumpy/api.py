@@ -7,9 +7,9 @@ from dataclasses import asdict
 from flask import Blueprint, current_app, jsonify, request
 
 from ciliumpy import nodes
-from ciliumpy.kvstore import KVError
-from policies.identities import IdentityError
+from ciliumpy.identities import IdentityError
 from policies.labels import canonical, parse
+from state.kvstore import KVError
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 

@@ -7,11 +7,11 @@ import ipaddress
 
 from flask import Blueprint, current_app, jsonify, request
 
-from ciliumpy.kvstore import KVError
-from policies import repository
+from ciliumpy import policy_store as repository
 from policies.engine import Peer, labels_of
 from policies.parser import PolicyError, parse_documents, parse_text
 from policies.trace import Side, offline_side, trace
+from state.kvstore import KVError
 
 bp = Blueprint("policy", __name__, url_prefix="/v1/policy")
 

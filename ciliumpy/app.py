@@ -11,9 +11,9 @@ from werkzeug.exceptions import HTTPException
 from ciliumpy import api, api_datapath, api_policy, plugin
 from ciliumpy.config import Config
 from ciliumpy.daemon import Agent
-from ciliumpy.wire import PluginError, error_reply
-from driver.api import bp as driver_bp
-from ipam.api import bp as ipam_bp
+from driver.api import blueprint as driver_blueprint
+from ipam.api import blueprint as ipam_blueprint
+from state.wire import PluginError, error_reply
 
 log = logging.getLogger("ciliumpy.plugin")
 
@@ -23,7 +23,9 @@ def create_app(config: Config, agent: Agent | None = None, start: bool = True) -
     app = Flask("ciliumpy")
     agent = agent or Agent(config)
     app.extensions["ciliumpy"] = agent
-    for blueprint in (plugin.bp, driver_bp, ipam_bp, api.bp, api_datapath.bp, api_policy.bp):
+    for blueprint in (plugin.bp, driver_blueprint(agent.driver, agent),
+                      ipam_blueprint(agent.ipam, agent), api.bp, api_datapath.bp,
+                      api_policy.bp):
         app.register_blueprint(blueprint)
 
     @app.before_request

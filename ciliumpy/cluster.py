@@ -22,12 +22,12 @@ import threading
 from collections.abc import Callable
 
 from ciliumpy import nodes
-from ciliumpy.kvstore.base import Event, KVError, KVStore, LeaseKeeper
-from ciliumpy.kvstore.base import key as kv_key
 from datapath.datapath import Datapath
 from datapath.links import Links
 from driver.model import Endpoint
 from policies.identities import RESERVED_BY_NAME
+from state.kvstore.base import Event, KVError, KVStore, LeaseKeeper
+from state.kvstore.base import key as kv_key
 
 log = logging.getLogger("ciliumpy.cluster")
 IPS = kv_key("ip", "v1") + "/"

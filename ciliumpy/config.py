@@ -18,11 +18,11 @@ from typing import Any
 
 import yaml
 
+from policies.labels import DEFAULT_FILTER
+
 DEFAULT_CONFIG_FILE = "/etc/ciliumpy/config.yaml"
 # Docker bookkeeping that would give every container its own identity (policy.md §5.2).
-DEFAULT_LABEL_FILTER = ("!com.docker.compose.", "!org.opencontainers.image.",
-                        "!org.label-schema.", "!maintainer", "!com.docker.swarm.",
-                        "!desktop.docker.io")
+DEFAULT_LABEL_FILTER = DEFAULT_FILTER
 ENV_PREFIX = "CILIUMPY_"
 
 

@@ -23,9 +23,7 @@ from ciliumpy.docker_view import DockerView
 from ciliumpy.docker_watcher import DockerWatcher
 from ciliumpy.endpoint_datapath import EndpointDatapath
 from ciliumpy.endpoint_identity import EndpointIdentities
-from ciliumpy.kvstore import KVError, open_store
-from ciliumpy.kvstore.base import LeaseKeeper
-from ciliumpy.localdb import LocalDB
+from ciliumpy.identities import IdentityAllocator
 from ciliumpy.monitor import Monitor
 from ciliumpy.policy_manager import PolicyManager
 from datapath import loader, overlay
@@ -34,8 +32,10 @@ from datapath.links import Links, enable_forwarding
 from driver.model import Endpoint, Store
 from driver.service import Driver
 from ipam.allocator import IPAM, Allocation
-from policies.identities import IdentityAllocator
 from policies.labels import LabelFilter
+from state.kvstore import KVError, open_store
+from state.kvstore.base import LeaseKeeper
+from state.localdb import LocalDB
 
 log = logging.getLogger("ciliumpy.agent")
 
@@ -45,7 +45,7 @@ class Agent:
         self.config = config
         self.started = time.time()
         self.db = LocalDB(os.path.join(config.state_dir, "local.db"))
-        self.kv = open_store(config)
+        self.kv = open_store(config.kvstore, config.kvstore_opt, config.state_dir)
         self.links = Links()
         self.store = Store(self.db)
         self.driver = Driver(self.store, self.links)

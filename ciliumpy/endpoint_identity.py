@@ -15,10 +15,11 @@ import logging
 import threading
 
 from ciliumpy.docker_watcher import ContainerInfo
-from ciliumpy.kvstore.base import KVError, LeaseKeeper
+from ciliumpy.identities import IdentityAllocator, IdentityError
 from driver.model import Endpoint, Store
-from policies.identities import INIT, MIN_CLUSTER_ID, IdentityAllocator, IdentityError
+from policies.identities import INIT, MIN_CLUSTER_ID
 from policies.labels import LabelFilter, identity_labels
+from state.kvstore.base import KVError, LeaseKeeper
 
 log = logging.getLogger("ciliumpy.identity")
 

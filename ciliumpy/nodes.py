@@ -7,8 +7,8 @@ import json
 import socket
 from dataclasses import asdict, dataclass, field
 
-from ciliumpy.kvstore.base import KVStore
-from ciliumpy.kvstore.base import key as kv_key
+from state.kvstore.base import KVStore
+from state.kvstore.base import key as kv_key
 
 PREFIX = kv_key("nodes", "v1") + "/"
 

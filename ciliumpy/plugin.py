@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
-from ciliumpy.wire import reply
+from state.wire import reply
 
 bp = Blueprint("plugin", __name__)
 

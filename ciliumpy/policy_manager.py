@@ -21,18 +21,26 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ciliumpy.kvstore import KVError
-from ciliumpy.kvstore.base import Event, KVStore
+from ciliumpy import policy_store as repository
+from ciliumpy.identities import BASE as IDENTITIES
+from ciliumpy.identities import IdentityAllocator
 from datapath.datapath import Datapath, PolicyEntry
 from driver.model import Endpoint, Store
-from policies import engine, repository
+from policies import engine
 from policies.engine import labels_of
-from policies.identities import BASE as IDENTITIES
-from policies.identities import INIT, IdentityAllocator
+from policies.identities import INIT
 from policies.labels import Label
 from policies.model import Rule
 from policies.parser import parse_documents
-from policies.resolve import Entry, Universe, cidr_identities, rule_entries
+from policies.resolve import (
+    LOCAL_IDENTITY_BASE,
+    Entry,
+    Universe,
+    cidr_identities,
+    rule_entries,
+)
+from state.kvstore import KVError
+from state.kvstore.base import Event, KVStore
 
 log = logging.getLogger("ciliumpy.policy")
 DIRECTIONS = ("ingress", "egress")
@@ -276,7 +284,7 @@ class PolicyManager:
     # ---- writing the datapath ------------------------------------------------------
     def _sync_cidrs(self) -> None:
         current = {ipaddress.ip_network(e["prefix"]): e["identity"]
-                   for e in self.datapath.ipcache() if e["identity"] >= 0x01000000}
+                   for e in self.datapath.ipcache() if e["identity"] >= LOCAL_IDENTITY_BASE}
         for prefix, number in self.cidrs.items():
             if current.get(prefix) != number:
                 self.datapath.set_ipcache(prefix, number)

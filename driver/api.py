@@ -7,16 +7,22 @@ errors of (Delete*, Leave, Revoke, Discover*) still answer errors honestly.
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+from typing import Protocol
 
-from ciliumpy.wire import PluginError, mapping, payload, reply, text
+from flask import Blueprint
+
+from driver.model import Endpoint
 from driver.service import Driver, DriverError, parse_network
+from state.wire import PluginError, mapping, payload, reply, text
 
-bp = Blueprint("driver", __name__)
 
+class EndpointEvents(Protocol):
+    """What the driver tells its owner (the agent) after the endpoint store changed:
+    program the datapath before Join answers, clean up after DeleteEndpoint."""
 
-def _driver() -> Driver:
-    return current_app.extensions["ciliumpy"].driver
+    def endpoint_created(self, endpoint: Endpoint) -> None: ...
+
+    def endpoint_deleted(self, endpoint: Endpoint) -> None: ...
 
 
 def _list(data: dict, name: str) -> list:
@@ -28,91 +34,87 @@ def _list(data: dict, name: str) -> list:
     return value
 
 
-@bp.post("/NetworkDriver.GetCapabilities")
-def get_capabilities():
-    return reply({"Scope": "local", "ConnectivityScope": "global"})
+def blueprint(driver: Driver, events: EndpointEvents) -> Blueprint:
+    """The ``NetworkDriver.*`` handlers bound to one driver and its event sink."""
+    bp = Blueprint("driver", __name__)
 
+    @bp.post("/NetworkDriver.GetCapabilities")
+    def get_capabilities():
+        return reply({"Scope": "local", "ConnectivityScope": "global"})
 
-@bp.post("/NetworkDriver.CreateNetwork")
-def create_network():
-    data = payload()
-    try:
-        network = parse_network(text(data, "NetworkID"), mapping(data, "Options"),
-                                 _list(data, "IPv4Data"), _list(data, "IPv6Data"))
-        _driver().create_network(network)
-    except DriverError as exc:
-        raise PluginError(str(exc)) from None
-    return reply()
+    @bp.post("/NetworkDriver.CreateNetwork")
+    def create_network():
+        data = payload()
+        try:
+            network = parse_network(text(data, "NetworkID"), mapping(data, "Options"),
+                                     _list(data, "IPv4Data"), _list(data, "IPv6Data"))
+            driver.create_network(network)
+        except DriverError as exc:
+            raise PluginError(str(exc)) from None
+        return reply()
 
+    @bp.post("/NetworkDriver.DeleteNetwork")
+    def delete_network():
+        driver.delete_network(text(payload(), "NetworkID"))
+        return reply()
 
-@bp.post("/NetworkDriver.DeleteNetwork")
-def delete_network():
-    _driver().delete_network(text(payload(), "NetworkID"))
-    return reply()
+    @bp.post("/NetworkDriver.AllocateNetwork")
+    def allocate_network():
+        data = payload()
+        return reply({"Options": mapping(data, "Options")})
 
+    @bp.post("/NetworkDriver.FreeNetwork")
+    def free_network():
+        payload()
+        return reply()
 
-@bp.post("/NetworkDriver.AllocateNetwork")
-def allocate_network():
-    data = payload()
-    return reply({"Options": mapping(data, "Options")})
+    @bp.post("/NetworkDriver.CreateEndpoint")
+    def create_endpoint():
+        data = payload()
+        interface = mapping(data, "Interface")
+        try:
+            endpoint = driver.create_endpoint(text(data, "NetworkID"), text(data, "EndpointID"),
+                                                 interface)
+        except DriverError as exc:
+            raise PluginError(str(exc)) from None
+        events.endpoint_created(endpoint)
+        # Never echo the addresses (Docker would roll back); a MAC only if Docker had none.
+        if interface.get("MacAddress"):
+            return reply({"Interface": {}})
+        return reply({"Interface": {"MacAddress": endpoint.mac}})
 
+    @bp.post("/NetworkDriver.EndpointOperInfo")
+    def endpoint_oper_info():
+        payload()
+        return reply({"Value": {}})
 
-@bp.post("/NetworkDriver.FreeNetwork")
-def free_network():
-    payload()
-    return reply()
+    @bp.post("/NetworkDriver.DeleteEndpoint")
+    def delete_endpoint():
+        endpoint = driver.delete_endpoint(text(payload(), "EndpointID"))
+        if endpoint is not None:
+            events.endpoint_deleted(endpoint)
+        return reply()
 
+    @bp.post("/NetworkDriver.Join")
+    def join():
+        data = payload()
+        try:
+            answer = driver.join(text(data, "NetworkID"), text(data, "EndpointID"))
+        except DriverError as exc:
+            raise PluginError(str(exc)) from None
+        return reply(answer)
 
-@bp.post("/NetworkDriver.CreateEndpoint")
-def create_endpoint():
-    data = payload()
-    interface = mapping(data, "Interface")
-    try:
-        endpoint = _driver().create_endpoint(text(data, "NetworkID"), text(data, "EndpointID"),
-                                             interface)
-    except DriverError as exc:
-        raise PluginError(str(exc)) from None
-    current_app.extensions["ciliumpy"].endpoint_created(endpoint)
-    # Never echo the addresses (Docker would roll back); a MAC only if Docker had none.
-    if interface.get("MacAddress"):
-        return reply({"Interface": {}})
-    return reply({"Interface": {"MacAddress": endpoint.mac}})
+    @bp.post("/NetworkDriver.Leave")
+    def leave():
+        driver.leave(text(payload(), "EndpointID"))
+        return reply()
 
+    @bp.post("/NetworkDriver.ProgramExternalConnectivity")
+    @bp.post("/NetworkDriver.RevokeExternalConnectivity")
+    @bp.post("/NetworkDriver.DiscoverNew")
+    @bp.post("/NetworkDriver.DiscoverDelete")
+    def acknowledge():
+        payload()
+        return reply()
 
-@bp.post("/NetworkDriver.EndpointOperInfo")
-def endpoint_oper_info():
-    payload()
-    return reply({"Value": {}})
-
-
-@bp.post("/NetworkDriver.DeleteEndpoint")
-def delete_endpoint():
-    endpoint = _driver().delete_endpoint(text(payload(), "EndpointID"))
-    if endpoint is not None:
-        current_app.extensions["ciliumpy"].endpoint_deleted(endpoint)
-    return reply()
-
-
-@bp.post("/NetworkDriver.Join")
-def join():
-    data = payload()
-    try:
-        answer = _driver().join(text(data, "NetworkID"), text(data, "EndpointID"))
-    except DriverError as exc:
-        raise PluginError(str(exc)) from None
-    return reply(answer)
-
-
-@bp.post("/NetworkDriver.Leave")
-def leave():
-    _driver().leave(text(payload(), "EndpointID"))
-    return reply()
-
-
-@bp.post("/NetworkDriver.ProgramExternalConnectivity")
-@bp.post("/NetworkDriver.RevokeExternalConnectivity")
-@bp.post("/NetworkDriver.DiscoverNew")
-@bp.post("/NetworkDriver.DiscoverDelete")
-def acknowledge():
-    payload()
-    return reply()
+    return bp

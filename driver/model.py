@@ -10,7 +10,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 
-from ciliumpy.localdb import LocalDB
+from state.localdb import LocalDB
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS networks (network_id TEXT PRIMARY KEY, record TEXT NOT NULL);

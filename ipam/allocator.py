@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ciliumpy.kvstore import KVStore
-from ciliumpy.kvstore.base import key as kv_key
-from ciliumpy.localdb import LocalDB
 from ipam import pools
 from ipam.pools import Address, Network, PoolError, PoolSpec
+from state.kvstore import KVStore
+from state.kvstore.base import key as kv_key
+from state.localdb import LocalDB
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ipam_pools (

@@ -7,76 +7,81 @@ daemon lifetime). Errors become non-2xx ``{"Err": ...}`` answers, which Docker s
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+from typing import Protocol
 
-from ciliumpy.wire import PluginError, mapping, payload, reply, text
-from ipam.allocator import IPAM
+from flask import Blueprint
+
+from ipam.allocator import IPAM, Allocation
 from ipam.pools import PoolError
+from state.wire import PluginError, mapping, payload, reply, text
 
 LOCAL_SPACE = "CiliumpyLocal"
 GLOBAL_SPACE = "CiliumpyGlobal"
 
-bp = Blueprint("ipam", __name__)
 
 
-def _ipam() -> IPAM:
-    return current_app.extensions["ciliumpy"].ipam
+class AddressEvents(Protocol):
+    """What IPAM tells its owner: Docker released an address whose endpoint still
+    exists (an unclean dockerd stop sends ReleaseAddress without DeleteEndpoint)."""
+
+    def address_released(self, allocation: Allocation) -> None: ...
 
 
-@bp.post("/IpamDriver.GetCapabilities")
-def get_capabilities():
-    # RequiresMACAddress makes Docker put the MAC in every endpoint RequestAddress,
-    # which is how an --ip request is told apart from an --aux-address one.
-    return reply({"RequiresMACAddress": True, "RequiresRequestReplay": False})
+def blueprint(ipam: IPAM, events: AddressEvents) -> Blueprint:
+    """The ``IpamDriver.*`` handlers bound to one IPAM and its event sink."""
+    bp = Blueprint("ipam", __name__)
 
+    @bp.post("/IpamDriver.GetCapabilities")
+    def get_capabilities():
+        # RequiresMACAddress makes Docker put the MAC in every endpoint RequestAddress,
+        # which is how an --ip request is told apart from an --aux-address one.
+        return reply({"RequiresMACAddress": True, "RequiresRequestReplay": False})
 
-@bp.post("/IpamDriver.GetDefaultAddressSpaces")
-def get_default_address_spaces():
-    return reply({"LocalDefaultAddressSpace": LOCAL_SPACE,
-                  "GlobalDefaultAddressSpace": GLOBAL_SPACE})
+    @bp.post("/IpamDriver.GetDefaultAddressSpaces")
+    def get_default_address_spaces():
+        return reply({"LocalDefaultAddressSpace": LOCAL_SPACE,
+                      "GlobalDefaultAddressSpace": GLOBAL_SPACE})
 
+    @bp.post("/IpamDriver.RequestPool")
+    def request_pool():
+        data = payload()
+        space = text(data, "AddressSpace", required=False)
+        if space and space not in (LOCAL_SPACE, GLOBAL_SPACE):
+            raise PluginError(f"unknown address space {space!r}")
+        v6 = data.get("V6") or False
+        if not isinstance(v6, bool):
+            raise PluginError("field 'V6' must be a boolean")
+        try:
+            spec = ipam.request_pool(text(data, "Pool", required=False),
+                                        text(data, "SubPool", required=False), v6,
+                                        mapping(data, "Options"))
+        except PoolError as exc:
+            raise PluginError(str(exc)) from None
+        return reply({"PoolID": spec.pool_id, "Pool": str(spec.pool), "Data": {}})
 
-@bp.post("/IpamDriver.RequestPool")
-def request_pool():
-    data = payload()
-    space = text(data, "AddressSpace", required=False)
-    if space and space not in (LOCAL_SPACE, GLOBAL_SPACE):
-        raise PluginError(f"unknown address space {space!r}")
-    v6 = data.get("V6") or False
-    if not isinstance(v6, bool):
-        raise PluginError("field 'V6' must be a boolean")
-    try:
-        spec = _ipam().request_pool(text(data, "Pool", required=False),
-                                    text(data, "SubPool", required=False), v6,
-                                    mapping(data, "Options"))
-    except PoolError as exc:
-        raise PluginError(str(exc)) from None
-    return reply({"PoolID": spec.pool_id, "Pool": str(spec.pool), "Data": {}})
+    @bp.post("/IpamDriver.ReleasePool")
+    def release_pool():
+        data = payload()
+        ipam.release_pool(text(data, "PoolID"))
+        return reply()
 
+    @bp.post("/IpamDriver.RequestAddress")
+    def request_address():
+        data = payload()
+        options = mapping(data, "Options")
+        try:
+            address, _kind = ipam.request_address(
+                text(data, "PoolID"), text(data, "Address", required=False), options)
+        except PoolError as exc:
+            raise PluginError(str(exc)) from None
+        return reply({"Address": address, "Data": {}})
 
-@bp.post("/IpamDriver.ReleasePool")
-def release_pool():
-    data = payload()
-    _ipam().release_pool(text(data, "PoolID"))
-    return reply()
+    @bp.post("/IpamDriver.ReleaseAddress")
+    def release_address():
+        data = payload()
+        released = ipam.release_address(text(data, "PoolID"), text(data, "Address"))
+        if released is not None and released.owner:
+            events.address_released(released)
+        return reply()
 
-
-@bp.post("/IpamDriver.RequestAddress")
-def request_address():
-    data = payload()
-    options = mapping(data, "Options")
-    try:
-        address, _kind = _ipam().request_address(
-            text(data, "PoolID"), text(data, "Address", required=False), options)
-    except PoolError as exc:
-        raise PluginError(str(exc)) from None
-    return reply({"Address": address, "Data": {}})
-
-
-@bp.post("/IpamDriver.ReleaseAddress")
-def release_address():
-    data = payload()
-    released = _ipam().release_address(text(data, "PoolID"), text(data, "Address"))
-    if released is not None and released.owner:
-        current_app.extensions["ciliumpy"].address_released(released)
-    return reply()
+    return bp

@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from ciliumpy.config import DEFAULT_LABEL_FILTER
-
 SOURCE_CONTAINER = "container"
 SOURCE_NETWORK = "network"
 SOURCE_RESERVED = "reserved"
@@ -25,7 +23,9 @@ SOURCE_ANY = "any"
 KNOWN_SOURCES = {SOURCE_CONTAINER, SOURCE_NETWORK, SOURCE_RESERVED, SOURCE_ANY, "k8s", "cidr",
                  "unspec", "node", "extra"}
 
-DEFAULT_FILTER = DEFAULT_LABEL_FILTER
+# Docker bookkeeping labels that would give every container an identity of its own.
+DEFAULT_FILTER = ("!com.docker.compose.", "!org.opencontainers.image.", "!org.label-schema.",
+                  "!maintainer", "!com.docker.swarm.", "!desktop.docker.io")
 
 
 @dataclass(frozen=True, order=True)

@@ -10,9 +10,9 @@ import uuid
 
 import pytest
 
-from ciliumpy.kvstore.base import LeaseExpired, LeaseKeeper
-from ciliumpy.kvstore.consul import ConsulStore
-from ciliumpy.kvstore.embedded import EmbeddedStore
+from state.kvstore.base import LeaseExpired, LeaseKeeper
+from state.kvstore.consul import ConsulStore
+from state.kvstore.embedded import EmbeddedStore
 from tests.support.consul import ConsulAgent
 
 

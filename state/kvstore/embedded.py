@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 
-from ciliumpy.kvstore.base import Event, KVPair, KVStore, KVUnavailable, LeaseExpired, Watch
+from state.kvstore.base import Event, KVPair, KVStore, KVUnavailable, LeaseExpired, Watch
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (

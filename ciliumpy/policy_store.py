@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import time
 
-from ciliumpy.kvstore.base import KVError, KVStore
-from ciliumpy.kvstore.base import key as kv_key
 from policies.model import Policy, Rule
 from policies.parser import parse_text
+from state.kvstore.base import KVError, KVStore
+from state.kvstore.base import key as kv_key
 
 BASE = kv_key("policies", "v1")
 REVISION = BASE + "/revision"

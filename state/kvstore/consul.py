@@ -24,7 +24,7 @@ from collections.abc import Mapping
 import consul
 import requests
 
-from ciliumpy.kvstore.base import (
+from state.kvstore.base import (
     Event,
     KVError,
     KVPair,
