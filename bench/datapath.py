@@ -1,7 +1,7 @@
 """Throughput through the BPF datapath at N policy entries, against every baseline in
 the same run (issue 5), and the latency of one policy update at N = 100k.
 
-Topology (perf-anchors.md §10): client netns -- veth -- host -- veth -- server netns,
+Topology (docs/benchmarks.md): client netns -- veth -- host -- veth -- server netns,
 routed by the host. Contenders:
 - direct veth pair between two namespaces (no host hop): the limit;
 - routed, no filter: the baseline;

@@ -87,7 +87,7 @@ def main() -> None:
                                       "x kernel VXLAN"], rows,
                 [f"{RUNS} interleaved rounds of {SECONDS} s, single TCP stream, server on "
                  "CPU 0, client on CPU 1, hosts are network namespaces on one 2-core VM",
-                 "goal: ciliumpy VXLAN >= kernel VXLAN (perf-anchors: kernel VXLAN = 0.77x "
+                 "goal: ciliumpy VXLAN >= kernel VXLAN (docs/benchmarks.md: kernel VXLAN = 0.77x "
                  "underlay)",
                  "container MTU 1450 (underlay 1500 minus 50 bytes of encapsulation); the "
                  "kernel VXLAN device also runs at 1450"])

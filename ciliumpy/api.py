@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from ciliumpy import nodes
+from ciliumpy.api_common import the_agent
 from ciliumpy.identities import IdentityError
+from ciliumpy.status import agent_status
 from policies.labels import canonical, parse
 from state.kvstore import KVError
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
-
-
-def _agent():
-    return current_app.extensions["ciliumpy"]
 
 
 @bp.get("/healthz")
@@ -25,12 +23,12 @@ def healthz():
 
 @bp.get("/status")
 def status():
-    return jsonify(_agent().status())
+    return jsonify(agent_status(the_agent()))
 
 
 @bp.get("/networks")
 def networks():
-    agent = _agent()
+    agent = the_agent()
     counts: dict[str, int] = {}
     for endpoint in agent.store.endpoints():
         counts[endpoint.network_id] = counts.get(endpoint.network_id, 0) + 1
@@ -44,7 +42,7 @@ def networks():
 
 @bp.get("/endpoints")
 def endpoints():
-    agent = _agent()
+    agent = the_agent()
     names = {n.network_id: n.name for n in agent.store.networks()}
     result = []
     for endpoint in agent.store.endpoints():
@@ -57,7 +55,7 @@ def endpoints():
 
 @bp.get("/ipam")
 def ipam():
-    agent = _agent()
+    agent = the_agent()
     allocations = [
         {"address": str(a.address), "pool": str(a.pool), "kind": a.kind, "owner": a.owner}
         for a in agent.ipam.allocations()
@@ -67,7 +65,7 @@ def ipam():
 
 @bp.post("/reconcile")
 def reconcile():
-    return jsonify(_agent().reconcile())
+    return jsonify(the_agent().reconcile())
 
 
 def _identity_view(identity, refs, users):
@@ -78,14 +76,14 @@ def _identity_view(identity, refs, users):
 
 def _local_users() -> dict[int, list[str]]:
     users: dict[int, list[str]] = {}
-    for endpoint in _agent().store.endpoints():
+    for endpoint in the_agent().store.endpoints():
         users.setdefault(endpoint.identity, []).append(endpoint.endpoint_id)
     return users
 
 
 @bp.get("/identities")
 def identities():
-    agent = _agent()
+    agent = the_agent()
     try:
         listed, refs = agent.allocator.list(), agent.allocator.references()
     except KVError as exc:
@@ -96,7 +94,7 @@ def identities():
 
 @bp.get("/identities/<int:number>")
 def identity(number: int):
-    agent = _agent()
+    agent = the_agent()
     try:
         found, refs = agent.allocator.get(number), agent.allocator.references()
     except KVError as exc:
@@ -116,7 +114,7 @@ def allocate_identity():
         return jsonify({"Err": "body must be {\"labels\": [\"source:key=value\", ...]}"}), 400
     try:
         canonical_labels = canonical(parse(text, default_source="container") for text in labels)
-        number = _agent().identities.allocate_manual(canonical_labels)
+        number = the_agent().identities.allocate_manual(canonical_labels)
     except ValueError as exc:
         return jsonify({"Err": str(exc)}), 400
     except (KVError, IdentityError) as exc:
@@ -127,6 +125,6 @@ def allocate_identity():
 @bp.get("/nodes")
 def node_list():
     try:
-        return jsonify([asdict(n) for n in nodes.list_nodes(_agent().kv)])
+        return jsonify([asdict(n) for n in nodes.list_nodes(the_agent().kv)])
     except KVError as exc:
         return jsonify({"Err": f"kvstore: {exc}"}), 503

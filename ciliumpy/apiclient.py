@@ -25,6 +25,23 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self.path)
 
 
+def _unreachable(exc: OSError, socket_path: str) -> APIError:
+    """One wording of "cannot reach the agent" for requests and streams alike (the CLI
+    prints it as is, and tests look for "the agent is not running")."""
+    if isinstance(exc, FileNotFoundError):
+        return APIError(f"the agent is not running (no socket at {socket_path})")
+    if isinstance(exc, ConnectionRefusedError):
+        return APIError(f"the agent is not running (nothing listens on {socket_path})")
+    if isinstance(exc, PermissionError):
+        return APIError(f"permission denied on {socket_path} (the agent API is root-only)")
+    return APIError(f"cannot talk to the agent on {socket_path}: {exc}")
+
+
+def _refused(status: int, decoded: Any) -> APIError:
+    message = decoded.get("Err") if isinstance(decoded, dict) else None
+    return APIError(message or f"the agent answered HTTP {status}")
+
+
 def call(path: str, method: str = "GET", body: Any = None,
          socket_path: str = DEFAULT_API_SOCKET, timeout: float = 30.0) -> Any:
     """Sends one request and decodes the JSON answer; errors raise APIError."""
@@ -34,14 +51,8 @@ def call(path: str, method: str = "GET", body: Any = None,
         conn.request(method, path, body=data)
         response = conn.getresponse()
         raw = response.read()
-    except FileNotFoundError:
-        raise APIError(f"the agent is not running (no socket at {socket_path})") from None
-    except ConnectionRefusedError:
-        raise APIError(f"the agent is not running (nothing listens on {socket_path})") from None
-    except PermissionError:
-        raise APIError(f"permission denied on {socket_path} (the agent API is root-only)") from None
     except OSError as exc:
-        raise APIError(f"cannot talk to the agent on {socket_path}: {exc}") from None
+        raise _unreachable(exc, socket_path) from None
     finally:
         conn.close()
     try:
@@ -49,8 +60,7 @@ def call(path: str, method: str = "GET", body: Any = None,
     except ValueError:
         raise APIError(f"the agent answered {response.status} with a non-JSON body") from None
     if response.status >= 400:
-        message = decoded.get("Err") if isinstance(decoded, dict) else None
-        raise APIError(message or f"the agent answered HTTP {response.status}")
+        raise _refused(response.status, decoded)
     return decoded
 
 
@@ -62,12 +72,17 @@ def stream(path: str, socket_path: str = DEFAULT_API_SOCKET):
         conn.request("GET", path)
         response = conn.getresponse()
         if response.status >= 400:
-            raise APIError(f"the agent answered HTTP {response.status}")
+            raw = response.read()
+            try:
+                decoded = json.loads(raw) if raw else {}
+            except ValueError:
+                decoded = {}
+            raise _refused(response.status, decoded)
         for line in response:
             line = line.strip()
             if line:
                 yield json.loads(line)
-    except (FileNotFoundError, ConnectionRefusedError):
-        raise APIError(f"the agent is not running (no socket at {socket_path})") from None
+    except OSError as exc:
+        raise _unreachable(exc, socket_path) from None
     finally:
         conn.close()

@@ -21,7 +21,8 @@ import yaml
 from policies.labels import DEFAULT_FILTER
 
 DEFAULT_CONFIG_FILE = "/etc/ciliumpy/config.yaml"
-# Docker bookkeeping that would give every container its own identity (policy.md §5.2).
+# Docker bookkeeping that would give every container its own identity
+# (docs/policy-semantics.md, "Labels and identities from Docker").
 DEFAULT_LABEL_FILTER = DEFAULT_FILTER
 ENV_PREFIX = "CILIUMPY_"
 
@@ -30,25 +31,23 @@ class ConfigError(ValueError):
     """A configuration value is wrong; the message is meant for the operator."""
 
 
-def _positive_int(value: Any) -> int:
-    number = int(value)
-    if number <= 0:
-        raise ValueError("must be a positive integer")
-    return number
+def _bounded(convert: Callable[[Any], Any], ok: Callable[[Any], bool], message: str
+             ) -> Callable[[Any], Any]:
+    """A validator: convert the value, then check it (``message`` says what it must be)."""
+
+    def check(value: Any) -> Any:
+        number = convert(value)
+        if not ok(number):
+            raise ValueError(message)
+        return number
+
+    return check
 
 
-def _non_negative_float(value: Any) -> float:
-    number = float(value)
-    if number < 0:
-        raise ValueError("must not be negative")
-    return number
-
-
-def _positive_float(value: Any) -> float:
-    number = float(value)
-    if number <= 0:
-        raise ValueError("must be a positive number")
-    return number
+_port = _bounded(int, lambda n: 1 <= n <= 65535, "must be a port number 1..65535")
+_positive_int = _bounded(int, lambda n: n > 0, "must be a positive integer")
+_non_negative_float = _bounded(float, lambda n: n >= 0, "must not be negative")
+_positive_float = _bounded(float, lambda n: n > 0, "must be a positive number")
 
 
 def _string_list(value: Any) -> list[str]:
@@ -146,6 +145,8 @@ class Config:
     identity_extra_labels: list[str] = field(default_factory=list)
     policy_enforcement: str = "default"
     bpf_pin_dir: str = "/sys/fs/bpf/ciliumpy"
+    proxy_port: int = 15001
+    proxy_workers: int = 2
 
 
 VALIDATORS: dict[str, Callable[[Any], Any]] = {
@@ -176,6 +177,8 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "identity_extra_labels": _string_list,
     "policy_enforcement": _choice("default", "always", "never"),
     "bpf_pin_dir": _text,
+    "proxy_port": _port,
+    "proxy_workers": _positive_int,
 }
 
 OPTION_NAMES = [f.name for f in fields(Config)]

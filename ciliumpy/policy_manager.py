@@ -1,20 +1,22 @@
-"""Keeps every local endpoint's datapath entries equal to what the stored policies
-resolve to, incrementally.
+"""Keeps, for every label set of a local endpoint, the *view* of what the stored
+policies resolve to, incrementally; ``ciliumpy/endpoints.py`` writes views into the
+datapath (this module writes only the node-local CIDR identities of the ipcache).
 
 State: the parsed rules of each stored policy item, and one *view* per endpoint label
 set (endpoints sharing an identity share a view) holding the rules that select it and
 each rule's contribution (its entries). A watch event for one policy item re-parses that
 item only and recomputes only its rules' contributions; a new identity adds only the
 entries whose peers it matches; then each endpoint gets the difference between what
-the datapath holds and what its view says. A change of ``fromRequires`` or of the set
-of CIDRs rebuilds the affected views (rare). ``enforced`` is the highest policy revision
-fully applied here (``ciliumpy policy wait``).
+the datapath holds and what its view says (``on_change`` tells the endpoint owner). A
+change of ``fromRequires`` or of the set of CIDRs rebuilds the affected views (rare).
+``enforced`` is the highest policy revision fully applied here (``ciliumpy policy wait``).
 """
 
 from __future__ import annotations
 
 import collections
 import ipaddress
+import itertools
 import json
 import logging
 import threading
@@ -24,11 +26,9 @@ from dataclasses import dataclass, field
 from ciliumpy import policy_store as repository
 from ciliumpy.identities import BASE as IDENTITIES
 from ciliumpy.identities import IdentityAllocator
-from datapath.datapath import Datapath, PolicyEntry
-from driver.model import Endpoint, Store
+from datapath.datapath import Datapath
 from policies import engine
 from policies.engine import labels_of
-from policies.identities import INIT
 from policies.labels import Label
 from policies.model import Rule
 from policies.parser import parse_documents
@@ -51,6 +51,7 @@ RuleKey = tuple[str, int]
 class View:
     labels: list[Label]
     init: bool
+    serial: int = field(default_factory=itertools.count(1).__next__)  # unique per view
     selected: dict[RuleKey, Rule] = field(default_factory=dict)
     reqs: dict[str, tuple] = field(default_factory=dict)
     contrib: dict[RuleKey, set[Entry]] = field(default_factory=dict)
@@ -89,11 +90,11 @@ class View:
 
 
 class PolicyManager:
-    def __init__(self, kv: KVStore, store: Store, datapath: Datapath,
-                 allocator: IdentityAllocator, mode: str,
-                 program: Callable[[Endpoint], None]) -> None:
-        self.kv, self.store, self.datapath = kv, store, datapath
-        self.allocator, self.mode, self.program = allocator, mode, program
+    def __init__(self, kv: KVStore, datapath: Datapath, allocator: IdentityAllocator,
+                 mode: str, on_change: Callable[[], None]) -> None:
+        self.kv, self.datapath = kv, datapath
+        self.allocator, self.mode = allocator, mode
+        self.on_change = on_change  # called under ``lock`` after views changed
         self.revision = 0
         self.enforced = 0
         self.items: dict[str, list[Rule]] = {}
@@ -101,11 +102,8 @@ class PolicyManager:
         self.identities: dict[int, list[str]] = {}
         self.universe = Universe({}, {})
         self.views: dict[tuple, View] = {}
-        self.flags: dict[int, tuple[bool, bool]] = {}  # ifindex -> (ingress, egress)
-        self.produced: dict[int, set[PolicyEntry]] = {}
-        self.synced: dict[int, tuple[int, int]] = {}  # ifindex -> (id of view, version)
         self.error: str | None = None
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
         self._stop = threading.Event()
 
     @property
@@ -154,7 +152,7 @@ class PolicyManager:
             self.error = f"kvstore: {exc} (keeping the policy in force)"
             log.warning("policy refresh failed: %s", exc)
             return
-        with self._lock:
+        with self.lock:
             self.items, self.identities = items, identities
             self._rebuild()
             self.revision = self.enforced = max(self.enforced, revision)
@@ -170,9 +168,7 @@ class PolicyManager:
         self.universe = Universe(self.identities, self.cidrs)
         self._sync_cidrs()
         self.views.clear()
-        self.synced.clear()
-        for endpoint in self.store.endpoints():
-            self.sync_endpoint(endpoint)
+        self.on_change()
 
     def _build_view(self, labels: tuple[str, ...], init: bool) -> View:
         view = View(list(labels_of(labels)), init)
@@ -196,7 +192,7 @@ class PolicyManager:
 
     # ---- incremental updates ----------------------------------------------------
     def _policy_events(self, events: list[Event]) -> None:
-        with self._lock:
+        with self.lock:
             changed: dict[str, tuple[list[Rule], list[Rule]]] = {}
             revision = 0
             for event in events:
@@ -220,7 +216,7 @@ class PolicyManager:
             else:
                 for view in self.views.values():
                     self._apply_rule_changes(view, changed)
-                self._sync_all()
+                self.on_change()
             if any(not new for _, new in changed.values()):
                 revision = max(revision, repository.revision(self.kv))  # deletions
             self.revision = self.enforced = max(self.enforced, revision)
@@ -251,7 +247,7 @@ class PolicyManager:
         self._update_flags(view)
 
     def _identity_events(self, events: list[Event]) -> None:
-        with self._lock:
+        with self.lock:
             added: dict[int, list[str]] = {}
             removed = False
             for event in events:
@@ -279,7 +275,7 @@ class PolicyManager:
                     more = rule_entries(rule, view.reqs, self.universe, only) - view.contrib[key]
                     if more:
                         view.add(key, more)
-            self._sync_all()
+            self.on_change()
 
     # ---- writing the datapath ------------------------------------------------------
     def _sync_cidrs(self) -> None:
@@ -291,12 +287,13 @@ class PolicyManager:
         for prefix in set(current) - set(self.cidrs):
             self.datapath.delete_ipcache(prefix)
 
-    def _view_of(self, endpoint: Endpoint) -> View:
-        init = endpoint.identity == INIT
-        labels = ("reserved:init",) if init else tuple(sorted(endpoint.labels or []))
-        key = (labels, init)
+    def view_of(self, labels: list[str] | None, init: bool) -> View:
+        """The view of a label set (``init``: labels not known yet), built on first use;
+        call with ``lock`` held."""
+        labels_key = ("reserved:init",) if init else tuple(sorted(labels or []))
+        key = (labels_key, init)
         if key not in self.views:
-            self.views[key] = self._build_view(labels, init)
+            self.views[key] = self._build_view(labels_key, init)
         return self.views[key]
 
     def _update_flags(self, view: View) -> None:
@@ -316,50 +313,3 @@ class PolicyManager:
                 view.add(key, {Entry(direction, 0, 0)})
             elif direction not in open_directions and key in view.contrib:
                 view.drop(key)
-
-    @staticmethod
-    def _entries(entries, ifindex: int) -> set[PolicyEntry]:
-        return {PolicyEntry(ifindex, e.direction, e.identity, e.proto, e.port, e.end_port,
-                            e.deny) for e in entries}
-
-    def sync_endpoint(self, endpoint: Endpoint) -> None:
-        """Brings the endpoint's datapath entries to its view: the view's last delta
-        when the endpoint is one version behind, else the full difference."""
-        if not endpoint.ifindex:
-            return
-        ifindex = endpoint.ifindex
-        with self._lock:
-            view = self._view_of(endpoint)
-            state = (id(view), view.version)
-            synced = self.synced.get(ifindex)
-            have = self.produced.setdefault(ifindex, set())
-            if synced == state:
-                add, remove = set(), set()
-            elif synced == (id(view), view.version - 1):
-                add = self._entries(view.added, ifindex)
-                remove = self._entries(view.removed, ifindex)
-            else:
-                wanted = self._entries(view.counts, ifindex)
-                add, remove = wanted - have, have - wanted
-            for entry in add:
-                self.datapath.add_policy(entry)
-            for entry in remove:
-                self.datapath.remove_policy(entry)
-            have |= add
-            have -= remove
-            self.synced[ifindex] = state
-            flags = view.flags
-            changed_flags = self.flags.get(ifindex) != flags
-            self.flags[ifindex] = flags
-        if changed_flags:  # entries alone need no change to the endpoint's own entry
-            self.program(endpoint)
-
-    def _sync_all(self) -> None:
-        for endpoint in self.store.endpoints():
-            self.sync_endpoint(endpoint)
-
-    def forget(self, endpoint: Endpoint) -> None:
-        with self._lock:
-            self.produced.pop(endpoint.ifindex, None)
-            self.flags.pop(endpoint.ifindex, None)
-            self.synced.pop(endpoint.ifindex, None)

@@ -1,1 +1,2 @@
-"""Datapath: netlink plumbing (veths, addresses, routes) and, later, BPF programs."""
+"""Datapath: netlink plumbing (veths, addresses, routes), the BPF programs (``bpf/``) with
+their loader, maps and tc attachment, the event reader and the overlay device."""

@@ -74,7 +74,7 @@ def blueprint(driver: Driver, events: EndpointEvents) -> Blueprint:
         interface = mapping(data, "Interface")
         try:
             endpoint = driver.create_endpoint(text(data, "NetworkID"), text(data, "EndpointID"),
-                                                 interface)
+                                              interface)
         except DriverError as exc:
             raise PluginError(str(exc)) from None
         events.endpoint_created(endpoint)

@@ -354,6 +354,20 @@ class IPAM:
                     freed.append(ipaddress.ip_address(row["address"]))
         return freed
 
+    def blocks(self) -> list[str]:
+        """The address blocks this node leases, in every pool (published with the node)."""
+        return sorted({r["block"] for r in self.db.query("SELECT block FROM ipam_blocks")})
+
+    def release_pools(self, pool_cidrs: list[str]) -> list[str]:
+        """Releases every pool request held for these CIDRs (a network Docker no longer
+        has, removed while the agent was down, so ReleasePool never came)."""
+        released = []
+        for row in self.pools():
+            if row["pool"] in pool_cidrs:
+                self.release_pool(row["pool_id"])
+                released.append(row["pool_id"])
+        return released
+
     def pools(self) -> list[dict]:
         rows = self.db.query("SELECT * FROM ipam_pools ORDER BY pool")
         return [dict(r) for r in rows]

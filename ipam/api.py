@@ -53,8 +53,8 @@ def blueprint(ipam: IPAM, events: AddressEvents) -> Blueprint:
             raise PluginError("field 'V6' must be a boolean")
         try:
             spec = ipam.request_pool(text(data, "Pool", required=False),
-                                        text(data, "SubPool", required=False), v6,
-                                        mapping(data, "Options"))
+                                     text(data, "SubPool", required=False), v6,
+                                     mapping(data, "Options"))
         except PoolError as exc:
             raise PluginError(str(exc)) from None
         return reply({"PoolID": spec.pool_id, "Pool": str(spec.pool), "Data": {}})

@@ -1,1 +1,3 @@
-"""Policy language, identities and resolution (arrives with the policy issue)."""
+"""Policy language: parsing and validation, labels and identities, the semantics
+(``engine``), resolution into datapath entries and ``trace``. Semantics:
+``docs/policy-semantics.md``."""

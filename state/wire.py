@@ -1,10 +1,11 @@
 """Docker plugin wire format (libnetwork v1 remote driver and IPAM protocol).
 
-Facts from reference/protocol.md §1: Docker 20.10 POSTs JSON without a Content-Type,
-sends empty bodies for capability calls, encodes empty maps as ``null``, treats only
-HTTP 200 with a JSON object as success, and shows ``Err`` of a non-2xx answer to the
-user as ``<Method>: <Err>``. A call whose connection died is retried with an empty
-body, so payload methods must refuse empty bodies instead of applying defaults.
+Facts from docs/docker-protocol.md (Transport, Errors): Docker 20.10 POSTs JSON
+without a Content-Type, sends empty bodies for capability calls, encodes empty maps as
+``null``, treats only HTTP 200 with a JSON object as success, and shows ``Err`` of a
+non-2xx answer to the user as ``<Method>: <Err>``. A call whose connection died is
+retried with an empty body, so payload methods must refuse empty bodies instead of
+applying defaults.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """ciliumpy under the real dockerd: containers get unique addresses on a flat L3
 network and talk; state survives kill -9; bad requests fail clearly and change nothing.
-Checklist items of protocol.md §6 that need dockerd itself are marked with their number."""
+Items of the checklist in docs/docker-protocol.md that need dockerd itself are marked
+with their number."""
 
 from __future__ import annotations
 

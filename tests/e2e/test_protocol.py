@@ -1,6 +1,6 @@
-"""protocol.md §6 conformance, item by item, against the real agent (gunicorn on its
-unix socket) called exactly as dockerd 20.10 calls it: POST, no Content-Type, empty
-bodies for capability calls, ``null`` maps. The Docker-driven items are in
+"""Conformance to the checklist in docs/docker-protocol.md, item by item, against the real
+agent (gunicorn on its unix socket) called exactly as dockerd 20.10 calls it: POST, no
+Content-Type, empty bodies for capability calls, ``null`` maps. The Docker-driven items are in
 test_docker.py (they need dockerd's own behaviour).
 
 Items not tested here, and why:

@@ -1,4 +1,4 @@
-"""Policy semantics from reference/policy.md §4, each case checked two ways: the trace
+"""Policy semantics from docs/policy-semantics.md, each case checked two ways: the trace
 verdict, and the datapath entries resolution produces (evaluated as the BPF lookup
 does: deny first, then identity / any identity / L3-only)."""
 

@@ -1,0 +1,94 @@
+"""The plain list groups: ``network``, ``endpoint``, ``identity`` and ``node``.
+
+Each command is one agent API GET shown by :func:`~ciliumpy.cli.output.show_list`; only
+the columns differ.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from ciliumpy.cli.output import list_command, output_option, show_list
+
+
+@click.group()
+def network() -> None:
+    """ciliumpy networks on this host."""
+
+
+list_command(network, "list", "/v1/networks",
+             ["NETWORK ID", "NAME", "IPV4 SUBNET", "IPV6 SUBNET", "GATEWAYS", "MTU",
+              "ENDPOINTS"],
+             lambda n: (n["network_id"][:12], n.get("name") or "-", n.get("pool_v4") or "-",
+                        n.get("pool_v6") or "-",
+                        ",".join(g for g in (n.get("gateway_v4"), n.get("gateway_v6")) if g)
+                        or "-",
+                        n.get("mtu") or "default", n["endpoints"]),
+             "List networks: id, name, subnets, gateways, endpoint count.")
+
+
+@click.group()
+def endpoint() -> None:
+    """Container endpoints on this host."""
+
+
+def _endpoint_row(e: dict[str, Any]) -> tuple:
+    return (e["endpoint_id"][:12], e.get("network_name") or e["network_id"][:12],
+            e.get("container_name") or (e.get("container_id") or "")[:12] or "-",
+            e.get("ipv4") or "-", e.get("ipv6") or "-",
+            e["host_ifname"] + ("" if e["link_present"] else " (missing)"), e["state"],
+            f"{e['identity']}" + (" (retrying)" if e.get("identity_error") else ""),
+            # None: the container's labels are not read yet; [] is "no labels"
+            ", ".join(e["labels"]) if e.get("labels") is not None else "(not yet known)",
+            f"{int(time.time() - e['created'])}s")
+
+
+list_command(endpoint, "list", "/v1/endpoints",
+             ["ENDPOINT ID", "NETWORK", "CONTAINER", "IPV4", "IPV6", "INTERFACE", "STATE",
+              "IDENTITY", "LABELS", "AGE"], _endpoint_row,
+             "List endpoints: id, network, container, addresses, host interface, state.")
+
+
+@click.group()
+def identity() -> None:
+    """Security identities (cluster-wide, from the kvstore)."""
+
+
+IDENTITY_HEADERS = ["ID", "LABELS", "NODES", "LOCAL ENDPOINTS"]
+
+
+def _identity_row(i: dict[str, Any]) -> tuple:
+    return (i["id"], ", ".join(i["labels"]) or "(no labels)", ",".join(i["nodes"]) or "-",
+            len(i["endpoints"]))
+
+
+list_command(identity, "list", "/v1/identities", IDENTITY_HEADERS, _identity_row,
+             "List identities: number, labels, nodes referencing it, local endpoints.")
+
+
+@identity.command("get")
+@click.argument("number", type=int)
+@output_option
+@click.pass_context
+def identity_get(ctx: click.Context, number: int, output: str) -> None:
+    """Show one identity and the local endpoints that use it."""
+    show_list(ctx, f"/v1/identities/{number}", output, IDENTITY_HEADERS, _identity_row,
+              items=lambda data: [data],
+              footer=lambda data: (f"  endpoint {e[:12]}" for e in data["endpoints"]))
+
+
+@click.group()
+def node() -> None:
+    """Nodes of the cluster (agents registered in the kvstore)."""
+
+
+list_command(node, "list", "/v1/nodes", ["NAME", "IP", "IPV6", "ENCAPSULATION", "BLOCKS"],
+             lambda n: (n["name"], n["ip"], n.get("ipv6") or "-", n["encapsulation"],
+                        ",".join(n["blocks"]) or "-"),
+             "List nodes: name, IP (and IPv6), encapsulation, address blocks.")
+
+
+GROUPS = (network, endpoint, identity, node)

@@ -1,0 +1,37 @@
+"""``ciliumpy status``: the agent's health as ``Key: value`` lines (or ``-o json``)."""
+
+from __future__ import annotations
+
+import click
+
+from ciliumpy.cli.output import api, emit_json, output_option
+
+
+@click.command()
+@output_option
+@click.pass_context
+def status(ctx: click.Context, output: str) -> None:
+    """Show the agent's health."""
+    data = api(ctx, "/v1/status")
+    if output == "json":
+        emit_json(data)
+        return
+    docker = data.get("docker") or {}
+    reachable = {True: "reachable", False: "unreachable", None: "not checked yet"}[
+        docker.get("reachable")]
+    kv = data["kvstore"]
+    rows = [
+        ("Agent", f"ok (version {data['version']}, pid {data['pid']}, "
+                  f"up {data['uptime_seconds']}s)"),
+        ("Node", data["node"]),
+        ("KVStore", f"{kv['backend']} ({'healthy' if kv['healthy'] else 'UNHEALTHY'})"),
+        ("Datapath", data["datapath"]["mode"]),
+        ("Plugin socket", data["plugin_socket"]),
+        ("Docker", reachable),
+        ("Networks", data["networks"]),
+        ("Endpoints", f"{data['endpoints']} "
+                      + " ".join(f"{k}={v}" for k, v in sorted(data["endpoint_states"].items()))),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key + ':':<{width + 1}} {value}")
