@@ -8,26 +8,26 @@ import json
 import threading
 import time
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 
+from ciliumpy.api_common import api_error, the_agent
+from ciliumpy.lookup import AmbiguousEndpointError, find_endpoint
+from ciliumpy.monitor import LATENCY_BUCKETS
+from ciliumpy.status import datapath_status
 from datapath.datapath import PROTOCOL_NUMBERS, PolicyEntry
 
 bp = Blueprint("bpf", __name__)
 
 
-def _agent():
-    return current_app.extensions["ciliumpy"]
-
-
-def _error(message: str, status: int = 400):
-    return jsonify({"Err": message}), status
-
-
 @bp.get("/v1/bpf/endpoints")
 def bpf_endpoints():
-    agent = _agent()
+    agent = the_agent()
     by_ifindex = {e.ifindex: e for e in agent.store.endpoints()}
     rows = agent.datapath.endpoints()
     for row in rows:
@@ -40,45 +40,43 @@ def bpf_endpoints():
 
 @bp.get("/v1/bpf/ipcache")
 def bpf_ipcache():
-    return jsonify(_agent().datapath.ipcache())
+    return jsonify(the_agent().datapath.ipcache())
 
 
 @bp.get("/v1/bpf/ct")
 def bpf_ct():
-    return jsonify(_agent().datapath.conntrack())
+    return jsonify(the_agent().datapath.conntrack())
 
 
 @bp.get("/v1/bpf/metrics")
 def bpf_metrics():
-    return jsonify(_agent().datapath.metrics())
+    return jsonify(the_agent().datapath.metrics())
 
 
 @bp.get("/v1/bpf/policy")
 def bpf_policy():
-    agent = _agent()
+    agent = the_agent()
     endpoint = None
     if request.args.get("endpoint"):
-        endpoint = _find_endpoint(request.args["endpoint"])
+        try:
+            endpoint = _find_endpoint(request.args["endpoint"])
+        except AmbiguousEndpointError as exc:
+            return api_error(str(exc))
         if endpoint is None:
-            return _error(f"no endpoint matches {request.args['endpoint']!r}", 404)
+            return api_error(f"no endpoint matches {request.args['endpoint']!r}", 404)
     rows = agent.datapath.policy(endpoint.ifindex if endpoint else None)
     labels = {}
     for row in rows:
         number = row["identity"]
         if number not in labels:
-            found = agent.monitor._labels_of(number) if number else ["(any)"]
+            found = agent.monitor.labels_of(number) if number else ["(any)"]
             labels[number] = found
         row["labels"] = labels[number]
     return jsonify(rows)
 
 
 def _find_endpoint(text: str):
-    for endpoint in _agent().store.endpoints():
-        if endpoint.endpoint_id.startswith(text) or str(endpoint.ifindex) == text or (
-                endpoint.container_name == text) or (endpoint.container_id or "").startswith(
-                    text or "-"):
-            return endpoint
-    return None
+    return find_endpoint(the_agent().store.endpoints(), text)
 
 
 def _entry_from(body: dict, endpoint) -> PolicyEntry:
@@ -104,21 +102,24 @@ def _entry_from(body: dict, endpoint) -> PolicyEntry:
 def bpf_policy_change():
     body = request.get_json(force=True, silent=True)
     if not isinstance(body, dict):
-        return _error("body must be a JSON object")
-    endpoint = _find_endpoint(str(body.get("endpoint", "")))
+        return api_error("body must be a JSON object")
+    try:
+        endpoint = _find_endpoint(str(body.get("endpoint", "")))
+    except AmbiguousEndpointError as exc:
+        return api_error(str(exc))
     if endpoint is None or not endpoint.ifindex:
-        return _error(f"no endpoint matches {body.get('endpoint')!r}", 404)
+        return api_error(f"no endpoint matches {body.get('endpoint')!r}", 404)
     try:
         entry = _entry_from(body, endpoint)
     except (TypeError, ValueError) as exc:
-        return _error(str(exc))
-    agent = _agent()
+        return api_error(str(exc))
+    agent = the_agent()
     started = time.perf_counter()
     if request.method == "POST":
-        agent.endpoint_dp.add_entry(endpoint, endpoint.ifindex, entry)
+        agent.endpoints.add_manual(endpoint, entry)
         changed = True
     else:
-        changed = agent.endpoint_dp.remove_entry(endpoint, endpoint.ifindex, entry)
+        changed = agent.endpoints.remove_manual(endpoint, entry)
     return jsonify({"changed": changed, "entry": entry.__dict__,
                     "seconds": round(time.perf_counter() - started, 6)})
 
@@ -128,7 +129,7 @@ def monitor_stream():
     types = {t for t in request.args.get("type", "").split(",") if t} or None
     history = request.args.get("history", "0") == "1"
     follow = request.args.get("follow", "1") == "1"
-    monitor = _agent().monitor
+    monitor = the_agent().monitor
     if not follow:
         events = [e for e in monitor.events if not types or e["type"] in types]
         return jsonify(events)
@@ -186,10 +187,25 @@ class _Collector:
         for name, value in agent.datapath.pressure().items():
             pressure.add_metric([name], value)
         yield pressure
-        status = agent._datapath_status()
+        status = datapath_status(agent)
         yield GaugeMetricFamily("ciliumpy_bpf_compile_seconds",
                                 "Seconds spent compiling the datapath at agent start",
                                 value=status["compile_seconds"] or 0.0)
+        requests = CounterMetricFamily("ciliumpy_l7_requests",
+                                       "Requests judged by the L7 proxy",
+                                       labels=["verdict", "protocol"])
+        l7_counts, buckets, total = agent.monitor.l7_snapshot()
+        for (verdict, protocol), value in l7_counts.items():
+            requests.add_metric([str(verdict), str(protocol)], value)
+        yield requests
+        cumulative, running = [], 0
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), buckets, strict=True):
+            running += count
+            cumulative.append(("+Inf" if bound == float("inf") else str(bound), running))
+        latency = HistogramMetricFamily("ciliumpy_l7_request_duration_seconds",
+                                        "Time from a request to its response, at the proxy")
+        latency.add_metric([], cumulative, sum_value=total)
+        yield latency
         yield CounterMetricFamily("ciliumpy_monitor_events_lost",
                                   "Events dropped because a monitor client was too slow",
                                   value=agent.monitor.lost)
@@ -198,5 +214,5 @@ class _Collector:
 @bp.get("/metrics")
 def metrics():
     registry = CollectorRegistry()
-    registry.register(_Collector(_agent()))
+    registry.register(_Collector(the_agent()))
     return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")

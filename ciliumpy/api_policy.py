@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import ipaddress
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from ciliumpy import policy_store as repository
+from ciliumpy.api_common import api_error, the_agent
+from ciliumpy.lookup import find_endpoint, parse_dport
 from policies.engine import Peer, labels_of
 from policies.parser import PolicyError, parse_documents, parse_text
-from policies.trace import Side, offline_side, trace
+from policies.trace import Side, http_request, offline_side, trace
 from state.kvstore import KVError
 
 bp = Blueprint("policy", __name__, url_prefix="/v1/policy")
-
-
-def _agent():
-    return current_app.extensions["ciliumpy"]
-
-
-def _error(message: str, status: int = 400):
-    return jsonify({"Err": message}), status
 
 
 @bp.post("")
@@ -35,11 +29,11 @@ def import_policy():
         else:
             policies = parse_text(str(body.get("text", "")), source, name)
     except PolicyError as exc:
-        return _error(str(exc))
+        return api_error(str(exc))
     try:
-        revision = repository.store(_agent().kv, policies)
+        revision = repository.store(the_agent().kv, policies)
     except KVError as exc:
-        return _error(f"kvstore: {exc}", 503)
+        return api_error(f"kvstore: {exc}", 503)
     return jsonify({"revision": revision, "policies": [p.name for p in policies],
                     "rules": sum(len(p.rules) for p in policies)})
 
@@ -47,21 +41,21 @@ def import_policy():
 @bp.get("")
 def list_policies():
     try:
-        return jsonify({"revision": repository.revision(_agent().kv),
-                        "policies": repository.items(_agent().kv)})
+        return jsonify({"revision": repository.revision(the_agent().kv),
+                        "policies": repository.items(the_agent().kv)})
     except KVError as exc:
-        return _error(f"kvstore: {exc}", 503)
+        return api_error(f"kvstore: {exc}", 503)
 
 
 @bp.get("/<name>")
 def get_policy(name: str):
-    found = [p for p in repository.items(_agent().kv) if p["name"] == name]
-    return jsonify(found[0]) if found else _error(f"no policy named {name!r}", 404)
+    found = [p for p in repository.items(the_agent().kv) if p["name"] == name]
+    return jsonify(found[0]) if found else api_error(f"no policy named {name!r}", 404)
 
 
 @bp.delete("")
 def delete_policies():
-    kv = _agent().kv
+    kv = the_agent().kv
     names = request.args.getlist("name")
     labels = request.args.getlist("label")
     if request.args.get("all") == "1":
@@ -69,39 +63,35 @@ def delete_policies():
     elif labels:
         names = repository.matching(kv, labels)
     if not names:
-        return _error("nothing matches: give a name, labels or all", 404)
+        return api_error("nothing matches: give a name, labels or all", 404)
     revision = repository.delete(kv, names)
     if revision is None:
-        return _error(f"no policy named {', '.join(names)}", 404)
+        return api_error(f"no policy named {', '.join(names)}", 404)
     return jsonify({"revision": revision, "deleted": names})
 
 
 @bp.get("/revision")
 def revision():
-    policy = _agent().policy
-    return jsonify({"revision": repository.revision(_agent().kv), "enforced": policy.enforced,
+    policy = the_agent().policy
+    return jsonify({"revision": repository.revision(the_agent().kv), "enforced": policy.enforced,
                     "error": policy.error})
 
 
 def side_of(text: str) -> Side:
     """labels (a=b,c=d), an IP, 'host', 'world', a container name/id or an endpoint id."""
-    agent = _agent()
+    agent = the_agent()
     text = text.strip()
     if text in ("host", "world"):
         return offline_side(text)
-    endpoints = agent.store.endpoints()
+    endpoint = find_endpoint(agent.store.endpoints(), text)  # ambiguous: ValueError
+    if endpoint is not None:
+        labels = endpoint.labels or []
+        init = endpoint.identity == 5
+        return Side(Peer(labels_of(labels if not init else ["reserved:init"])), True, init)
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
         ip = None
-    for endpoint in endpoints:
-        addresses = [ipaddress.ip_interface(a).ip for a in endpoint.addresses]
-        if (ip is not None and ip in addresses) or (ip is None and text and (
-                endpoint.endpoint_id.startswith(text) or endpoint.container_name == text
-                or (endpoint.container_id or "").startswith(text))):
-            labels = endpoint.labels or []
-            init = endpoint.identity == 5
-            return Side(Peer(labels_of(labels if not init else ["reserved:init"])), True, init)
     if ip is not None:
         local = set(agent.links.local_addresses())
         if ip in local:
@@ -109,23 +99,20 @@ def side_of(text: str) -> Side:
     return offline_side(text)
 
 
-def parse_dport(text: str) -> tuple[str, int]:
-    text = (text or "0").strip().lower()
-    if text in ("icmp", "icmpv6"):
-        return text.upper(), 0
-    port, _, proto = text.partition("/")
-    return (proto or "any").upper(), int(port)
-
-
 @bp.post("/trace")
 def trace_policy():
     body = request.get_json(force=True, silent=True) or {}
-    agent = _agent()
+    agent = the_agent()
     try:
         protocol, port = parse_dport(str(body.get("dport", "0")))
         src, dst = side_of(str(body.get("src", ""))), side_of(str(body.get("dst", "")))
+        http = body.get("http") or {}
+        if not isinstance(http, dict):
+            raise ValueError("'http' must be an object")
+        wanted = http_request(http.get("method"), http.get("path"), http.get("host"),
+                              [str(h) for h in http.get("headers") or []])
     except ValueError as exc:
-        return _error(f"bad trace input: {exc}")
-    result = trace(agent.policy.rules, src, dst, protocol if protocol != "ANY" else "TCP", port,
-                   agent.config.policy_enforcement)
+        return api_error(f"bad trace input: {exc}")
+    result = trace(agent.policy.rules, src, dst, protocol, port, agent.config.policy_enforcement,
+                   wanted)
     return jsonify(result.as_dict())

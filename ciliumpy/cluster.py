@@ -44,8 +44,10 @@ def tunnel_ip(address: str) -> int:
 
 class ClusterSync:
     def __init__(self, kv: KVStore, node: str, mode: str, datapath: Datapath, links: Links,
-                 lease: LeaseKeeper, local_endpoints: Callable[[], list[Endpoint]]) -> None:
+                 lease: LeaseKeeper, local_endpoints: Callable[[], list[Endpoint]],
+                 overlay_ifindex: int = 0) -> None:
         self.kv, self.node, self.mode = kv, node, mode
+        self.overlay_ifindex = overlay_ifindex  # tunnel modes: host routes to remote blocks
         self.datapath, self.links, self.lease = datapath, links, lease
         self.local_endpoints = local_endpoints
         self.nodes: dict[str, nodes.Node] = {}
@@ -54,7 +56,7 @@ class ClusterSync:
         self._published: dict[str, str] = {}
         self._published_lease: str | None = None
         self._ipcache: dict[Prefix, tuple[int, int]] = {}  # what we programmed
-        self._routes: dict[str, str] = {}
+        self._routes: dict[str, str | int] = {}
         self._lock = threading.RLock()
         self._kick = threading.Event()
         self._stop = threading.Event()
@@ -82,8 +84,7 @@ class ClusterSync:
             if entry["tunnel_ip"] or entry["identity"] == ID_REMOTE_NODE:
                 self._ipcache[ipaddress.ip_network(entry["prefix"])] = (entry["identity"],
                                                                         entry["tunnel_ip"])
-        if self.mode == "native":
-            self._routes = self.links.routes_via()
+        self._routes = self.links.routes_via(self.overlay_ifindex or None)
 
     # ---- publishing this node's endpoints -------------------------------------------
     def _publish_loop(self) -> None:
@@ -176,11 +177,11 @@ class ClusterSync:
         return bool(events)
 
     # ---- programming -------------------------------------------------------------
-    def wanted(self) -> tuple[dict[Prefix, tuple[int, int]], dict[str, str]]:
+    def wanted(self) -> tuple[dict[Prefix, tuple[int, int]], dict[str, str | int]]:
         """The ipcache entries and routes the current cluster view calls for."""
         tunnel = self.mode != "native"
         ipcache: dict[Prefix, tuple[int, int]] = {}
-        routes: dict[str, str] = {}
+        routes: dict[str, str | int] = {}
         with self._lock:
             remote = {name: n for name, n in self.nodes.items() if name != self.node}
             for node in remote.values():
@@ -190,6 +191,8 @@ class ClusterSync:
                     net = ipaddress.ip_network(block)
                     if tunnel:
                         ipcache[net] = (ID_WORLD, underlay)
+                        if self.overlay_ifindex:  # the host's own traffic (L7 proxy)
+                            routes[str(net)] = self.overlay_ifindex
                     else:
                         via = node.ip if net.version == 4 else node.ipv6
                         if via:

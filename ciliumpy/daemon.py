@@ -1,10 +1,11 @@
-"""The agent object: wires the state file, kvstore, netlink, IPAM and driver together,
-and runs the background reconciler. Lives in the single gunicorn worker process.
+"""The agent object: wires the parts together and nothing more. Lives in the single
+gunicorn worker process.
 
-The reconciler is how the agent heals after a crash (protocol.md §6 items 21, 39):
-endpoints whose host link vanished, links with no endpoint, addresses with no
-endpoint after a grace period, and endpoints Docker no longer knows. It is also where
-the Docker API is read (network names, container ids): never inside a handler.
+It owns the objects (local store, kvstore, netlink, IPAM, driver, datapath, policy
+views, the endpoint owner, identities, cluster sync, the Docker watcher, the
+reconciler) and routes the driver's and IPAM's events to them. Decisions live in the
+parts: an endpoint's datapath state in ``endpoints.EndpointManager``, healing in
+``reconciler.Reconciler``, health in ``status``.
 """
 
 from __future__ import annotations
@@ -14,30 +15,43 @@ import logging
 import os
 import threading
 import time
-from typing import Any
 
-from ciliumpy import __version__, nodes
+from ciliumpy import nodes
 from ciliumpy.cluster import ClusterSync
 from ciliumpy.config import Config
 from ciliumpy.docker_view import DockerView
 from ciliumpy.docker_watcher import DockerWatcher
-from ciliumpy.endpoint_datapath import EndpointDatapath
 from ciliumpy.endpoint_identity import EndpointIdentities
+from ciliumpy.endpoints import EndpointManager
 from ciliumpy.identities import IdentityAllocator
+from ciliumpy.l7proxy import ProxySupervisor
 from ciliumpy.monitor import Monitor
 from ciliumpy.policy_manager import PolicyManager
-from datapath import loader, overlay
+from ciliumpy.proxy_state import (
+    ProxyStateWriter,
+    identities_from_ipcache,
+    l7_entries,
+    labels_by_identity,
+)
+from ciliumpy.reconciler import Reconciler
+from datapath import overlay
 from datapath.datapath import Datapath
 from datapath.links import Links, enable_forwarding
-from driver.model import Endpoint, Store
+from datapath.proxy_routing import ensure_proxy_routing
+from driver.model import Endpoint, Network, Store
 from driver.service import Driver
 from ipam.allocator import IPAM, Allocation
+from policies.identities import HOST, INIT
 from policies.labels import LabelFilter
 from state.kvstore import KVError, open_store
 from state.kvstore.base import LeaseKeeper
 from state.localdb import LocalDB
 
 log = logging.getLogger("ciliumpy.agent")
+# L7 rule kinds whose connections go to the proxy. HTTP (and gRPC) are enforced there;
+# Kafka rules are sent there too, where they fail closed (every request denied) until
+# the proxy parses Kafka. DNS (UDP) stays at L4 until the DNS proxy exists.
+L7_KINDS = ("http", "kafka")
 
 
 class Agent:
@@ -66,29 +80,43 @@ class Agent:
         if overlay.is_tunnel(config.datapath_mode):
             self.driver.default_mtu = overlay.endpoint_mtu(self.underlay_mtu)
         self.cluster: ClusterSync | None = None
+        self.overlay_ifindex = 0  # tunnel modes: the overlay device
         self.allocator = IdentityAllocator(self.kv, config.node_name)
         self.datapath = Datapath(config.bpf_pin_dir)
-        self.endpoint_dp = EndpointDatapath(self.datapath, config.policy_enforcement)
         self.monitor = Monitor(self.allocator.get, self._endpoint_view)
-        self.policy = PolicyManager(
-            self.kv, self.store, self.datapath, self.allocator, config.policy_enforcement,
-            program=lambda ep: self.endpoint_dp.program(ep, ep.ifindex, attach=False))
-        self.endpoint_dp.policy = self.policy
+        self.policy = PolicyManager(self.kv, self.datapath, self.allocator,
+                                    config.policy_enforcement,
+                                    on_change=lambda: self.endpoints.sync_all())
+        self.proxy = ProxySupervisor(os.path.join(config.state_dir, "proxy"), config.proxy_port,
+                                     config.proxy_workers, on_event=self.monitor.ingest_l7)
+        self.proxy_state = ProxyStateWriter(self.proxy.state_path, self._proxy_state)
+        self.endpoints = EndpointManager(self.datapath, self.policy, config.policy_enforcement,
+                                         self.store.endpoints,
+                                         proxy_ports={k: config.proxy_port for k in L7_KINDS},
+                                         on_written=self.proxy_state.kick)
+        self.reconciler = Reconciler(self.store, self.links, self.ipam, self.docker,
+                                     self.datapath, self.allocator,
+                                     remove_endpoint=self._remove_endpoint,
+                                     remove_network=self._remove_network,
+                                     gc_grace=config.gc_grace,
+                                     identity_gc_grace=config.identity_gc_grace)
         self.lease: LeaseKeeper | None = None
         self.identities: EndpointIdentities | None = None
         self.watcher: DockerWatcher | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._suspect_links: dict[str, float] = {}
 
     # ---- lifecycle ---------------------------------------------------------
     def start(self) -> None:
         enable_forwarding()
+        ensure_proxy_routing()
         self.datapath.start(on_event=self.monitor.ingest)
         self._start_overlay()
         self._program_host_addresses()
         self._reprogram_endpoints()
         self.policy.start()
+        self.proxy_state.start()
+        self.proxy.start()
         self.lease = LeaseKeeper(self.kv, self.config.lease_ttl,
                                  f"ciliumpy-{self.config.node_name}")
         self.identities = EndpointIdentities(
@@ -104,7 +132,8 @@ class Agent:
         if self.config.datapath_mode != "routed":
             self.cluster = ClusterSync(self.kv, self.config.node_name,
                                        self.config.datapath_mode, self.datapath, self.links,
-                                       self.lease, self.store.endpoints)
+                                       self.lease, self.store.endpoints,
+                                       overlay_ifindex=self.overlay_ifindex)
             self.cluster.start()
             self.cluster.kick()
         self.watcher = DockerWatcher(self.config.docker_host, self.identities.container_seen,
@@ -114,9 +143,12 @@ class Agent:
                                         daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, stop_proxy: bool = False) -> None:
+        """Stops the background work; ``stop_proxy`` (a clean agent stop) also ends the
+        L7 proxy, which otherwise keeps serving for the next agent to adopt."""
         self._stop.set()
-        for part in (self.watcher, self.identities, self.cluster):
+        for part in (self.watcher, self.identities, self.cluster, self.proxy_state,
+                     self.proxy if stop_proxy else None):
             if part is not None:
                 part.stop()
 
@@ -129,13 +161,14 @@ class Agent:
             return
         index = overlay.ensure_device(self.config.datapath_mode, self.links,
                                       self.underlay_mtu)
+        self.overlay_ifindex = index
         self.datapath.attach_overlay(index)
         self.datapath.set_mode(index)
 
     def _program_host_addresses(self) -> None:
         """The host's own addresses and every network's gateway are identity host."""
         for address in self.links.local_addresses() + self._gateways():
-            self.datapath.set_ipcache(ipaddress.ip_network(address), 1)
+            self.datapath.set_ipcache(ipaddress.ip_network(address), HOST)
 
     def _gateways(self) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
         return [ipaddress.ip_address(g) for n in self.store.networks()
@@ -151,15 +184,30 @@ class Agent:
             if ifindex != endpoint.ifindex:
                 endpoint.ifindex = ifindex
                 self.store.put_endpoint(endpoint)
-            self.endpoint_dp.program(endpoint, ifindex)
+            self.endpoints.created(endpoint)
 
     def _identity_changed(self, endpoint: Endpoint) -> None:
         current = self.store.endpoint(endpoint.endpoint_id)
-        if current is not None and current.ifindex:
-            self.endpoint_dp.program(current, current.ifindex, attach=False)
-            self.policy.sync_endpoint(current)
+        if current is not None:
+            self.endpoints.identity_changed(current)
         if self.cluster is not None:
             self.cluster.kick()
+
+    def _proxy_state(self) -> dict:
+        """What the L7 proxy judges with (``ciliumpy.proxy_state``)."""
+        l7 = []
+        with self.policy.lock:
+            for endpoint in self.store.endpoints():
+                if not endpoint.ifindex:
+                    continue
+                view = self.policy.view_of(endpoint.labels, endpoint.identity == INIT)
+                addresses = [a.split("/")[0] for a in endpoint.addresses]
+                l7 += l7_entries(addresses, view.counts, L7_KINDS)
+            labels = labels_by_identity(self.policy.identities)
+        names = {a.split("/")[0]: e.container_name for e in self.store.endpoints()
+                 for a in e.addresses if e.container_name}
+        return {"identities": identities_from_ipcache(self.datapath.ipcache()),
+                "labels": labels, "names": names, "l7": l7}
 
     def _endpoint_view(self, ifindex: int) -> dict | None:
         for endpoint in self.store.endpoints():
@@ -177,9 +225,8 @@ class Agent:
             self.identities.new_lease(lease)
 
     def node_info(self) -> nodes.Node:
-        blocks = sorted({row["block"] for row in self.db.query("SELECT block FROM ipam_blocks")})
         return nodes.Node(name=self.config.node_name, ip=self.node_ip,
-                          encapsulation=self.config.datapath_mode, blocks=blocks,
+                          encapsulation=self.config.datapath_mode, blocks=self.ipam.blocks(),
                           api=self.config.api_socket, ipv6=self.config.node_ipv6)
 
     def register_node(self, lease: str | None = None) -> None:
@@ -205,18 +252,15 @@ class Agent:
         network = self.store.network(endpoint.network_id)
         for gateway in (network.gateway_v4, network.gateway_v6) if network else ():
             if gateway:
-                self.datapath.set_ipcache(ipaddress.ip_network(gateway), 1)
-        self.endpoint_dp.program(endpoint, endpoint.ifindex)
-        self.policy.sync_endpoint(endpoint)
+                self.datapath.set_ipcache(ipaddress.ip_network(gateway), HOST)
+        self.endpoints.created(endpoint)
         if self.cluster is not None:
             self.cluster.kick()
 
     def endpoint_deleted(self, endpoint: Endpoint) -> None:
         # ReleaseAddress normally follows; if it never does, the GC frees the address.
         self.ipam.unbind(endpoint.endpoint_id)
-        if endpoint.ifindex:
-            self.endpoint_dp.remove(endpoint, endpoint.ifindex)
-            self.policy.forget(endpoint)
+        self.endpoints.removed(endpoint)
         if self.identities is not None:
             self.identities.endpoint_removed(endpoint)
         if self.cluster is not None:
@@ -229,128 +273,22 @@ class Agent:
         if endpoint is not None:
             log.info("endpoint %s released without DeleteEndpoint: removing it",
                      endpoint.endpoint_id[:12])
-            self.driver.delete_endpoint(endpoint.endpoint_id)
-            self.endpoint_deleted(endpoint)
+            self._remove_endpoint(endpoint)
+
+    def _remove_endpoint(self, endpoint: Endpoint) -> None:
+        """An endpoint Docker will never delete (gone while we or dockerd were down)."""
+        self.driver.delete_endpoint(endpoint.endpoint_id)
+        self.endpoint_deleted(endpoint)
+
+    def _remove_network(self, network: Network) -> None:
+        """A network Docker no longer has: forget it and free its pools (subnets)."""
+        self.driver.delete_network(network.network_id)
+        for pool_id in self.ipam.release_pools(network.pools):
+            log.info("released pool %s of removed network %s", pool_id,
+                     network.name or network.network_id[:12])
 
     # ---- reconciliation ----------------------------------------------------
     def reconcile(self) -> dict[str, int]:
-        grace = self.config.gc_grace
-        now = time.time()
-        removed_endpoints = 0
-        for endpoint in self.store.endpoints():
-            if not self.links.exists(endpoint.host_ifname) and now - endpoint.created > 1.0:
-                log.info("endpoint %s lost its link %s: removing", endpoint.endpoint_id[:12],
-                         endpoint.host_ifname)
-                self.driver.delete_endpoint(endpoint.endpoint_id)
-                self.endpoint_deleted(endpoint)
-                removed_endpoints += 1
-        removed_links = self._remove_leaked_links(grace)
-        removed_endpoints += self._reconcile_with_docker(grace)
-        live = {e.endpoint_id for e in self.store.endpoints()}
-        freed = self.ipam.reclaim_orphans(grace, live)
-        for address in freed:
-            log.info("reclaimed orphan address %s", address)
+        result = self.reconciler.run()
         self.register_node()
-        self.datapath.ct_gc()
-        collected: list[int] = []
-        try:
-            collected = self.allocator.gc(self.config.identity_gc_grace)
-        except KVError as exc:
-            log.warning("identity GC skipped: %s", exc)
-        for number in collected:
-            log.info("garbage-collected identity %d", number)
-        return {"endpoints": removed_endpoints, "links": removed_links, "addresses": len(freed),
-                "identities": len(collected)}
-
-    def _remove_leaked_links(self, grace: float) -> int:
-        """Veth pairs no endpoint owns whose container side is back in the host
-        namespace (Docker moved it back but could not call DeleteEndpoint). A live
-        container's side is in its own namespace, so other agents' endpoints on this
-        host are never touched; the grace covers CreateEndpoint..Join."""
-        known = {e.host_ifname for e in self.store.endpoints()}
-        peers = set(self.links.list_names("tmp"))
-        now = time.time()
-        removed = 0
-        for name in self.links.list_names("lxc"):
-            if name in known or "tmp" + name[3:] not in peers:
-                self._suspect_links.pop(name, None)
-                continue
-            first = self._suspect_links.setdefault(name, now)
-            if now - first >= grace:
-                log.info("removing leaked link %s", name)
-                self.links.delete(name)
-                self._suspect_links.pop(name, None)
-                removed += 1
-        return removed
-
-    def _reconcile_with_docker(self, grace: float) -> int:
-        view = self.docker.snapshot()
-        if view is None:
-            return 0
-        removed = 0
-        for network in self.store.networks():
-            name = view.network_names.get(network.network_id)
-            if name and name != network.name:
-                network.name = name
-                self.store.put_network(network)
-        for endpoint in self.store.endpoints():
-            container = view.containers.get(endpoint.endpoint_id)
-            if container is not None:
-                if (container.id, container.name) != (endpoint.container_id,
-                                                      endpoint.container_name):
-                    endpoint.container_id, endpoint.container_name = container.id, container.name
-                    self.store.put_endpoint(endpoint)
-            elif (endpoint.network_id in view.network_names
-                  and time.time() - endpoint.created > grace):
-                log.info("endpoint %s is unknown to Docker: removing", endpoint.endpoint_id[:12])
-                self.driver.delete_endpoint(endpoint.endpoint_id)
-                self.endpoint_deleted(endpoint)
-                removed += 1
-        return removed
-
-    # ---- views ---------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
-        endpoints = self.store.endpoints()
-        states: dict[str, int] = {}
-        for endpoint in endpoints:
-            states[endpoint.state] = states.get(endpoint.state, 0) + 1
-        return {
-            "version": __version__,
-            "node": self.config.node_name,
-            "pid": os.getpid(),
-            "uptime_seconds": round(time.time() - self.started, 1),
-            "kvstore": {"backend": self.kv.name, "healthy": self._kv_healthy(),
-                        "lease": bool(self.lease and self.lease.healthy),
-                        "error": self.lease.error if self.lease else None},
-            "identities_in_use": sorted(self.identities.in_use()) if self.identities else [],
-            "datapath": self._datapath_status(),
-            "plugin_socket": self.config.plugin_socket,
-            "networks": len(self.store.networks()),
-            "endpoints": len(endpoints),
-            "endpoint_states": states,
-            "docker": self.docker.last_status,
-            "docker_watcher": {"connected": bool(self.watcher and self.watcher.connected)},
-            "cluster": self.cluster.view() if self.cluster else None,
-        }
-
-    def _datapath_status(self) -> dict[str, Any]:
-        startup = loader.STARTUP
-        return {"mode": self.config.datapath_mode,
-                "policy_enforcement": self.config.policy_enforcement,
-                "programs": startup.source_hash if startup else None,
-                "compiled_at_start": bool(startup and startup.compiled),
-                "compile_seconds": round(startup.compile_seconds, 3) if startup else None,
-                "compiles_in_worker": int(bool(self.datapath.loaded
-                                               and self.datapath.loaded.compiled)),
-                "policy_entries": len(self.datapath.entries),
-                "policy_revision": self.policy.revision,
-                "policy_enforced_revision": self.policy.enforced,
-                "policy_error": self.policy.error,
-                "events_seen": self.monitor.seen}
-
-    def _kv_healthy(self) -> bool:
-        try:
-            self.kv.get("ciliumpy/state/healthcheck")
-            return True
-        except Exception:
-            return False
+        return result

@@ -1,6 +1,8 @@
-"""Datapath events made readable: each drop or policy verdict gets the labels of both
-identities and the endpoint's container, is kept in a bounded ring (the last
-``capacity`` events) and is pushed to every live ``ciliumpy monitor`` stream."""
+"""Datapath and L7 events made readable: each drop or policy verdict gets the labels of
+both identities and the endpoint's container, each L7 request (from the proxy, labelled
+there) its request fields; all are kept in a bounded ring (the last ``capacity``
+events), pushed to every live ``ciliumpy monitor`` stream, and L7 requests are counted
+for ``/metrics`` (by verdict, and a latency histogram)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,9 @@ import time
 from collections.abc import Callable, Iterator
 
 from policies.identities import RESERVED, Identity
+
+# L7 request latency buckets (seconds), as Prometheus histograms spell them
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class Monitor:
@@ -23,8 +28,11 @@ class Monitor:
         self._subscribers: list[queue.Queue] = []
         self._labels: dict[int, list[str]] = {}
         self._lock = threading.Lock()
+        self.l7_requests: collections.Counter = collections.Counter()  # (verdict, protocol)
+        self.l7_latency = [0] * (len(LATENCY_BUCKETS) + 1)  # counts per bucket, then +Inf
+        self.l7_latency_sum = 0.0
 
-    def _labels_of(self, number: int) -> list[str]:
+    def labels_of(self, number: int) -> list[str]:
         if number in RESERVED:
             return [f"reserved:{RESERVED[number]}"]
         if number not in self._labels:
@@ -39,11 +47,42 @@ class Monitor:
 
     def ingest(self, event: dict) -> None:
         event["time"] = time.time()
-        event["src_labels"] = self._labels_of(event["src_identity"])
-        event["dst_labels"] = self._labels_of(event["dst_identity"])
+        event["src_labels"] = self.labels_of(event["src_identity"])
+        event["dst_labels"] = self.labels_of(event["dst_identity"])
         endpoint = self.endpoint_lookup(event["ifindex"])
         if endpoint:
             event["endpoint"] = endpoint
+        self._publish(event)
+
+    def ingest_l7(self, raw: dict) -> None:
+        """One request as the L7 proxy saw it, in the datapath events' field names."""
+        src, dst, http = raw.get("src") or {}, raw.get("dst") or {}, raw.get("http") or {}
+        event = {"type": "l7", "time": raw.get("time", time.time()),
+                 "verdict": raw.get("verdict"), "direction": raw.get("direction"),
+                 "protocol": raw.get("protocol"), "reason": raw.get("reason"),
+                 "src_ip": src.get("ip"), "src_port": src.get("port"),
+                 "dst_ip": dst.get("ip"), "dst_port": dst.get("port"),
+                 "src_identity": src.get("identity"), "dst_identity": dst.get("identity"),
+                 "src_labels": src.get("labels") or [], "dst_labels": dst.get("labels") or [],
+                 "src_name": src.get("name"), "dst_name": dst.get("name"),
+                 "http": http, "grpc_status": raw.get("grpc_status")}
+        latency = http.get("latency_ms")
+        with self._lock:
+            self.l7_requests[(event["verdict"], event["protocol"])] += 1
+            if isinstance(latency, (int, float)):
+                seconds = latency / 1000.0
+                self.l7_latency_sum += seconds
+                index = next((i for i, bound in enumerate(LATENCY_BUCKETS) if seconds <= bound),
+                             len(LATENCY_BUCKETS))
+                self.l7_latency[index] += 1
+        self._publish(event)
+
+    def l7_snapshot(self) -> tuple[dict, list[int], float]:
+        """(requests by (verdict, protocol), latency bucket counts, latency sum)."""
+        with self._lock:
+            return dict(self.l7_requests), list(self.l7_latency), self.l7_latency_sum
+
+    def _publish(self, event: dict) -> None:
         with self._lock:
             self.seen += 1
             self.events.append(event)
@@ -81,6 +120,8 @@ class Monitor:
 
 def format_event(event: dict) -> str:
     """One line, like Cilium's monitor: what, why, where, and both sides' labels."""
+    if event["type"] == "l7":
+        return format_l7(event)
     endpoint = event.get("endpoint") or {}
     where = endpoint.get("container_name") or endpoint.get("endpoint_id", "")[:12] or (
         f"ifindex {event['ifindex']}")
@@ -94,5 +135,21 @@ def format_event(event: dict) -> str:
         head = f"-> policy-verdict {event['verdict']} {event['direction']} on {where}"
     return (f"{head}: {event['protocol']} {src} -> {dst} "
             f"identity {event['src_identity']}->{event['dst_identity']} "
+            f"src labels [{', '.join(event['src_labels'])}] "
+            f"dst labels [{', '.join(event['dst_labels'])}]")
+
+
+def format_l7(event: dict) -> str:
+    """Hubble's L7 wording: ``(HTTP/1.1 GET http://host/path) -> 403``."""
+    http = event.get("http") or {}
+    version = {"http": "HTTP/1.1", "http2": "HTTP/2", "grpc": "gRPC"}.get(
+        event.get("protocol"), event.get("protocol"))
+    url = f"http://{http.get('host') or event['dst_ip']}{http.get('path') or ''}"
+    grpc = f" grpc-status {event['grpc_status']}" if event.get("grpc_status") is not None else ""
+    return (f"<> l7 {event['verdict']} {event['direction']} ({version} {http.get('method')} "
+            f"{url}) -> {http.get('status')}{grpc} "
+            f"{event['src_ip']}:{event['src_port']} -> {event['dst_ip']}:{event['dst_port']} "
+            f"identity {event['src_identity']}->{event['dst_identity']} "
+            f"{http.get('latency_ms')} ms "
             f"src labels [{', '.join(event['src_labels'])}] "
             f"dst labels [{', '.join(event['dst_labels'])}]")

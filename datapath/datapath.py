@@ -45,6 +45,13 @@ class PolicyEntry:
                 for port, bits in maps.port_prefixes(self.port, last)]
 
 
+def _policy_value(deny: bool, proxy_port: int) -> maps.PolicyVal:
+    value = maps.PolicyVal()
+    value.flags = maps.POLICY_DENY if deny else 0
+    value.proxy_port = proxy_port
+    return value
+
+
 def interface_mac(ifindex: int) -> str:
     """Through netlink, not /sys/class/net: an agent entered into a network namespace
     with nsenter still sees the host's sysfs."""
@@ -62,7 +69,10 @@ class Datapath:
         self.tc: TC | None = None
         self.reader: EventReader | None = None
         self.entries: set[PolicyEntry] = set()
-        self._key_refs: dict[tuple[bool, bytes], int] = {}  # entries may share map keys
+        # Entries may share map keys (port-range prefixes, an L7 and an L4-only allow of
+        # the same peer and port): each key keeps the proxy ports of the entries on it,
+        # and its value redirects to the proxy while any of them does.
+        self._key_refs: dict[tuple[bool, bytes], list[int]] = {}
         self._lock = threading.RLock()
 
     # ---- lifecycle -----------------------------------------------------------
@@ -89,8 +99,10 @@ class Datapath:
         self.tc.attach(ifindex, programs["from_container"], programs["to_container"])
 
     def attach_overlay(self, ifindex: int) -> None:
-        """from_overlay on the tunnel device's ingress (decapsulated packets)."""
-        self.tc.attach_ingress(ifindex, self.loaded.programs["from_overlay"], "from_overlay")
+        """from_overlay on the tunnel device's ingress (decapsulated packets), to_overlay
+        on its egress (what the host itself routes to remote endpoints)."""
+        self.tc.attach_overlay(ifindex, self.loaded.programs["from_overlay"],
+                               self.loaded.programs["to_overlay"])
 
     def set_mode(self, tunnel_ifindex: int | None) -> None:
         """Tunnel mode with the overlay device, or routed (None): one map entry."""
@@ -159,17 +171,16 @@ class Datapath:
     # ---- policy ------------------------------------------------------------------
     def add_policy(self, entry: PolicyEntry) -> None:
         """Writes one entry (a few map keys for a port range); touches nothing else."""
-        value = maps.PolicyVal()
-        value.flags = maps.POLICY_DENY if entry.deny else 0
-        value.proxy_port = entry.proxy_port
         table = self.maps["cp_policy_deny_v1" if entry.deny else "cp_policy_allow_v1"]
         with self._lock:
             if entry in self.entries:
                 return
             for key in entry.map_keys():
-                table.update(key, value)
-                ref = (entry.deny, bytes(key))
-                self._key_refs[ref] = self._key_refs.get(ref, 0) + 1
+                ports = self._key_refs.setdefault((entry.deny, bytes(key)), [])
+                before = max(ports, default=None)
+                ports.append(entry.proxy_port)
+                if max(ports) != before:
+                    table.update(key, _policy_value(entry.deny, max(ports)))
             self.entries.add(entry)
 
     def remove_policy(self, entry: PolicyEntry) -> bool:
@@ -180,10 +191,14 @@ class Datapath:
             self.entries.discard(entry)
             for key in entry.map_keys():
                 ref = (entry.deny, bytes(key))
-                self._key_refs[ref] -= 1
-                if self._key_refs[ref] == 0:
+                ports = self._key_refs[ref]
+                before = max(ports)
+                ports.remove(entry.proxy_port)
+                if not ports:
                     del self._key_refs[ref]
                     table.delete(key)
+                elif max(ports) != before:
+                    table.update(key, _policy_value(entry.deny, max(ports)))
             return True
 
     def policy(self, ep: int | None = None) -> list[dict]:
@@ -206,7 +221,7 @@ class Datapath:
                     key.ep, "ingress" if key.dir == maps.DIR_INGRESS else "egress",
                     key.identity, key.proto, port, end, deny, value.proxy_port)
                 self.entries.add(entry)
-                self._key_refs[(deny, bytes(key))] = 1
+                self._key_refs[(deny, bytes(key))] = [value.proxy_port]
 
     # ---- conntrack and metrics -------------------------------------------------
     def conntrack(self) -> list[dict]:
@@ -219,8 +234,26 @@ class Datapath:
                 "flags": [name for bit, name in maps.CT_FLAGS.items() if value.flags & bit],
                 "packets": value.packets, "bytes": value.bytes,
                 "src_identity": value.src_identity, "dst_identity": value.dst_identity,
+                "proxy_port": value.proxy_port,
                 "idle_seconds": round((now - value.last_seen) / 1e9, 1)})
         return result
+
+    def ct_forget_port(self, addresses: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address],
+                       direction: str, first: int, last: int) -> int:
+        """Deletes the TCP connections of an endpoint (its ``addresses``; the source for
+        egress, the destination for ingress) to ports ``first..last`` whose L7 redirect
+        just changed: their next packet is judged anew, so a connection opened before its
+        port went through the proxy is reset at once by the proxy's listener instead of
+        going on unchecked; one the proxy already holds finds its socket again."""
+        wanted = {ip.packed.ljust(16, b"\0") for ip in addresses}
+        table = self.maps["cp_ct_v1"]
+        removed = 0
+        for key, _value in table.items():
+            side = bytes(key.saddr if direction == "egress" else key.daddr)
+            if (key.proto == 6 and side in wanted and first <= key.dport <= last
+                    and table.delete(key)):
+                removed += 1
+        return removed
 
     def ct_gc(self) -> int:
         """Deletes expired entries (the datapath ignores them already; this frees room)."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+IFF_NOARP = 0x80
 RTPROT_CILIUMPY = 199
 RT_SCOPE_LINK = 253
 MAIN_TABLE = 254
@@ -142,7 +143,10 @@ class Links:
                             {"geneve_collect_metadata": 1, "geneve_port": port})
                     self._ipr.link("add", ifname=name, kind=kind, **spec)
                 index = self._ipr.link_lookup(ifname=name)[0]
-                self._ipr.link("set", index=index, state="up")
+                # no ARP: the host routes remote blocks to this device and to_overlay
+                # picks the node per packet (the inner MAC is rewritten on arrival)
+                self._ipr.link("set", index=index, state="up", flags=IFF_NOARP,
+                               change=IFF_NOARP)
                 return index
             except NetlinkError as exc:
                 raise LinkError(f"cannot set up the {kind} device {name}: "
@@ -152,13 +156,16 @@ class Links:
         with self._lock:
             self._ipr.link("set", index=index, mtu=mtu)
 
-    def set_remote_route(self, prefix: str, via: str) -> None:
-        """Native routing: a remote node's block through its underlay address."""
+    def set_remote_route(self, prefix: str, via: str | int) -> None:
+        """A remote node's block: through its underlay address (native routing), or
+        onto the overlay device given by ifindex (tunnel modes: the host's own traffic
+        to remote endpoints, which to_overlay encapsulates)."""
         net = ipaddress.ip_network(prefix)
+        target = {"oif": via, "scope": 253} if isinstance(via, int) else {"gateway": via}
         with self._lock:
             try:
-                self._ipr.route("replace", dst=str(net), gateway=via, proto=RTPROT_CILIUMPY,
-                                family=AF_INET if net.version == 4 else AF_INET6)
+                self._ipr.route("replace", dst=str(net), proto=RTPROT_CILIUMPY,
+                                family=AF_INET if net.version == 4 else AF_INET6, **target)
             except NetlinkError as exc:
                 raise LinkError(f"cannot route {prefix} via {via}: {exc.args[-1]}") from None
 
@@ -172,9 +179,10 @@ class Links:
             except NetlinkError:
                 return False
 
-    def routes_via(self) -> dict[str, str]:
-        """Our routes that go through a gateway (remote blocks): prefix -> via."""
-        result = {}
+    def routes_via(self, overlay_ifindex: int | None = None) -> dict[str, str | int]:
+        """Our routes to remote blocks: prefix -> gateway (native routing), or prefix
+        -> ``overlay_ifindex`` for those onto the overlay device (tunnel modes)."""
+        result: dict[str, str | int] = {}
         with self._lock:
             for family in (AF_INET, AF_INET6):
                 for route in self._ipr.get_routes(family=family, table=MAIN_TABLE,
@@ -182,6 +190,8 @@ class Links:
                     via, dst = route.get_attr("RTA_GATEWAY"), route.get_attr("RTA_DST")
                     if via and dst:
                         result[f"{dst}/{route['dst_len']}"] = via
+                    elif dst and overlay_ifindex and route.get_attr("RTA_OIF") == overlay_ifindex:
+                        result[f"{dst}/{route['dst_len']}"] = overlay_ifindex
         return result
 
     def mtu_of_address(self, address: str) -> int | None:

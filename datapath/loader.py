@@ -23,9 +23,9 @@ log = logging.getLogger("ciliumpy.datapath")
 
 BPF_DIR = Path(__file__).parent / "bpf"
 SOURCES = ["lib/common.h", "lib/maps.h", "lib/parse.h", "lib/events.h", "lib/conntrack.h",
-           "lib/policy.h", "lib/ingress.h", "lib/overlay.h", "from_container.c", "to_container.c",
-           "from_overlay.c"]
-PROGRAMS = ("from_container", "to_container", "from_overlay")
+           "lib/policy.h", "lib/ingress.h", "lib/overlay.h", "lib/proxy.h", "from_container.c",
+           "to_container.c", "from_overlay.c", "to_overlay.c"]
+PROGRAMS = ("from_container", "to_container", "from_overlay", "to_overlay")
 MAP_SPECS = {  # name -> (key type, value type, max entries, per-cpu)
     "cp_endpoints_v2": (maps.ct.c_uint32, maps.EpInfo, 4096, False),
     "cp_ipcache_v1": (maps.IpcacheKey, maps.IpcacheVal, 512000, False),

@@ -18,7 +18,10 @@ lib.bpf_obj_pin.argtypes = [ct.c_int, ct.c_char_p]
 EP_ENFORCE_INGRESS, EP_ENFORCE_EGRESS = 1, 2
 POLICY_DENY = 1
 DIR_INGRESS, DIR_EGRESS = 0, 1
-REASONS = {0: "forwarded", 1: "policy-denied", 2: "policy-deny-rule", 3: "malformed"}
+REASONS = {0: "forwarded", 1: "policy-denied", 2: "policy-deny-rule", 3: "malformed",
+           4: "proxy-unavailable"}
+# skb marks of the L7 redirect (bpf/lib/common.h): the low byte tells them apart
+MARK_MAGIC_MASK, MARK_TO_PROXY, MARK_FROM_PROXY = 0xFF, 0xA6, 0xA5
 CT_FLAGS = {1: "egress-ok", 2: "ingress-ok", 4: "syn", 8: "established", 16: "closing"}
 
 
@@ -68,7 +71,8 @@ class CtKey(ct.Structure):
 class CtVal(ct.Structure):
     _fields_ = [("created", ct.c_uint64), ("last_seen", ct.c_uint64), ("packets", ct.c_uint64),
                 ("bytes", ct.c_uint64), ("flags", ct.c_uint32), ("src_identity", ct.c_uint32),
-                ("dst_identity", ct.c_uint32), ("pad", ct.c_uint32)]
+                ("dst_identity", ct.c_uint32), ("proxy_port", ct.c_uint16),
+                ("pad", ct.c_uint16)]
 
 
 class MetricVal(ct.Structure):

@@ -27,9 +27,10 @@ class TC:
         self._attach(ifindex, ((INGRESS_PARENT, from_container_fd, "from_container"),
                                (EGRESS_PARENT, to_container_fd, "to_container")))
 
-    def attach_ingress(self, ifindex: int, fd: int, name: str) -> None:
-        """One filter on the ingress of ``ifindex`` (the overlay device)."""
-        self._attach(ifindex, ((INGRESS_PARENT, fd, name),))
+    def attach_overlay(self, ifindex: int, from_overlay_fd: int, to_overlay_fd: int) -> None:
+        """Both filters of the overlay device."""
+        self._attach(ifindex, ((INGRESS_PARENT, from_overlay_fd, "from_overlay"),
+                               (EGRESS_PARENT, to_overlay_fd, "to_overlay")))
 
     def _attach(self, ifindex: int, filters) -> None:
         with self._lock:

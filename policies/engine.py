@@ -3,7 +3,7 @@ default-deny, which peers an element matches. Both ``resolve`` (rules -> datapat
 entries over known identities) and ``trace`` (a verdict for label sets or running
 workloads) call these functions, so a trace predicts what the datapath does.
 
-Semantics (reference/policy.md §4): an endpoint selected by a rule with an ingress or
+Semantics (docs/policy-semantics.md): an endpoint selected by a rule with an ingress or
 ingressDeny section is default-deny for ingress (likewise egress) unless that rule sets
 ``enableDefaultDeny.<dir>: false``; allows are a union; a matching deny always wins;
 an element with a peer and no toPorts allows all ports and ICMP (L3-only), one with
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from policies.identities import RESERVED_BY_NAME
 from policies.labels import Label, parse
-from policies.model import PeerRule, PortProtocol, Requirement, Rule, Selector
+from policies.model import PeerRule, PortProtocol, PortRule, Requirement, Rule, Selector
 
 ALL_PROTOCOLS = ("TCP", "UDP", "SCTP")
 PROTO_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132, "ICMP": 1, "ICMPV6": 58}
@@ -94,7 +94,7 @@ def _entity_matches(name: str, peer: Peer) -> bool:
 def _cidr_matches(element: PeerRule, peer: Peer) -> bool:
     where = peer.cidr or (ipaddress.ip_network(peer.ip) if peer.ip is not None else None)
     if where is None or peer.kind == "endpoint":
-        return False  # CIDR rules never select managed endpoints (policy.md §7.7)
+        return False  # CIDR rules never select managed endpoints (docs/policy-semantics.md)
     for rule in element.cidrs or ():
         if rule.cidr.prefixlen == 0 and peer.reserved("world"):
             return True
@@ -120,12 +120,16 @@ def port_specs(element: PeerRule) -> list[tuple[int, int, int]]:
     """(protocol number, first port, last port) triples; protocol 0 = L3-only."""
     if not element.to_ports:
         return [(0, 0, 0)]
+    return [spec for port_rule in element.to_ports for spec in port_rule_specs(port_rule)]
+
+
+def port_rule_specs(port_rule: PortRule) -> list[tuple[int, int, int]]:
+    """The (protocol number, first port, last port) triples of one ``toPorts`` item."""
     specs = []
-    for port_rule in element.to_ports:
-        for port in port_rule.ports:
-            protocols = ALL_PROTOCOLS if port.protocol == "ANY" else (port.protocol,)
-            for protocol in protocols:
-                specs.append((PROTO_NUMBERS[protocol], port.port, port.end_port or port.port))
+    for port in port_rule.ports:
+        protocols = ALL_PROTOCOLS if port.protocol == "ANY" else (port.protocol,)
+        for protocol in protocols:
+            specs.append((PROTO_NUMBERS[protocol], port.port, port.end_port or port.port))
     return specs
 
 

@@ -12,13 +12,14 @@ sharing an identity share the work.
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from policies import engine
 from policies.engine import Peer
 from policies.labels import Label, parse
-from policies.model import Rule, selector_key
+from policies.model import PortRule, Rule, selector_key
 
 LOCAL_IDENTITY_BASE = 0x01000000
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -32,6 +33,28 @@ class Entry:
     port: int = 0
     end_port: int = 0
     deny: bool = False
+    # L7 rules of the allowing port rule, as canonical JSON {"kind", "rules"} ("" = none):
+    # such an entry sends its connections through the L7 proxy.
+    l7: str = ""
+
+    @property
+    def l7_kind(self) -> str | None:
+        return json.loads(self.l7)["kind"] if self.l7 else None
+
+    def covers(self, proto: int, port: int) -> bool:
+        """Whether this entry applies to ``port``/``proto`` (L3-only ones to all)."""
+        if self.proto == 0:
+            return True
+        return self.proto == proto and (
+            self.port == 0 or self.port <= port <= (self.end_port or self.port))
+
+
+def l7_key(port_rule: PortRule) -> str:
+    """The canonical text of a port rule's L7 rules ("" when it has none)."""
+    if not port_rule.l7_kind:
+        return ""
+    rules = [dict(rule) for rule in port_rule.l7_rules]
+    return json.dumps({"kind": port_rule.l7_kind, "rules": rules}, sort_keys=True)
 
 
 @dataclass
@@ -113,11 +136,18 @@ def rule_entries(rule: Rule, reqs: dict[str, tuple], universe: Universe,
                 peers = _peer_identities(element, universe, reqs[direction], only)
                 if not peers:
                     continue
-                for proto, first, last in engine.port_specs(element):
+                for proto, first, last, l7 in _specs(element):
                     for identity in peers:
                         entries.add(Entry(direction, identity, proto, first,
-                                          last if last != first else 0, deny))
+                                          last if last != first else 0, deny, l7))
     return entries
+
+
+def _specs(element) -> list[tuple[int, int, int, str]]:
+    if not element.to_ports:
+        return [(0, 0, 0, "")]
+    return [(*spec, l7_key(port_rule)) for port_rule in element.to_ports
+            for spec in engine.port_rule_specs(port_rule)]
 
 
 def _peer_identities(element, universe: Universe, reqs, only=None) -> set[int]:

@@ -3,7 +3,9 @@
 The log follows Cilium's ``cilium policy trace`` lines (so it can be compared with
 Cilium's documentation), for both directions: the source's egress and the
 destination's ingress; the final verdict is ALLOWED only if both allow. It uses the
-same matching functions as the resolution into datapath entries.
+same matching functions as the resolution into datapath entries, and for L7 ports
+the same HTTP rule matcher as the proxy (``policies.http_rules``): given a request
+(method, path, host, headers) it predicts the proxy's verdict.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from dataclasses import dataclass, field
 
 from policies import engine
 from policies.engine import Peer
-from policies.model import Rule
+from policies.http_rules import Request, RuleSet
+from policies.model import PeerRule, Rule
 
 
 @dataclass
@@ -44,8 +47,44 @@ class TraceResult:
                 "rules": self.rules, "log": self.log}
 
 
+def _l7_of(element: PeerRule, protocol: str, port: int) -> list[list[dict]] | None:
+    """The HTTP rule lists of the element's port rules that cover the port; None when a
+    covering port rule has no L7 rules (then every request is allowed)."""
+    if not element.to_ports:
+        return None
+    number = engine.PROTO_NUMBERS.get(protocol.upper(), 0)
+    found = []
+    for port_rule in element.to_ports:
+        if not any(proto in (0, number) and (first == 0 or first <= port <= last)
+                   for proto, first, last in engine.port_rule_specs(port_rule)):
+            continue
+        if not port_rule.l7_kind:
+            return None
+        found.append([dict(r) for r in port_rule.l7_rules] if port_rule.l7_kind == "http"
+                     else [{"method": "^$"}])  # Kafka: no HTTP request can match
+    return found
+
+
+def _l7_verdict(l7: list[list[dict]], request: Request | None, log: list[str]) -> bool:
+    """Whether the proxy lets the request through (True when no request is given)."""
+    if request is None:
+        log.append("L7 rules apply on this port: each request is judged by the L7 proxy "
+                   "(trace one with --http-method/--http-path)")
+        return True
+    for rules in l7:
+        match = RuleSet(rules).match(request)
+        if match.allowed:
+            shown = rules[match.rule_index] if match.rule_index is not None else {}
+            log.append(f"L7 rule matched: {shown or 'any request'}")
+            return True
+    log.append(f"No L7 rule matched {request.method} {request.path}: the proxy answers "
+               "403 Access denied")
+    return False
+
+
 def _direction(rules: list[Rule], direction: str, subject: Side, other: Side, protocol: str,
-               port: int, mode: str, result: TraceResult) -> str:
+               port: int, mode: str, result: TraceResult, request: Request | None = None
+               ) -> str:
     log = result.log
     word = "to" if direction == "egress" else "from"
     log.append(f"Resolving {direction} policy for {subject.label_text}")
@@ -58,6 +97,8 @@ def _direction(rules: list[Rule], direction: str, subject: Side, other: Side, pr
     if reqs:
         log.append("Enforcing requirements [" + " ".join(map(str, reqs)) + "]")
     allowed = denied = False
+    l4_only = False  # an allow without L7 rules: every request passes
+    l7: list[list[dict]] = []
     for rule in rules:
         if rule not in relevant:
             continue
@@ -91,9 +132,14 @@ def _direction(rules: list[Rule], direction: str, subject: Side, other: Side, pr
                     if not engine.port_matches(element, protocol, port):
                         log.append("        No port match found")
                         continue
-                if element.to_ports and any(pr.l7_kind for pr in element.to_ports) and not deny:
-                    log.append("        L7 rules present (enforced by the L7 proxy, "
-                               "not traced)")
+                if not deny:
+                    found = _l7_of(element, protocol, port)
+                    if found is None:
+                        l4_only = True
+                    else:
+                        log.append("        L7 rules present: "
+                                   + "; ".join(str(rules) for rules in found))
+                        l7 += found
                 if deny:
                     denied = record["denied"] = True
                 else:
@@ -105,6 +151,8 @@ def _direction(rules: list[Rule], direction: str, subject: Side, other: Side, pr
     enforced = engine.enforced(selected, direction, mode, subject.init)
     if denied:
         verdict = "DENIED"
+    elif allowed and l7 and not l4_only:
+        verdict = "ALLOWED" if _l7_verdict(l7, request, log) else "DENIED"
     elif allowed or engine.open_despite_rules(selected, direction, mode):
         verdict = "ALLOWED"
     elif not enforced:
@@ -135,13 +183,34 @@ def offline_side(text: str) -> Side:
 
 
 def trace(rules: list[Rule], src: Side, dst: Side, protocol: str, port: int,
-          mode: str = "default") -> TraceResult:
+          mode: str = "default", request: Request | None = None) -> TraceResult:
     result = TraceResult("", "")
     shown = "ICMP" if protocol.upper() in ("ICMP", "ICMPV6") else f"{port}/{protocol.upper()}"
     result.log.append(f"Tracing From: {src.label_text} => To: {dst.label_text} "
                       f"Ports: [{shown}]")
     result.log.append("")
-    result.egress = _direction(rules, "egress", src, dst, protocol, port, mode, result)
-    result.ingress = _direction(rules, "ingress", dst, src, protocol, port, mode, result)
+    if request is not None:
+        result.log.append(f"HTTP request: {request.method} {request.path}"
+                          + (f" (host {request.host})" if request.host else "")
+                          + "".join(f" [{n}: {v}]" for n, v in request.headers))
+    result.egress = _direction(rules, "egress", src, dst, protocol, port, mode, result,
+                               request)
+    result.ingress = _direction(rules, "ingress", dst, src, protocol, port, mode, result,
+                                request)
     result.log.append(f"Final verdict: {result.verdict}")
     return result
+
+
+def http_request(method: str | None, path: str | None, host: str | None = None,
+                 headers: list[str] | tuple[str, ...] = ()) -> Request | None:
+    """The request to trace from ``--http-*`` options (None when none are given);
+    headers are ``"Name: value"``."""
+    if not (method or path or host or headers):
+        return None
+    parsed = []
+    for header in headers:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"header {header!r} is not 'Name: value'")
+        parsed.append((name.strip().lower(), value.strip()))
+    return Request(method or "GET", path or "/", host, parsed)

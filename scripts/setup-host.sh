@@ -16,7 +16,7 @@ mkdir -p "$STATE"
 # --- apt packages -----------------------------------------------------------
 APT_PKGS=(docker.io docker-compose python3-bpfcc bpfcc-tools linux-headers-amd64 busybox-static
           iperf3 nftables iproute2 iptables tcpdump procps psmisc python3-venv python3-pip
-          systemd jq)
+          systemd jq curl wrk nginx-light)
 # Consul is only in bullseye: add that suite with a low pin so nothing else comes from it.
 if [ ! -f /etc/apt/sources.list.d/bullseye.sources ]; then
   log "adding Debian bullseye (pinned to priority 100) for consul"

@@ -1,6 +1,8 @@
 /* tc ingress of an endpoint's host-side veth: packets leaving the container.
- * Enforces the endpoint's egress policy against the destination's identity; in tunnel
- * mode, sends packets for endpoints on other nodes into the overlay. */
+ * Enforces the endpoint's egress policy against the destination's identity; sends
+ * connections to L7 ports (the endpoint's egress rules, or a local destination's
+ * ingress rules) to the L7 proxy; in tunnel mode, sends packets for endpoints on other
+ * nodes into the overlay. */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
@@ -8,6 +10,7 @@
 #include "lib/conntrack.h"
 #include "lib/policy.h"
 #include "lib/overlay.h"
+#include "lib/proxy.h"
 
 /* An established connection to a local endpoint whose ingress already accepted it:
  * hand the packet to that container directly (bpf_redirect_peer), skipping the host's
@@ -32,6 +35,40 @@ static __always_inline int deliver_local(struct __sk_buff *skb, struct flow *f,
 	return bpf_redirect_peer(peer_ifindex, 0);
 }
 
+/* The L7 proxy port a local destination's ingress policy gives a new connection (0 if
+ * none, or if the destination's own hook will refuse it anyway). Only a tc ingress hook
+ * can hand a connection to the proxy, so this hook decides for the destination. */
+static __always_inline __u16 local_ingress_proxy(struct ipcache_val *dst, __u32 src_id,
+						 struct flow *f)
+{
+	struct ep_info *peer;
+	__u32 peer_ifindex;
+	__u16 proxy = 0;
+
+	if (!dst || !dst->ifindex || f->proto != IPPROTO_TCP)
+		return 0;
+	peer_ifindex = dst->ifindex;
+	peer = cp_endpoints.lookup(&peer_ifindex);
+	if (!peer || !(peer->flags & EP_ENFORCE_INGRESS))
+		return 0;
+	if (policy_verdict(peer_ifindex, DIR_INGRESS, src_id, f, &proxy) != REASON_FORWARDED)
+		return 0;
+	return proxy;
+}
+
+static __always_inline int to_proxy_or_drop(struct __sk_buff *skb, struct flow *f,
+					    __u16 proxy, __u32 ifindex, __u32 src_id,
+					    __u32 dst_id)
+{
+	if (redirect_to_proxy(skb, f, proxy) == TC_ACT_OK) {
+		count(REASON_FORWARDED, DIR_EGRESS, f->len);
+		return TC_ACT_OK;
+	}
+	count(REASON_PROXY_UNAVAILABLE, DIR_EGRESS, f->len);
+	emit(EVENT_DROP, REASON_PROXY_UNAVAILABLE, DIR_EGRESS, 0, ifindex, src_id, dst_id, f);
+	return TC_ACT_SHOT;
+}
+
 int from_container(struct __sk_buff *skb)
 {
 	__u32 ifindex = skb->ifindex;
@@ -40,6 +77,7 @@ int from_container(struct __sk_buff *skb)
 	struct flow f = {};
 	__u64 now;
 	__u32 dst_id;
+	__u16 proxy = 0;
 	__u8 reason;
 	int parsed, both = 0, redirected;
 
@@ -59,7 +97,10 @@ int from_container(struct __sk_buff *skb)
 	}
 	now = bpf_ktime_get_ns();
 	dst = ipcache_lookup(f.family, f.daddr); /* once: identity, local peer, remote node */
-	if (ct_known(&f, CT_EGRESS_OK, CT_INGRESS_OK, now, &both)) {
+	if (ct_known(&f, CT_EGRESS_OK, CT_INGRESS_OK, now, &both, &proxy)) {
+		if (proxy)
+			return to_proxy_or_drop(skb, &f, proxy, ifindex, ep->identity,
+						dst ? dst->identity : ID_WORLD);
 		count(REASON_FORWARDED, DIR_EGRESS, f.len);
 		if (both) {
 			redirected = deliver_local(skb, &f, dst);
@@ -71,7 +112,7 @@ int from_container(struct __sk_buff *skb)
 	}
 	dst_id = dst ? dst->identity : ID_WORLD;
 	if (ep->flags & EP_ENFORCE_EGRESS) {
-		reason = policy_verdict(ifindex, DIR_EGRESS, dst_id, &f);
+		reason = policy_verdict(ifindex, DIR_EGRESS, dst_id, &f, &proxy);
 		emit(EVENT_POLICY_VERDICT, reason, DIR_EGRESS, reason == REASON_FORWARDED, ifindex,
 		     ep->identity, dst_id, &f);
 		if (reason != REASON_FORWARDED) {
@@ -80,9 +121,13 @@ int from_container(struct __sk_buff *skb)
 			return TC_ACT_SHOT;
 		}
 	}
-	ct_allow(&f, CT_EGRESS_OK, ep->identity, dst_id, now);
-	count(REASON_FORWARDED, DIR_EGRESS, f.len);
+	if (!proxy)
+		proxy = local_ingress_proxy(dst, ep->identity, &f);
+	ct_allow(&f, CT_EGRESS_OK, ep->identity, dst_id, now, proxy);
 	emit(EVENT_TRACE, REASON_FORWARDED, DIR_EGRESS, 1, ifindex, ep->identity, dst_id, &f);
+	if (proxy)
+		return to_proxy_or_drop(skb, &f, proxy, ifindex, ep->identity, dst_id);
+	count(REASON_FORWARDED, DIR_EGRESS, f.len);
 	redirected = encap_to_remote(skb, dst, ep->identity);
 	return redirected >= 0 ? redirected : TC_ACT_OK;
 }

@@ -2,7 +2,7 @@
  * decapsulated. The VNI is the sender's security identity: the destination endpoint's
  * ingress policy is enforced on it right here (no ipcache lookup for the source), and
  * an accepted packet goes straight into the container with bpf_redirect_peer, skipping
- * the host stack and the host veth. */
+ * the host stack and the host veth, or to the L7 proxy when its port has L7 rules. */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
@@ -10,6 +10,7 @@
 #include "lib/conntrack.h"
 #include "lib/policy.h"
 #include "lib/ingress.h"
+#include "lib/proxy.h"
 
 int from_overlay(struct __sk_buff *skb)
 {
@@ -18,6 +19,7 @@ int from_overlay(struct __sk_buff *skb)
 	struct ipcache_val *dst;
 	struct ep_info *ep;
 	__u32 ifindex, src_id;
+	__u16 proxy = 0;
 	int parsed;
 
 	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
@@ -26,16 +28,28 @@ int from_overlay(struct __sk_buff *skb)
 	if (parsed != 0)
 		return parsed > 0 ? TC_ACT_OK : TC_ACT_SHOT;
 	dst = ipcache_lookup(f.family, f.daddr);
-	if (!dst || !dst->ifindex)
-		return TC_ACT_OK; /* not a local endpoint: the host decides */
+	if (!dst || !dst->ifindex) {
+		/* not a local endpoint: the host's own (replies to its proxy, say). The inner
+		 * frame was addressed to the sender's side: make the stack take it. */
+		bpf_skb_change_type(skb, 0 /* PACKET_HOST */);
+		return TC_ACT_OK;
+	}
 	ifindex = dst->ifindex;
 	ep = cp_endpoints.lookup(&ifindex);
 	if (!ep)
 		return TC_ACT_OK;
 	src_id = key.tunnel_id & VNI_MASK;
-	if (!f.passthrough && ingress_verdict(ep, ifindex, &f, src_id ? src_id : ID_WORLD)
-	    != TC_ACT_OK)
+	if (!f.passthrough && ingress_verdict(ep, ifindex, &f, src_id ? src_id : ID_WORLD, 0,
+					      &proxy) != TC_ACT_OK)
 		return TC_ACT_SHOT;
+	if (proxy) {
+		if (redirect_to_proxy(skb, &f, proxy) == TC_ACT_OK)
+			return TC_ACT_OK;
+		count(REASON_PROXY_UNAVAILABLE, DIR_INGRESS, f.len);
+		emit(EVENT_DROP, REASON_PROXY_UNAVAILABLE, DIR_INGRESS, 0, ifindex, src_id,
+		     ep->identity, &f);
+		return TC_ACT_SHOT;
+	}
 	/* the inner frame was addressed to the sender's gateway: readdress it the way the
 	 * host would (from our gateway to the container) */
 	if (bpf_skb_store_bytes(skb, 0, ep->mac, 6, 0) < 0 ||

@@ -220,3 +220,59 @@ def test_geneve_is_refused_in_one_sentence_where_the_kernel_has_none(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert "this kernel cannot create a geneve device" in last and "use --datapath-mode vxlan" \
         in last, proc.stderr
+
+
+def wget(host, container: str, url: str) -> str:
+    """What busybox wget prints: the page, or its error line (403 from the proxy, 404
+    from the server itself)."""
+    out = host.exec(container, "timeout", "5", "wget", "-qO-", url)
+    return out.stdout if out.returncode == 0 else out.stderr.strip()
+
+
+@pytest.mark.timeout(300)
+def test_l7_rules_across_hosts(workdir, docker_ready, tmp_path):
+    """VXLAN, two hosts: ingress L7 on the server's host (the overlay device hands the
+    connection to that host's proxy) and egress L7 on the client's host (the proxy's
+    upstream connection leaves through the overlay device, carrying the client's
+    identity as VNI). A request the rules deny gets the proxy's 403, an allowed one the
+    server's own answer (its 404 for a missing page)."""
+    made = Cluster(2, workdir)
+    try:
+        made.start()
+        made.start_agents("vxlan")
+        h1, h2 = made.hosts
+        for host in made.hosts:
+            host.docker.network_create("cpy-mh7", "--subnet", "10.93.0.0/16")
+        client = h1.run("cpy-mh7", "-l", "app=client")
+        server = h2.run("cpy-mh7", "-l", "app=server", command=HTTPD)
+        address = h2.docker.ip(server, "cpy-mh7")
+        wait(lambda: "ciliumpy test page" in wget(h1, client, f"http://{address}/"), 20,
+             "the cluster to converge")
+        for direction, subject, peer, rule in (
+                ("ingress", "server", "fromEndpoints: [{matchLabels: {app: client}}]",
+                 "{method: GET, path: /index.html}"),
+                ("egress", "client", "toEndpoints: [{matchLabels: {app: server}}]",
+                 "{method: GET, path: /missing.html}")):
+            policy = tmp_path / f"{direction}.yaml"
+            policy.write_text(
+                f"endpointSelector: {{matchLabels: {{app: {subject}}}}}\n"
+                f"{direction}:\n- {peer}\n  toPorts:\n  - ports: [{{port: '80', protocol: TCP}}]\n"
+                f"    rules: {{http: [{rule}]}}\n")
+            cli(h1.agent, "policy", "delete", "--all", check=False)
+            revision = cli(h1.agent, "policy", "import", str(policy)).stdout.split()[-1]
+            for host in made.hosts:
+                cli(host.agent, "policy", "wait", revision, "--timeout", "15")
+            time.sleep(0.5)  # the proxies re-read their state within 100 ms
+            if direction == "ingress":
+                assert "ciliumpy test page" in wget(h1, client, f"http://{address}/index.html")
+                assert "403 Forbidden" in wget(h1, client, f"http://{address}/other.html")
+            else:
+                assert "404 Not Found" in wget(h1, client, f"http://{address}/missing.html")
+                assert "403 Forbidden" in wget(h1, client, f"http://{address}/index.html")
+            proxy_host = h2 if direction == "ingress" else h1
+            events = [e for e in proxy_host.agent.api("/v1/monitor?follow=0&type=l7")
+                      if e.get("verdict") == "DENIED"]
+            assert events and events[-1]["src_labels"] == ["container:app=client"], events
+            assert events[-1]["dst_labels"] == ["container:app=server"]
+    finally:
+        made.stop()

@@ -43,6 +43,12 @@ def raw_post(socket_path: str, path: str, body: bytes | None, timeout: float = 3
     return status, json.loads(payload) if payload else None
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("0.0.0.0", 0))
+        return probe.getsockname()[1]
+
+
 def new_pin_dir() -> str:
     return f"/sys/fs/bpf/ciliumpy-test-{uuid.uuid4().hex[:8]}"
 
@@ -62,12 +68,16 @@ class Agent:
     # Each test agent pins its own maps: agents sharing pins would share one ring
     # buffer and steal each other's events.
     pin_dir: str = field(default_factory=lambda: new_pin_dir())
+    # Each test agent's L7 proxy on a port of its own: proxies of two agents in one
+    # network namespace must never share a port (SO_REUSEPORT would mix them).
+    proxy_port: int = field(default_factory=lambda: free_port())
 
     def start(self, timeout: float = 20.0) -> None:
         self.log_path = self.log_path or self.state_dir / "agent.log"
         args = self.wrapper + CLI + ["agent", "--state-dir", str(self.state_dir),
                       "--plugin-socket", self.plugin_socket, "--api-socket", self.api_socket,
-                      "--log-level", "info", "--bpf-pin-dir", self.pin_dir, *self.extra_args]
+                      "--log-level", "info", "--bpf-pin-dir", self.pin_dir,
+                      "--proxy-port", str(self.proxy_port), *self.extra_args]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)

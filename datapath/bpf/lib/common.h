@@ -22,6 +22,7 @@
 #define ID_UNKNOWN 0
 #define ID_HOST 1
 #define ID_WORLD 2
+#define ID_REMOTE_NODE 6
 
 /* The overlay carries the sender's identity as the VNI: 24 bits, so cluster
  * identities must fit in them (node-local CIDR identities never go on the wire). */
@@ -37,6 +38,12 @@
 /* endpoint flags */
 #define EP_ENFORCE_INGRESS 1
 #define EP_ENFORCE_EGRESS 2
+
+/* skb marks of the L7 redirect (lib/proxy.h); the low byte tells them apart */
+#define MARK_MAGIC_MASK 0xFF
+#define MARK_TO_PROXY 0xA6   /* policy routing delivers it to the local proxy socket */
+#define MARK_FROM_PROXY 0xA5 /* the proxy's upstream side: identity in bits 8..31 */
+#define MARK_OVERLAY_KEYED 0xA7 /* from_container set the tunnel key: to_overlay passes */
 
 /* policy entry flags */
 #define POLICY_DENY 1
@@ -59,7 +66,8 @@
 #define REASON_POLICY_DENIED 1 /* no allow entry matched */
 #define REASON_POLICY_DENY 2   /* a deny entry matched */
 #define REASON_MALFORMED 3
-#define REASON_MAX 4
+#define REASON_PROXY_UNAVAILABLE 4 /* an L7 port, and no proxy socket took it */
+#define REASON_MAX 5
 
 #define EVENT_DROP 1
 #define EVENT_POLICY_VERDICT 2
@@ -128,7 +136,8 @@ struct ct_val {
 	__u32 flags;
 	__u32 src_identity;
 	__u32 dst_identity;
-	__u32 pad;
+	__u16 proxy_port; /* the original direction goes through the L7 proxy */
+	__u16 pad;
 };
 
 struct metric_val {

@@ -58,7 +58,7 @@ static __always_inline int ct_touch(struct ct_val *v, struct flow *f, __u64 now,
 }
 
 static __always_inline void ct_create(struct flow *f, __u32 flag, __u32 src_id, __u32 dst_id,
-				      __u64 now)
+				      __u64 now, __u16 proxy_port)
 {
 	struct ct_key key = {};
 	struct ct_val v = {};
@@ -72,15 +72,17 @@ static __always_inline void ct_create(struct flow *f, __u32 flag, __u32 src_id, 
 		v.flags |= CT_SYN;
 	v.src_identity = src_id;
 	v.dst_identity = dst_id;
+	v.proxy_port = proxy_port;
 	cp_ct.update(&key, &v);
 }
 
 /* The hook's view of a packet: 1 = pass without policy (known connection),
  * 0 = new for this hook (evaluate policy, then ct_allow()). ``both`` tells whether the
  * other side's policy has accepted the connection too (always so for a reply), which
- * is what allows delivering it straight to the peer. */
+ * is what allows delivering it straight to the peer. ``proxy``: the L7 proxy port of a
+ * known connection's original direction (0 for replies and datapath-only flows). */
 static __always_inline int ct_known(struct flow *f, __u32 my_flag, __u32 peer_flag, __u64 now,
-				    int *both)
+				    int *both, __u16 *proxy)
 {
 	struct ct_key key = {};
 	struct ct_val *v;
@@ -89,6 +91,7 @@ static __always_inline int ct_known(struct flow *f, __u32 my_flag, __u32 peer_fl
 	v = cp_ct.lookup(&key);
 	if (v && (v->flags & my_flag) && ct_touch(v, f, now, 0)) {
 		*both = (v->flags & peer_flag) != 0;
+		*proxy = v->proxy_port;
 		return 1;
 	}
 	ct_key_of(f, &key, 1);
@@ -100,9 +103,10 @@ static __always_inline int ct_known(struct flow *f, __u32 my_flag, __u32 peer_fl
 	return 0;
 }
 
-/* Records that this hook allowed a new connection (creating or completing the entry). */
+/* Records that this hook allowed a new connection (creating or completing the entry);
+ * ``proxy_port``: the connection goes through the L7 proxy. */
 static __always_inline void ct_allow(struct flow *f, __u32 my_flag, __u32 src_id, __u32 dst_id,
-				     __u64 now)
+				     __u64 now, __u16 proxy_port)
 {
 	struct ct_key key = {};
 	struct ct_val *v;
@@ -112,9 +116,11 @@ static __always_inline void ct_allow(struct flow *f, __u32 my_flag, __u32 src_id
 	if (v && now - v->last_seen <= ct_timeout(v)) {
 		v->flags |= my_flag; /* both hooks run per packet in order: no race on one flow */
 		v->last_seen = now;
+		if (proxy_port)
+			v->proxy_port = proxy_port;
 		return;
 	}
-	ct_create(f, my_flag, src_id, dst_id, now);
+	ct_create(f, my_flag, src_id, dst_id, now, proxy_port);
 }
 
 #endif

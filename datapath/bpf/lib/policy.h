@@ -25,8 +25,8 @@ static __always_inline __u32 identity_of(__u8 family, __u8 *addr)
 	return v ? v->identity : ID_WORLD;
 }
 
-static __always_inline int policy_hit(int deny, __u32 ep, __u8 dir, __u32 identity,
-					  __u8 proto, __u16 dport)
+static __always_inline struct policy_val *policy_hit(int deny, __u32 ep, __u8 dir,
+						     __u32 identity, __u8 proto, __u16 dport)
 {
 	struct policy_key key = {};
 	key.prefixlen = 96 + 16;
@@ -38,27 +38,38 @@ static __always_inline int policy_hit(int deny, __u32 ep, __u8 dir, __u32 identi
 	key.dport[1] = dport & 0xff;
 	/* bcc binds map.lookup() to the map's fd: the map cannot be a parameter */
 	if (deny)
-		return cp_policy_deny.lookup(&key) != NULL;
-	return cp_policy_allow.lookup(&key) != NULL;
+		return cp_policy_deny.lookup(&key);
+	return cp_policy_allow.lookup(&key);
 }
 
-static __always_inline int policy_matches(int deny, __u32 ep, __u8 dir, __u32 identity,
-					  __u8 proto, __u16 dport)
+static __always_inline struct policy_val *policy_match(int deny, __u32 ep, __u8 dir,
+						       __u32 identity, __u8 proto, __u16 dport)
 {
-	return policy_hit(deny, ep, dir, identity, proto, dport) ||
-	       policy_hit(deny, ep, dir, 0, proto, dport) ||
-	       policy_hit(deny, ep, dir, identity, 0, 0) ||
-	       policy_hit(deny, ep, dir, 0, 0, 0);
+	struct policy_val *v = policy_hit(deny, ep, dir, identity, proto, dport);
+	if (!v)
+		v = policy_hit(deny, ep, dir, 0, proto, dport);
+	if (!v)
+		v = policy_hit(deny, ep, dir, identity, 0, 0);
+	if (!v)
+		v = policy_hit(deny, ep, dir, 0, 0, 0);
+	return v;
 }
 
-/* REASON_FORWARDED if allowed, else the drop reason. */
-static __always_inline __u8 policy_verdict(__u32 ep, __u8 dir, __u32 identity, struct flow *f)
+/* REASON_FORWARDED if allowed, else the drop reason. ``proxy``: the L7 proxy port of
+ * the allowing entry (0 = forward in the datapath). */
+static __always_inline __u8 policy_verdict(__u32 ep, __u8 dir, __u32 identity, struct flow *f,
+					   __u16 *proxy)
 {
-	if (policy_matches(1, ep, dir, identity, f->proto, f->dport))
+	struct policy_val *allow;
+
+	if (policy_match(1, ep, dir, identity, f->proto, f->dport))
 		return REASON_POLICY_DENY;
-	if (policy_matches(0, ep, dir, identity, f->proto, f->dport))
-		return REASON_FORWARDED;
-	return REASON_POLICY_DENIED;
+	allow = policy_match(0, ep, dir, identity, f->proto, f->dport);
+	if (!allow)
+		return REASON_POLICY_DENIED;
+	if (f->proto == IPPROTO_TCP)
+		*proxy = allow->proxy_port;
+	return REASON_FORWARDED;
 }
 
 #endif

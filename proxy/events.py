@@ -1,0 +1,122 @@
+"""L7 events: one JSON datagram per request on a unix datagram socket.
+
+Owns the event format and both ends of the socket: :class:`EventEmitter` (used by the
+proxy workers; never blocks, silently drops when nobody listens or the receiver is
+slow) and :class:`EventReceiver` (for the agent: binds the socket and calls a callback
+per event from a thread).
+
+Event::
+
+    {"type": "l7", "time": <unix seconds, float>,
+     "verdict": "FORWARDED" | "DENIED" | "ERROR",
+     "protocol": "http" | "http2" | "grpc", "direction": "ingress" | "egress",
+     "src": {"ip", "port", "identity", "labels", "name"}, "dst": {...same...},
+     "http": {"method", "path", "host", "status", "latency_ms"},
+     "grpc_status": int | null, "reason": str}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+DEFAULT_EVENTS_PATH = "/run/ciliumpy/proxy/events.sock"
+MAX_FIELD = 2048
+
+
+def make_event(*, verdict: str, protocol: str, direction: str, src: dict, dst: dict,
+               method: str | None = None, path: str | None = None, host: str | None = None,
+               status: int | None = None, latency_ms: float | None = None,
+               grpc_status: int | None = None, reason: str = "") -> dict:
+    return {
+        "type": "l7", "time": time.time(), "verdict": verdict, "protocol": protocol,
+        "direction": direction, "src": src, "dst": dst,
+        "http": {"method": method, "path": (path or "")[:MAX_FIELD] if path else path,
+                 "host": host, "status": status,
+                 "latency_ms": None if latency_ms is None else round(latency_ms, 3)},
+        "grpc_status": grpc_status, "reason": reason[:MAX_FIELD],
+    }
+
+
+class EventEmitter:
+    """Sends events; every failure (no listener, full buffer) drops the event."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.dropped = 0
+        self.sock: socket.socket | None = None
+        if path:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.sock.setblocking(False)
+
+    def emit(self, event: dict) -> bool:
+        if self.sock is None or not self.path:
+            return False
+        try:
+            self.sock.sendto(json.dumps(event, separators=(",", ":")).encode(), self.path)
+            return True
+        except OSError:
+            self.dropped += 1
+            return False
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class EventReceiver:
+    """Binds ``path`` (replacing a stale socket) and calls ``callback(event)`` per event
+    from a daemon thread. Undecodable datagrams are skipped."""
+
+    def __init__(self, path: str, callback: Callable[[dict], None], mode: int = 0o666) -> None:
+        self.path = path
+        self.callback = callback
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        os.chmod(path, mode)
+        self.sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="l7-events", daemon=True)
+
+    def start(self) -> EventReceiver:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                event = json.loads(data)
+            except ValueError:
+                continue
+            try:
+                self.callback(event)
+            except Exception:  # noqa: BLE001 - a bad callback must not kill the thread
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def __enter__(self) -> EventReceiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
