@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-IFF_NOARP = 0x80
+IFF_UP, IFF_NOARP = 0x1, 0x80
 RTPROT_CILIUMPY = 199
 RT_SCOPE_LINK = 253
 MAIN_TABLE = 254
@@ -145,8 +145,8 @@ class Links:
                 index = self._ipr.link_lookup(ifname=name)[0]
                 # no ARP: the host routes remote blocks to this device and to_overlay
                 # picks the node per packet (the inner MAC is rewritten on arrival)
-                self._ipr.link("set", index=index, state="up", flags=IFF_NOARP,
-                               change=IFF_NOARP)
+                self._ipr.link("set", index=index, flags=IFF_NOARP | IFF_UP,
+                               change=IFF_NOARP | IFF_UP)
                 return index
             except NetlinkError as exc:
                 raise LinkError(f"cannot set up the {kind} device {name}: "

@@ -109,7 +109,7 @@ def l7(agent, docker_ready, tmp_path_factory):
     client = Docker()
     apps = Apps()
     net = "cpy-l7-" + uuid.uuid4().hex[:6]
-    client.network_create(net, "--subnet", "10.91.0.0/16")
+    client.network_create(net, "--ipv6", "--subnet", "10.91.0.0/16", "--subnet", "fd91:7::/64")
     names = {}
     for role in ("backend", "frontend", "other"):
         name = f"cpy-{role}-{uuid.uuid4().hex[:4]}"
@@ -136,6 +136,7 @@ def l7(agent, docker_ready, tmp_path_factory):
         "grpc_log": grpc_log,
         "pid": {role: pid_of(client, name) for role, name in names.items()},
         "ip": {role: client.ip(name, net) for role, name in names.items()},
+        "ip6": {role: client.ip(name, net, v6=True) for role, name in names.items()},
     }
     yield world
     clear(agent)
@@ -167,7 +168,10 @@ def test_seed_get_public_ingress(agent, l7, tmp_path):
     assert curl(front, f"http://{backend}/public/a", "-X", "POST", "-d", "x=1") == (
         403, "Access denied")
     assert curl(front, f"http://{backend}/public") == (403, "Access denied")  # full match
-    assert seen(l7["http_log"])[before:] == ["GET /public/a -"]
+    backend6 = f"[{l7['ip6']['backend']}]"  # IPv6 takes the same path
+    assert curl(front, f"http://{backend6}/public/6") == (200, "ok GET /public/6")
+    assert curl(front, f"http://{backend6}/private") == (403, "Access denied")
+    assert seen(l7["http_log"])[before:] == ["GET /public/a -", "GET /public/6 -"]
     # busybox wget, the image's own client, sees the same verdicts
     wget = l7["docker"].exec(l7["names"]["frontend"], "wget", "-qO-",
                              f"http://{backend}/public/b", check=False)
@@ -178,7 +182,8 @@ def test_seed_get_public_ingress(agent, l7, tmp_path):
     # a peer the rule does not name is dropped at L3/L4, before any proxy
     status, _ = curl(l7["pid"]["other"], f"http://{backend}/public/a", "-m", "2")
     assert status == 0
-    assert seen(l7["http_log"])[before:] == ["GET /public/a -", "GET /public/b -"]
+    assert seen(l7["http_log"])[before:] == ["GET /public/a -", "GET /public/6 -",
+                                             "GET /public/b -"]
     # every request became an L7 event with both sides' labels
     events = _history(agent)
     private = [e for e in events if (e.get("http") or {}).get("path") == "/private"]
