@@ -11,6 +11,7 @@ from ciliumpy import policy_store as repository
 from ciliumpy.api_common import api_error, the_agent
 from ciliumpy.lookup import find_endpoint, parse_dport
 from policies.engine import Peer, labels_of
+from policies.identities import INIT
 from policies.parser import PolicyError, parse_documents, parse_text
 from policies.trace import Side, http_request, offline_side, trace
 from state.kvstore import KVError
@@ -86,7 +87,7 @@ def side_of(text: str) -> Side:
     endpoint = find_endpoint(agent.store.endpoints(), text)  # ambiguous: ValueError
     if endpoint is not None:
         labels = endpoint.labels or []
-        init = endpoint.identity == 5
+        init = endpoint.identity == INIT
         return Side(Peer(labels_of(labels if not init else ["reserved:init"])), True, init)
     try:
         ip = ipaddress.ip_address(text)

@@ -20,7 +20,7 @@ from ciliumpy import nodes
 from ciliumpy.cluster import ClusterSync
 from ciliumpy.config import Config
 from ciliumpy.docker_view import DockerView
-from ciliumpy.docker_watcher import DockerWatcher
+from ciliumpy.docker_watcher import ContainerInfo, DockerWatcher
 from ciliumpy.endpoint_identity import EndpointIdentities
 from ciliumpy.endpoints import EndpointManager
 from ciliumpy.identities import IdentityAllocator
@@ -136,7 +136,7 @@ class Agent:
                                        overlay_ifindex=self.overlay_ifindex)
             self.cluster.start()
             self.cluster.kick()
-        self.watcher = DockerWatcher(self.config.docker_host, self.identities.container_seen,
+        self.watcher = DockerWatcher(self.config.docker_host, self._container_seen,
                                      self.config.docker_resync_interval)
         self.watcher.start()
         self._thread = threading.Thread(target=self._reconcile_loop, name="reconciler",
@@ -185,6 +185,17 @@ class Agent:
                 endpoint.ifindex = ifindex
                 self.store.put_endpoint(endpoint)
             self.endpoints.created(endpoint)
+
+    def _container_seen(self, info: ContainerInfo) -> None:
+        """A container on our networks started: its networks' names (known to Docker
+        only, so learnt here rather than in CreateNetwork), then its identity."""
+        for network_id, name in info.network_names.items():
+            network = self.store.network(network_id)
+            if network is not None and name and network.name != name:
+                network.name = name
+                self.store.put_network(network)
+        if self.identities is not None:
+            self.identities.container_seen(info)
 
     def _identity_changed(self, endpoint: Endpoint) -> None:
         current = self.store.endpoint(endpoint.endpoint_id)

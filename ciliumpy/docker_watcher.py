@@ -28,6 +28,7 @@ class ContainerInfo:
     image_labels: dict[str, str]
     endpoints: dict[str, str] = field(default_factory=dict)  # endpoint id -> network id
     network_labels: dict[str, dict[str, str]] = field(default_factory=dict)  # by network id
+    network_names: dict[str, str] = field(default_factory=dict)  # network id -> name
 
 
 class DockerWatcher:
@@ -121,7 +122,8 @@ class DockerWatcher:
             labels=config.get("Labels") or {},
             image_labels=self._image_labels(api, detail.get("Image", "")),
             endpoints=endpoints,
-            network_labels={nid: self._network_labels(api, nid) for nid in endpoints.values()})
+            network_labels={nid: self._network_labels(api, nid) for nid in endpoints.values()},
+            network_names={n.get("NetworkID", ""): name for name, n in networks.items()})
         self.on_container(info)
         return True
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from policies.http_rules import RuleError, check_path
 from policies.model import (
     ENTITIES,
     OPERATORS,
@@ -201,6 +202,11 @@ def _l7(ctx: _Ctx, obj: Any, path: str, ports: tuple[PortProtocol, ...], deny: b
                         re.compile(str(rule[name]))
                     except re.error as exc:
                         ctx.fail(f"{here}.{name}", f"{rule[name]!r} is not a valid regex: {exc}")
+            if "path" in rule:
+                try:  # what the proxy compiles (RE2, as Envoy): no backreferences
+                    check_path(str(rule["path"]))
+                except RuleError as exc:
+                    ctx.fail(f"{here}.path", str(exc))
             if "path" in rule and not str(rule["path"]).startswith("/"):
                 ctx.fail(f"{here}.path", "an HTTP path must start with '/'")
             for j, match in enumerate(rule.get("headerMatches") or []):

@@ -44,6 +44,7 @@ class ConnContext:
         self.loader = loader
         self.events = events
         self.config = config
+        self._described: tuple[object, tuple[dict, dict]] | None = None  # per state
 
     def judge(self, req: Request) -> Decision:
         return self.loader.evaluate(self.src[0], self.dst[0], self.dst[1], req)
@@ -53,7 +54,14 @@ class ConnContext:
         return state.identity(self.src[0]) if state is not None else 2
 
     def endpoints(self) -> tuple[dict, dict]:
+        """Both sides as events show them, computed once per state revision."""
         state = self.loader.current()
+        if self._described is not None and self._described[0] is state:
+            return self._described[1]
+        self._described = (state, self._describe(state))
+        return self._described[1]
+
+    def _describe(self, state) -> tuple[dict, dict]:
         if state is None:
             return ({"ip": self.src[0], "port": self.src[1], "identity": None, "labels": [],
                      "name": None},

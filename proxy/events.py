@@ -1,9 +1,11 @@
-"""L7 events: one JSON datagram per request on a unix datagram socket.
+"""L7 events: JSON lines in datagrams on a unix datagram socket.
 
 Owns the event format and both ends of the socket: :class:`EventEmitter` (used by the
 proxy workers; never blocks, silently drops when nobody listens or the receiver is
-slow) and :class:`EventReceiver` (for the agent: binds the socket and calls a callback
-per event from a thread).
+slow; inside an event loop it batches the events of one loop iteration into as few
+datagrams as fit, one event per line, so a busy worker pays one system call for many
+requests) and :class:`EventReceiver` (for the agent: binds the socket and calls a
+callback per event from a thread).
 
 Event::
 
@@ -17,16 +19,21 @@ Event::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import json
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable
 
+# orjson: an event is encoded per request in the proxy's hot path and decoded per
+# request in the agent; it is several times faster than json at both, same output.
+import orjson
+
 DEFAULT_EVENTS_PATH = "/run/ciliumpy/proxy/events.sock"
 MAX_FIELD = 2048
+MAX_DATAGRAM = 60000  # below the unix datagram limit (net.core.wmem_default)
 
 
 def make_event(*, verdict: str, protocol: str, direction: str, src: dict, dst: dict,
@@ -49,20 +56,47 @@ class EventEmitter:
     def __init__(self, path: str | None) -> None:
         self.path = path
         self.dropped = 0
+        self.pending: list[bytes] = []
         self.sock: socket.socket | None = None
         if path:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self.sock.setblocking(False)
 
     def emit(self, event: dict) -> bool:
+        """Queues the event; sent at the end of this loop iteration (at once outside a
+        running loop, returning whether it was delivered). False when there is nowhere
+        to send it."""
         if self.sock is None or not self.path:
             return False
+        self.pending.append(orjson.dumps(event))
+        if len(self.pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop: synchronous caller
+                return self.flush()
+        return True
+
+    def flush(self) -> bool:
+        """Sends what is queued; False if any of it was dropped."""
+        dropped = self.dropped
+        lines, self.pending = self.pending, []
+        batch: list[bytes] = []
+        size = 0
+        for line in lines:
+            if batch and size + len(line) + 1 > MAX_DATAGRAM:
+                self._send(batch)
+                batch, size = [], 0
+            batch.append(line)
+            size += len(line) + 1
+        if batch:
+            self._send(batch)
+        return self.dropped == dropped
+
+    def _send(self, batch: list[bytes]) -> None:
         try:
-            self.sock.sendto(json.dumps(event, separators=(",", ":")).encode(), self.path)
-            return True
+            self.sock.sendto(b"\n".join(batch), self.path)  # type: ignore[union-attr]
         except OSError:
-            self.dropped += 1
-            return False
+            self.dropped += len(batch)
 
     def close(self) -> None:
         if self.sock is not None:
@@ -99,14 +133,15 @@ class EventReceiver:
                 continue
             except OSError:
                 return
-            try:
-                event = json.loads(data)
-            except ValueError:
-                continue
-            try:
-                self.callback(event)
-            except Exception:  # noqa: BLE001 - a bad callback must not kill the thread
-                pass
+            for line in data.split(b"\n"):
+                try:
+                    event = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                try:
+                    self.callback(event)
+                except Exception:  # noqa: BLE001 - a bad callback must not kill the thread
+                    pass
 
     def stop(self) -> None:
         self._stop.set()

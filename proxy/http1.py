@@ -113,18 +113,48 @@ class Http1Handler:
         self.up_writer: asyncio.StreamWriter | None = None
         self.cur: _Current | None = None
         self.upgrade_rest: bytes | None = None
+        self.up_state: dict = {}
+        self.active = time.monotonic()  # last read from either side (idle timeout)
+        self.timed_out: str | None = None
         self.relay_error: str | None = None
 
     async def run(self) -> None:
+        serving = asyncio.ensure_future(self._serve())
+        watchdog = asyncio.ensure_future(self._watchdog(serving))
         try:
-            await self._serve()
+            await serving
         except (_Close, ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            if self.timed_out is None:
+                raise  # cancelled from outside (worker stopping)
+            if self.timed_out == "header":
+                self.ctx.emit("ERROR", "http", reason="request header timeout", status=408)
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await self._send(TIMEOUT)
         finally:
+            watchdog.cancel()
             self._close_upstream()
 
-    async def _serve(self) -> None:
+    async def _watchdog(self, serving: asyncio.Future) -> None:
+        """One timer per connection instead of one per read: reads only note the time
+        (``self.active``); this wakes at the nearest deadline and cancels the serving
+        task when a header took too long or nothing moved for the idle timeout."""
         cfg = self.ctx.config
+        while not serving.done():
+            started = self.col.header_deadline
+            if started is not None:
+                deadline, kind = started + cfg.header_timeout, "header"
+            else:
+                deadline, kind = self.active + cfg.idle_timeout, "idle"
+            now = time.monotonic()
+            if now >= deadline:
+                self.timed_out = kind
+                serving.cancel()
+                return
+            await asyncio.sleep(deadline - now)
+
+    async def _serve(self) -> None:
         data = self.initial
         while True:
             if data:
@@ -141,18 +171,8 @@ class Http1Handler:
                 await self._process()
                 if self.upgrade_rest is not None:
                     return  # an upgrade that was not spliced: the parser cannot go on
-            deadline = self.col.header_deadline
-            if deadline is not None:
-                timeout = deadline + cfg.header_timeout - time.monotonic()
-            else:
-                timeout = cfg.idle_timeout
-            try:
-                data = await asyncio.wait_for(self.reader.read(READ_SIZE), max(timeout, 0))
-            except TimeoutError:
-                if deadline is not None:
-                    self.ctx.emit("ERROR", "http", reason="request header timeout", status=408)
-                    await self._send(TIMEOUT)
-                return
+            data = await self.reader.read(READ_SIZE)
+            self.active = time.monotonic()
             if not data:
                 return
 
@@ -259,17 +279,14 @@ class Http1Handler:
     async def _relay_response(self, head_only: bool) -> tuple[int | None, bool, bool]:
         """Forward one final response. Returns (status, keep-alive, upgraded)."""
         assert self.up_reader is not None
-        timeout = self.ctx.config.idle_timeout
-        state: dict = {"status": None, "done": False, "keep": False}
-        parser = httptools.HttpResponseParser(_RespCollector(state))
-        state["parser"] = parser
+        # one response parser per upstream connection: responses follow each other on it
+        state, parser = self.up_state, self.up_state["parser"]
+        state.update(status=None, done=False, keep=False)
         buf = b""
         forwarded = False
         while True:
-            try:
-                data = await asyncio.wait_for(self.up_reader.read(READ_SIZE), timeout)
-            except TimeoutError:
-                data = b""
+            data = await self.up_reader.read(READ_SIZE)  # the watchdog bounds the wait
+            self.active = time.monotonic()
             if not data:
                 self._close_upstream()
                 if not forwarded:
@@ -304,6 +321,8 @@ class Http1Handler:
     async def _ensure_upstream(self) -> None:
         if self.up_writer is None or self.up_writer.is_closing():
             self.up_reader, self.up_writer = await self.ctx.open_upstream()
+            self.up_state = {"status": None, "done": False, "keep": False}
+            self.up_state["parser"] = httptools.HttpResponseParser(_RespCollector(self.up_state))
 
     def _close_upstream(self) -> None:
         if self.up_writer is not None:
@@ -319,6 +338,7 @@ class Http1Handler:
         async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             try:
                 while data := await r.read(READ_SIZE):
+                    self.active = time.monotonic()
                     w.write(data)
                     await w.drain()
             finally:

@@ -98,7 +98,8 @@ class Http2Handler:
                     await self.writer.drain()
                 timeout = None if self.streams else self.ctx.config.idle_timeout
                 try:
-                    data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
+                    async with asyncio.timeout(timeout):
+                        data = await self.reader.read(READ_SIZE)
                 except TimeoutError:
                     self.down.close_connection()
                     self._write()

@@ -16,6 +16,7 @@ verdict for a connection ``src ip -> dst ip:port``:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -30,6 +31,7 @@ CHECK_INTERVAL = 0.1
 DEFAULT_STATE_PATH = "/run/ciliumpy/proxy/state.json"
 
 
+@functools.lru_cache(maxsize=65536)
 def normalize_ip(ip: str) -> str:
     """Canonical text form; IPv4-mapped IPv6 (``::ffff:a.b.c.d``) becomes IPv4."""
     try:

@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,7 @@ def restart_dockerd() -> None:
 def test_network_removed_while_agent_down_is_cleaned_up(agent: Agent, docker: Docker,
                                                         dockerd_restart: bool):
     subnet = "10.84.0.0/16" if dockerd_restart else "10.83.0.0/16"
-    name = f"cpy-stale-{int(dockerd_restart)}"
+    name = f"cpy-stale-{int(dockerd_restart)}-{uuid.uuid4().hex[:4]}"
     links_before = host_links()
     network_id = docker.network_create(name, "--subnet", subnet).stdout.strip()
     containers = [docker.run(name), docker.run(name)]

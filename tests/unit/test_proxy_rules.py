@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from policies.http_rules import Action, Request, RuleError, RuleSet, literal_prefix, segment_key
+from policies.http_rules import Action, Request, RuleError, RuleSet
 
 
 def req(method="GET", path="/", host=None, headers=None) -> Request:  # noqa: ANN001
@@ -99,15 +99,10 @@ def test_first_matching_rule_decides_actions():
     assert rs.match(req(path="/a")).rule_index == 0
 
 
-def test_index_helpers():
-    assert literal_prefix("/api/v1/.*") == "/api/v1/"
-    assert literal_prefix("/ab*/x") == "/a"
-    assert literal_prefix("/a|/b") == ""
-    assert segment_key("/api/v1/x") == "/api/"
-    assert segment_key("/api") is None
-    rs = RuleSet([{"path": "/api/.*"}, {"path": "/exact"}, {"path": ".*/x"}])
-    assert [r.index for r in rs.candidates("/api/x")] == [0, 2]
-    assert [r.index for r in rs.candidates("/exact")] == [1, 2]
+def test_candidates_are_the_rules_whose_path_matches():
+    rs = RuleSet([{"path": "/api/.*"}, {"path": "/exact"}, {"path": ".*/x"}, {}])
+    assert [r.index for r in rs.candidates("/api/x")] == [0, 2, 3]  # 3: no path = any
+    assert [r.index for r in rs.candidates("/exact")] == [1, 3]
 
 
 def _time(rs: RuleSet, requests: list[Request], n: int = 10_000) -> float:
@@ -130,3 +125,22 @@ def test_1000_rules_cost_about_what_1_costs():
     t1000 = min(_time(many, reqs_many) for _ in range(3))
     print(f"10k matches: 1 rule {t1 * 1e3:.1f} ms, 1000 rules {t1000 * 1e3:.1f} ms")
     assert t1000 < 3 * t1 + 0.02
+
+
+def test_1000_regex_rules_without_literal_prefix_cost_about_what_1_costs():
+    """The worst case for an index by literal prefix: every rule an alternation, the
+    matching one last."""
+    one = RuleSet([{"method": "GET", "path": "(/x|/bench)/.*"}])
+    many = RuleSet([{"method": "GET", "path": f"(/x{i}|/y{i})/.*"} for i in range(999)]
+                   + [{"method": "GET", "path": "(/x|/bench)/.*"}])
+    reqs = [req(path="/bench/items/1"), req(path="/nope/x")]
+    assert many.match(reqs[0]).allowed and not many.match(reqs[1]).allowed
+    t1 = min(_time(one, reqs) for _ in range(3))
+    t1000 = min(_time(many, reqs) for _ in range(3))
+    print(f"10k matches: 1 rule {t1 * 1e3:.1f} ms, 1000 regex rules {t1000 * 1e3:.1f} ms")
+    assert t1000 < 2 * t1 + 0.01
+
+
+def test_paths_re2_cannot_compile_are_refused():
+    with pytest.raises(RuleError, match="RE2"):
+        RuleSet([{"path": "(a)\\1"}])
