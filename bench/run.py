@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, one after the other."""
 
-from bench import datapath, docker_run, overlay, plumbing, policy
+from bench import datapath, docker_run, l7, overlay, plumbing, policy
 
 if __name__ == "__main__":
     plumbing.main()
@@ -8,3 +8,4 @@ if __name__ == "__main__":
     datapath.main()
     policy.main()
     overlay.main()
+    l7.main()
