@@ -270,9 +270,14 @@ def test_l7_rules_across_hosts(workdir, docker_ready, tmp_path):
                 assert "404 Not Found" in wget(h1, client, f"http://{address}/missing.html")
                 assert "403 Forbidden" in wget(h1, client, f"http://{address}/index.html")
             proxy_host = h2 if direction == "ingress" else h1
-            events = [e for e in proxy_host.agent.api("/v1/monitor?follow=0&type=l7")
-                      if e.get("verdict") == "DENIED"]
-            assert events and events[-1]["src_labels"] == ["container:app=client"], events
+
+            def denied(proxy_host=proxy_host) -> list[dict]:  # events reach the agent in ms
+                return [e for e in proxy_host.agent.api("/v1/monitor?follow=0&type=l7")
+                        if e.get("verdict") == "DENIED"]
+
+            wait(denied, 5, "the proxy's DENIED event")
+            events = denied()
+            assert events[-1]["src_labels"] == ["container:app=client"], events
             assert events[-1]["dst_labels"] == ["container:app=server"]
     finally:
         made.stop()
