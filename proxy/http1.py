@@ -38,6 +38,7 @@ DENIED_CLOSE = simple_response("403 Forbidden", b"Access denied", close=True)
 BAD_REQUEST = simple_response("400 Bad Request", b"Bad Request", close=True)
 BAD_GATEWAY = simple_response("502 Bad Gateway", b"Bad Gateway", close=True)
 TIMEOUT = simple_response("408 Request Timeout", b"Request Timeout", close=True)
+GATEWAY_TIMEOUT = simple_response("504 Gateway Timeout", b"Gateway Timeout", close=True)
 
 
 @dataclass
@@ -116,6 +117,7 @@ class Http1Handler:
         self.up_state: dict = {}
         self.active = time.monotonic()  # last read from either side (idle timeout)
         self.timed_out: str | None = None
+        self.awaiting: _Current | None = None  # forwarded, no response byte back yet
         self.relay_error: str | None = None
 
     async def run(self) -> None:
@@ -132,6 +134,14 @@ class Http1Handler:
                 self.ctx.emit("ERROR", "http", reason="request header timeout", status=408)
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await self._send(TIMEOUT)
+            elif self.awaiting is not None:  # the backend stayed silent: say so
+                req = self.awaiting.req
+                self.ctx.emit("ERROR", "http", direction=self.awaiting.decision.direction,
+                              method=req.method, path=req.path, host=req.host, status=504,
+                              started=self.awaiting.started,
+                              reason="upstream did not answer within the idle timeout")
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await self._send(GATEWAY_TIMEOUT)
         finally:
             watchdog.cancel()
             self._close_upstream()
@@ -255,7 +265,9 @@ class Http1Handler:
         if cur.chunked:
             self.up_writer.write(b"0\r\n\r\n")
             await self.up_writer.drain()
+        self.awaiting = cur
         status, keep_alive, upgraded = await self._relay_response(req.method == "HEAD")
+        self.awaiting = None
         error, self.relay_error = self.relay_error, None
         self.ctx.emit("ERROR" if error else "FORWARDED", "http",
                       direction=cur.decision.direction, method=req.method, path=req.path,
@@ -287,6 +299,7 @@ class Http1Handler:
         while True:
             data = await self.up_reader.read(READ_SIZE)  # the watchdog bounds the wait
             self.active = time.monotonic()
+            self.awaiting = None
             if not data:
                 self._close_upstream()
                 if not forwarded:

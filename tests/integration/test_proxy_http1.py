@@ -341,3 +341,25 @@ def test_upstream_socket_carries_identity_mark(env):
                          capture_output=True, text=True, timeout=5).stdout
     conn.close()
     assert "fwmark:0x100a5" in out  # (identity 256 << 8) | 0xA5
+
+
+def test_silent_backend_gets_504_after_the_idle_timeout(tmp_path):
+    """A backend that accepts and never answers: the client gets 504 once the idle
+    timeout passes, not a hang or a bare close."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    proxy = Proxy(tmp_path, silent.getsockname()[1], workers=1,
+                  extra=["--idle-timeout", "0.6"])
+    try:
+        write_state(proxy.state, make_state(silent.getsockname()[1], None))
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+            start = time.monotonic()
+            sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 504") and 0.5 < time.monotonic() - start < 2.5
+    finally:
+        proxy.stop()
+        silent.close()
