@@ -28,6 +28,7 @@ def status(ctx: click.Context, output: str) -> None:
         ("Datapath", data["datapath"]["mode"]),
         ("Plugin socket", data["plugin_socket"]),
         ("Docker", reachable),
+        ("L7 proxy", _proxy_line(data.get("proxy"))),
         ("Networks", data["networks"]),
         ("Endpoints", f"{data['endpoints']} "
                       + " ".join(f"{k}={v}" for k, v in sorted(data["endpoint_states"].items()))),
@@ -35,3 +36,11 @@ def status(ctx: click.Context, output: str) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key + ':':<{width + 1}} {value}")
+
+
+def _proxy_line(proxy: dict | None) -> str:
+    if not proxy:
+        return "-"
+    state = "running" if proxy.get("running") else "DOWN (L7 ports refuse connections)"
+    return (f"{state} (port {proxy.get('port')}, {proxy.get('workers')} workers, "
+            f"pid {proxy.get('pid')}, restarts {proxy.get('restarts', 0)})")
