@@ -55,6 +55,24 @@ def test_status_table_and_json(agent):
     assert {"networks", "endpoints", "datapath", "node"} <= set(data)
 
 
+def test_lists_print_a_table_or_the_agents_whole_answer(agent, tmp_path):
+    """Every list goes through one helper: a table of rows, or the agent's answer as it
+    came (with -o json), and a footer only under the table."""
+    answer = agent.api("/v1/identities")
+    as_json = json.loads(cli("identity", "list", "-o", "json", agent=agent).stdout)
+    assert as_json == answer
+    table = cli("identity", "list", agent=agent).stdout.splitlines()
+    assert table[0].split() == ["ID", "LABELS", "NODES", "LOCAL", "ENDPOINTS"]
+    assert len(table) == 1 + len(answer)
+    assert any(line.split()[:2] == ["1", "reserved:host"] for line in table[1:])
+    policies = agent.api("/v1/policy")  # rows picked out of an object, and a footer
+    table = cli("policy", "list", agent=agent).stdout.splitlines()
+    assert table[0].split() == ["NAME", "LABELS", "RULES", "REVISION", "SOURCE"]
+    assert table[-1] == f"Revision: {policies['revision']}"
+    assert len(table) == 2 + len(policies["policies"])
+    assert json.loads(cli("policy", "list", "-o", "json", agent=agent).stdout) == policies
+
+
 def test_status_without_agent_says_so(tmp_path):
     result = cli("--api-socket", str(tmp_path / "none.sock"), "status")
     assert result.returncode != 0

@@ -330,7 +330,6 @@ def test_supervisor_restarts_dead_worker(env):
         assert curl("-o", "/dev/null", "-w", "%{http_code}", proxy.url("/x")) == "200"
 
 
-@pytest.mark.skipif(shutil.which("ss") is None, reason="ss (iproute2) missing")
 def test_upstream_socket_carries_identity_mark(env):
     backend, proxy, _ = env
     write_state(proxy.state, make_state(backend.port, None))

@@ -5,7 +5,6 @@ the CLI's single list printer (ciliumpy.cli.output.show_list)."""
 from __future__ import annotations
 
 import ast
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,41 +145,6 @@ def test_lookup_is_pure():
                 for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert imported <= {"__future__", "ipaddress", "collections.abc", "typing"}, imported
-
-
-def _show(monkeypatch, answer, argv=(), **options):
-    """Runs a throwaway command through show_list against a canned agent answer."""
-    monkeypatch.setattr(output, "api", lambda ctx, path: answer)
-
-    @click.command()
-    @output.output_option
-    @click.pass_context
-    def things(ctx, output):
-        output_module.show_list(ctx, "/v1/things", output, ["NAME", "VALUE"],
-                                lambda item: (item["name"], item["value"]), **options)
-
-    return CliRunner().invoke(things, list(argv))
-
-
-output_module = output  # the command's parameter is named `output`, like the real ones
-
-
-def test_show_list_prints_a_table_or_the_whole_answer_as_json(monkeypatch):
-    rows = [{"name": "a", "value": None}, {"name": "long-name", "value": 3}]
-    table = _show(monkeypatch, rows)
-    assert table.exit_code == 0
-    assert table.output == "NAME       VALUE\na\nlong-name  3\n"
-    as_json = _show(monkeypatch, rows, ["-o", "json"])
-    assert json.loads(as_json.output) == rows
-
-
-def test_show_list_items_and_footer(monkeypatch):
-    answer = {"revision": 4, "things": [{"name": "x", "value": 1}]}
-    options = {"items": lambda d: d["things"], "footer": lambda d: [f"Revision: {d['revision']}"]}
-    result = _show(monkeypatch, answer, **options)
-    assert result.output == "NAME  VALUE\nx     1\nRevision: 4\n"
-    # JSON is the agent's whole answer, without the footer lines
-    assert json.loads(_show(monkeypatch, answer, ["-o", "json"], **options).output) == answer
 
 
 def test_api_errors_become_click_errors(tmp_path):
