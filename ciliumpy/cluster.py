@@ -45,9 +45,11 @@ def tunnel_ip(address: str) -> int:
 class ClusterSync:
     def __init__(self, kv: KVStore, node: str, mode: str, datapath: Datapath, links: Links,
                  lease: LeaseKeeper, local_endpoints: Callable[[], list[Endpoint]],
-                 overlay_ifindex: int = 0) -> None:
+                 overlay_ifindex: int = 0,
+                 on_ipcache_changed: Callable[[], None] = lambda: None) -> None:
         self.kv, self.node, self.mode = kv, node, mode
         self.overlay_ifindex = overlay_ifindex  # tunnel modes: host routes to remote blocks
+        self.on_ipcache_changed = on_ipcache_changed  # remote identities changed
         self.datapath, self.links, self.lease = datapath, links, lease
         self.local_endpoints = local_endpoints
         self.nodes: dict[str, nodes.Node] = {}
@@ -210,6 +212,7 @@ class ClusterSync:
     def reprogram(self) -> None:
         ipcache, routes = self.wanted()
         with self._lock:
+            ipcache_changed = ipcache != self._ipcache
             for prefix, (identity, underlay) in ipcache.items():
                 if self._ipcache.get(prefix) != (identity, underlay):
                     self.datapath.set_ipcache(prefix, identity, tunnel_ip=underlay)
@@ -222,6 +225,8 @@ class ClusterSync:
             for prefix in set(self._routes) - set(routes):
                 self.links.delete_route(prefix)
             self._routes = routes
+        if ipcache_changed:
+            self.on_ipcache_changed()
 
     def view(self) -> dict:
         with self._lock:

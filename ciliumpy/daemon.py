@@ -86,7 +86,7 @@ class Agent:
         self.monitor = Monitor(self.allocator.get, self._endpoint_view)
         self.policy = PolicyManager(self.kv, self.datapath, self.allocator,
                                     config.policy_enforcement,
-                                    on_change=lambda: self.endpoints.sync_all())
+                                    on_change=self._policy_changed)
         self.proxy = ProxySupervisor(os.path.join(config.state_dir, "proxy"), config.proxy_port,
                                      config.proxy_workers, on_event=self.monitor.ingest_l7)
         self.proxy_state = ProxyStateWriter(self.proxy.state_path, self._proxy_state)
@@ -133,7 +133,8 @@ class Agent:
             self.cluster = ClusterSync(self.kv, self.config.node_name,
                                        self.config.datapath_mode, self.datapath, self.links,
                                        self.lease, self.store.endpoints,
-                                       overlay_ifindex=self.overlay_ifindex)
+                                       overlay_ifindex=self.overlay_ifindex,
+                                       on_ipcache_changed=self.proxy_state.kick)
             self.cluster.start()
             self.cluster.kick()
         self.watcher = DockerWatcher(self.config.docker_host, self._container_seen,
@@ -185,6 +186,12 @@ class Agent:
                 endpoint.ifindex = ifindex
                 self.store.put_endpoint(endpoint)
             self.endpoints.created(endpoint)
+
+    def _policy_changed(self) -> None:
+        """Policies or identities changed: endpoints take the new views; the proxy's
+        state follows (identity labels may be new even where no entry changed)."""
+        self.endpoints.sync_all()
+        self.proxy_state.kick()
 
     def _container_seen(self, info: ContainerInfo) -> None:
         """A container on our networks started: its networks' names (known to Docker

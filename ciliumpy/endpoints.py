@@ -94,7 +94,7 @@ class EndpointManager:
                 self.datapath.add_policy(entry)
             for entry in remove:
                 self.datapath.remove_policy(entry)
-            self._reset_redirected(endpoint, add, remove)
+            self._reset_redirected(endpoint, written.produced, add, remove)
             written.view = (view.serial, view.version)
             changed = written.flags != view.flags
             written.flags = view.flags
@@ -170,14 +170,22 @@ class EndpointManager:
         written.produced = wanted
         return add, remove
 
-    def _reset_redirected(self, endpoint: Endpoint, add: set[PolicyEntry],
-                          remove: set[PolicyEntry]) -> None:
-        """Where a port starts or stops going through the L7 proxy, connections the
-        datapath tracks for it are judged again (see ``Datapath.ct_forget_port``)."""
-        changed = {(e.direction, e.port, e.end_port or e.port)
-                   for e in add | remove if e.proxy_port and e.proto in (0, 6)}
-        for direction, first, last in changed:
-            self.datapath.ct_forget_port(_ips(endpoint), direction, first, last)
+    def _reset_redirected(self, endpoint: Endpoint, produced: collections.Counter,
+                          add: set[PolicyEntry], remove: set[PolicyEntry]) -> None:
+        """Where a port starts or stops going through the L7 proxy (not merely gains
+        another peer), connections the datapath tracks for it are judged again (see
+        ``Datapath.ct_forget_port``). ``produced``: the entries after the change."""
+        def redirected(key: tuple, entries) -> bool:
+            return any(e.proxy_port and (e.direction, e.port, e.end_port) == key
+                       for e in entries)
+
+        keys = {(e.direction, e.port, e.end_port)
+                for e in add | remove if e.proxy_port and e.proto in (0, 6)}
+        before = (set(produced) - add) | remove if keys else set()
+        for key in keys:
+            if redirected(key, before) != redirected(key, produced):
+                direction, first, end = key
+                self.datapath.ct_forget_port(_ips(endpoint), direction, first, end or first)
 
     def _datapath_entry(self, entry: Entry, ifindex: int) -> PolicyEntry:
         proxy = self.proxy_ports.get(entry.l7_kind, 0) if entry.l7 and not entry.deny else 0

@@ -41,6 +41,7 @@ class ProxySupervisor:
         self.on_event = on_event
         self.pid: int | None = None
         self.restarts = 0
+        self._child: subprocess.Popen | None = None  # the proxy we started: reaped by poll()
         self._receiver: EventReceiver | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="proxy-watchdog", daemon=True)
@@ -110,16 +111,15 @@ class ProxySupervisor:
                                     stdin=subprocess.DEVNULL, start_new_session=True)
         with open(self.pid_path, "w") as handle:
             handle.write(str(proc.pid))
-        self._child = proc  # reaped by the watchdog (poll), never a zombie
+        self._child = proc
         log.info("started the L7 proxy on port %d (pid %d, %d workers)", self.port, proc.pid,
                  self.workers)
         return proc.pid
 
     def _watch(self) -> None:
         while not self._stop.wait(0.5):
-            child = getattr(self, "_child", None)
-            if child is not None:
-                child.poll()
+            if self._child is not None:
+                self._child.poll()
             if self.pid and not _alive(self.pid) and not self._stop.is_set():
                 log.warning("the L7 proxy (pid %d) died: restarting it", self.pid)
                 self.restarts += 1

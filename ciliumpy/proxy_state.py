@@ -5,8 +5,9 @@ that an L7 rule covers, the entries that apply to that port (an L7 rule's reques
 "all requests" for peers allowed there at L3/L4 only, since allows are a union), plus
 the address -> identity map (the ipcache's host entries), identity labels and
 container names for events. Written atomically (rename) by a background thread a few
-milliseconds after a change, and at least every second when anything differs; the
-proxy re-reads it within 100 ms. The format is ``proxy/state.py``'s."""
+milliseconds after a change (the endpoint owner's writes, the cluster's ipcache), and
+rebuilt every half minute as a safety net; the proxy re-reads it within 100 ms. The
+format is ``proxy/state.py``'s."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def l7_entries(addresses: list[str], entries: Iterable[Entry],
 class ProxyStateWriter:
     """Rebuilds the state with ``build`` and writes it to ``path`` when it changed."""
 
-    def __init__(self, path: str, build: Callable[[], dict], interval: float = 1.0) -> None:
+    def __init__(self, path: str, build: Callable[[], dict], interval: float = 30.0) -> None:
         self.path, self.build, self.interval = path, build, interval
         self.revision = 0
         self._last = ""

@@ -11,6 +11,7 @@ sharing an identity share the work.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 from collections.abc import Iterable
@@ -37,7 +38,7 @@ class Entry:
     # such an entry sends its connections through the L7 proxy.
     l7: str = ""
 
-    @property
+    @functools.cached_property  # read per entry on every sync: parse the JSON once
     def l7_kind(self) -> str | None:
         return json.loads(self.l7)["kind"] if self.l7 else None
 
