@@ -198,6 +198,12 @@ class _Collector:
         for (verdict, protocol), value in l7_counts.items():
             requests.add_metric([str(verdict), str(protocol)], value)
         yield requests
+        kafka = CounterMetricFamily("ciliumpy_kafka_requests",
+                                    "Kafka requests judged by the L7 proxy",
+                                    labels=["verdict", "api_key", "topic"])
+        for (verdict, api_key, topic), value in agent.monitor.kafka_snapshot().items():
+            kafka.add_metric([str(verdict), str(api_key), str(topic)], value)
+        yield kafka
         cumulative, running = [], 0
         for bound, count in zip((*LATENCY_BUCKETS, float("inf")), buckets, strict=True):
             running += count

@@ -13,7 +13,7 @@ from ciliumpy.lookup import find_endpoint, parse_dport
 from policies.engine import Peer, labels_of
 from policies.identities import INIT
 from policies.parser import PolicyError, parse_documents, parse_text
-from policies.trace import Side, http_request, offline_side, trace
+from policies.trace import Side, http_request, kafka_request, offline_side, trace
 from state.kvstore import KVError
 
 bp = Blueprint("policy", __name__, url_prefix="/v1/policy")
@@ -112,6 +112,16 @@ def trace_policy():
             raise ValueError("'http' must be an object")
         wanted = http_request(http.get("method"), http.get("path"), http.get("host"),
                               [str(h) for h in http.get("headers") or []])
+        kafka = body.get("kafka") or {}
+        if not isinstance(kafka, dict) or not isinstance(kafka.get("topics") or [], list):
+            raise ValueError("'kafka' must be an object with a list of topics")
+        if kafka and wanted is not None:
+            raise ValueError("trace either an HTTP or a Kafka request, not both")
+        if wanted is None:
+            wanted = kafka_request(kafka.get("apiKey"), kafka.get("apiVersion"),
+                                   [str(t) for t in kafka.get("topics") or []],
+                                   None if kafka.get("clientID") is None
+                                   else str(kafka["clientID"]))
     except ValueError as exc:
         return api_error(f"bad trace input: {exc}")
     result = trace(agent.policy.rules, src, dst, protocol, port, agent.config.policy_enforcement,

@@ -147,6 +147,7 @@ class Config:
     bpf_pin_dir: str = "/sys/fs/bpf/ciliumpy"
     proxy_port: int = 15001
     proxy_workers: int = 2
+    kafka_max_frame: int = 104857600  # Kafka's socket.request.max.bytes default (100 MiB)
 
 
 VALIDATORS: dict[str, Callable[[Any], Any]] = {
@@ -179,6 +180,7 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "bpf_pin_dir": _text,
     "proxy_port": _port,
     "proxy_workers": _positive_int,
+    "kafka_max_frame": _positive_int,
 }
 
 OPTION_NAMES = [f.name for f in fields(Config)]

@@ -49,8 +49,8 @@ from state.localdb import LocalDB
 
 log = logging.getLogger("ciliumpy.agent")
 # L7 rule kinds whose connections go to the proxy. HTTP (and gRPC) are enforced there;
-# Kafka rules are sent there too, where they fail closed (every request denied) until
-# the proxy parses Kafka. DNS (UDP) stays at L4 until the DNS proxy exists.
+# Kafka rules too (the proxy reads Kafka's wire protocol). DNS (UDP) stays at L4 until
+# the DNS proxy exists.
 L7_KINDS = ("http", "kafka")
 
 
@@ -88,7 +88,8 @@ class Agent:
                                     config.policy_enforcement,
                                     on_change=self._policy_changed)
         self.proxy = ProxySupervisor(os.path.join(config.state_dir, "proxy"), config.proxy_port,
-                                     config.proxy_workers, on_event=self.monitor.ingest_l7)
+                                     config.proxy_workers, on_event=self.monitor.ingest_l7,
+                                     kafka_max_frame=config.kafka_max_frame)
         self.proxy_state = ProxyStateWriter(self.proxy.state_path, self._proxy_state)
         self.endpoints = EndpointManager(self.datapath, self.policy, config.policy_enforcement,
                                          self.store.endpoints,

@@ -32,8 +32,9 @@ class ProxyError(RuntimeError):
 
 class ProxySupervisor:
     def __init__(self, directory: str, port: int, workers: int,
-                 on_event: Callable[[dict], None]) -> None:
+                 on_event: Callable[[dict], None], kafka_max_frame: int = 104857600) -> None:
         self.directory, self.port, self.workers = directory, port, workers
+        self.kafka_max_frame = kafka_max_frame
         self.state_path = os.path.join(directory, "state.json")
         self.events_path = os.path.join(directory, "events.sock")
         self.pid_path = os.path.join(directory, "proxy.pid")
@@ -48,7 +49,8 @@ class ProxySupervisor:
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "proxy", "--port", str(self.port), "--state",
-                self.state_path, "--events", self.events_path, "--workers", str(self.workers)]
+                self.state_path, "--events", self.events_path, "--workers", str(self.workers),
+                "--kafka-max-frame", str(self.kafka_max_frame)]
 
     def start(self) -> None:
         os.makedirs(self.directory, exist_ok=True)

@@ -31,6 +31,9 @@ class Monitor:
         self.l7_requests: collections.Counter = collections.Counter()  # (verdict, protocol)
         self.l7_latency = [0] * (len(LATENCY_BUCKETS) + 1)  # counts per bucket, then +Inf
         self.l7_latency_sum = 0.0
+        # Kafka requests by (verdict, api key, topic); a request naming several topics
+        # counts once per topic, one naming none under topic ""
+        self.kafka_requests: collections.Counter = collections.Counter()
 
     def labels_of(self, number: int) -> list[str]:
         if number in RESERVED:
@@ -66,9 +69,15 @@ class Monitor:
                  "src_labels": src.get("labels") or [], "dst_labels": dst.get("labels") or [],
                  "src_name": src.get("name"), "dst_name": dst.get("name"),
                  "http": http, "grpc_status": raw.get("grpc_status")}
+        kafka = raw.get("kafka")
+        if kafka:
+            event["kafka"] = kafka
         latency = http.get("latency_ms")
         with self._lock:
             self.l7_requests[(event["verdict"], event["protocol"])] += 1
+            if kafka:
+                for topic in kafka.get("topics") or [""]:
+                    self.kafka_requests[(event["verdict"], kafka.get("api_key"), topic)] += 1
             if isinstance(latency, (int, float)):
                 seconds = latency / 1000.0
                 self.l7_latency_sum += seconds
@@ -76,6 +85,11 @@ class Monitor:
                              len(LATENCY_BUCKETS))
                 self.l7_latency[index] += 1
         self._publish(event)
+
+    def kafka_snapshot(self) -> dict:
+        """Kafka requests by (verdict, api key, topic)."""
+        with self._lock:
+            return dict(self.kafka_requests)
 
     def l7_snapshot(self) -> tuple[dict, list[int], float]:
         """(requests by (verdict, protocol), latency bucket counts, latency sum)."""
@@ -139,8 +153,26 @@ def format_event(event: dict) -> str:
             f"dst labels [{', '.join(event['dst_labels'])}]")
 
 
+def format_kafka(event: dict) -> str:
+    """Hubble's Kafka wording: ``(Kafka produce v7 topic1 corr 3) -> 29``."""
+    kafka, http = event.get("kafka") or {}, event.get("http") or {}
+    topics = ",".join(kafka.get("topics") or []) or "-"
+    code = kafka.get("error_code")
+    return (f"<> l7 {event['verdict']} {event['direction']} (Kafka {kafka.get('api_key')} "
+            f"v{kafka.get('api_version')} topic {topics} client {kafka.get('client_id')} "
+            f"corr {kafka.get('correlation_id')}) -> "
+            f"{'error ' + str(code) if code is not None else 'broker'} "
+            f"{event['src_ip']}:{event['src_port']} -> {event['dst_ip']}:{event['dst_port']} "
+            f"identity {event['src_identity']}->{event['dst_identity']} "
+            f"{http.get('latency_ms')} ms{' ' + event['reason'] if event.get('reason') else ''} "
+            f"src labels [{', '.join(event['src_labels'])}] "
+            f"dst labels [{', '.join(event['dst_labels'])}]")
+
+
 def format_l7(event: dict) -> str:
     """Hubble's L7 wording: ``(HTTP/1.1 GET http://host/path) -> 403``."""
+    if event.get("protocol") == "kafka":
+        return format_kafka(event)
     http = event.get("http") or {}
     version = {"http": "HTTP/1.1", "http2": "HTTP/2", "grpc": "gRPC"}.get(
         event.get("protocol"), event.get("protocol"))

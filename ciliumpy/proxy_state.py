@@ -40,14 +40,15 @@ def l7_entries(addresses: list[str], entries: Iterable[Entry],
             for entry in allows:
                 if entry.direction != rule.direction or not entry.covers(TCP, port):
                     continue
-                kind = entry.l7_kind if entry.l7 else "http"
+                # a peer allowed at L3/L4 only: every request of the port's protocol
+                kind = entry.l7_kind if entry.l7 else rule.l7_kind
                 rules = json.loads(entry.l7)["rules"] if entry.l7 else None
                 remotes = None if entry.identity == 0 else [entry.identity]
                 for address in addresses:
                     key = (rule.direction, address, port, entry.identity, entry.l7)
                     found[key] = {"endpoint": address, "direction": rule.direction,
                                   "port": port, "parser": kind, "remotes": remotes,
-                                  "http": rules if kind == "http" else None}
+                                  kind: rules}
     return [found[key] for key in sorted(found, key=str)]
 
 

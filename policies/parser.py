@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from policies.http_rules import RuleError, check_path
+from policies.kafka_rules import KafkaRuleError, check_rule
 from policies.model import (
     ENTITIES,
     OPERATORS,
@@ -32,16 +33,6 @@ from policies.model import (
     Selector,
 )
 
-KAFKA_ROLES = ("produce", "consume")
-KAFKA_API_KEYS = ("produce", "fetch", "offsets", "metadata", "leaderandisr", "stopreplica",
-                  "updatemetadata", "controlledshutdown", "offsetcommit", "offsetfetch",
-                  "findcoordinator", "joingroup", "heartbeat", "leavegroup", "syncgroup",
-                  "describegroups", "listgroups", "saslhandshake", "apiversions",
-                  "createtopics", "deletetopics", "deleterecords", "initproducerid",
-                  "offsetforleaderepoch", "addpartitionstotxn", "addoffsetstotxn", "endtxn",
-                  "writetxnmarkers", "txnoffsetcommit", "describeacls", "createacls",
-                  "deleteacls", "describeconfigs", "alterconfigs")
-TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,255}$")
 UNSUPPORTED = {
     "toFQDNs": "DNS-based egress (toFQDNs) needs the DNS proxy, which ciliumpy does not have",
     "toServices": "toServices selects Kubernetes services, which Docker hosts do not have",
@@ -220,16 +211,10 @@ def _l7(ctx: _Ctx, obj: Any, path: str, ports: tuple[PortProtocol, ...], deny: b
         elif kind == "kafka":
             rule = _fields(ctx, rule, here, ("role", "apiKey", "apiVersion", "clientID",
                                              "topic"), "a Kafka rule")
-            if rule.get("role") and rule.get("apiKey"):
-                ctx.fail(here, "role and apiKey cannot be combined")
-            if rule.get("role") and str(rule["role"]).lower() not in KAFKA_ROLES:
-                ctx.fail(f"{here}.role", f"{rule['role']!r} is not produce or consume")
-            if rule.get("apiKey") and str(rule["apiKey"]).lower() not in KAFKA_API_KEYS:
-                ctx.fail(f"{here}.apiKey", f"unknown Kafka apiKey {rule['apiKey']!r}")
-            if rule.get("apiVersion") and not re.fullmatch(r"\d{1,5}", str(rule["apiVersion"])):
-                ctx.fail(f"{here}.apiVersion", "apiVersion must be a non-negative integer")
-            if rule.get("topic") and not TOPIC.match(str(rule["topic"])):
-                ctx.fail(f"{here}.topic", f"{rule['topic']!r} is not a valid Kafka topic")
+            try:  # what the proxy compiles (policies.kafka_rules, Cilium's Sanitize)
+                check_rule(rule)
+            except KafkaRuleError as exc:
+                ctx.fail(f"{here}.{exc.field}" if exc.field else here, str(exc))
         else:
             rule = _fields(ctx, rule, here, ("matchName", "matchPattern"), "a DNS rule")
     return kind, tuple(tuple(sorted(r.items())) for r in rules)

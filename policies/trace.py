@@ -4,8 +4,9 @@ The log follows Cilium's ``cilium policy trace`` lines (so it can be compared wi
 Cilium's documentation), for both directions: the source's egress and the
 destination's ingress; the final verdict is ALLOWED only if both allow. It uses the
 same matching functions as the resolution into datapath entries, and for L7 ports
-the same HTTP rule matcher as the proxy (``policies.http_rules``): given a request
-(method, path, host, headers) it predicts the proxy's verdict.
+the same rule matchers as the proxy (``policies.http_rules``, ``policies.kafka_rules``):
+given an HTTP request (method, path, host, headers) or a Kafka request (api key,
+version, client id, topics) it predicts the proxy's verdict.
 """
 
 from __future__ import annotations
@@ -15,6 +16,14 @@ from dataclasses import dataclass, field
 from policies import engine
 from policies.engine import Peer
 from policies.http_rules import Request, RuleSet
+from policies.kafka_rules import (
+    INT16_MAX,
+    TOPIC_API_KEYS,
+    KafkaRequest,
+    KafkaRuleSet,
+    api_key_name,
+    parse_api_key,
+)
 from policies.model import PeerRule, Rule
 
 
@@ -47,8 +56,11 @@ class TraceResult:
                 "rules": self.rules, "log": self.log}
 
 
-def _l7_of(element: PeerRule, protocol: str, port: int) -> list[list[dict]] | None:
-    """The HTTP rule lists of the element's port rules that cover the port; None when a
+L7List = tuple[str, list[dict]]  # (kind: http | kafka | dns, the port rule's L7 rules)
+
+
+def _l7_of(element: PeerRule, protocol: str, port: int) -> list[L7List] | None:
+    """The L7 rule lists of the element's port rules that cover the port; None when a
     covering port rule has no L7 rules (then every request is allowed)."""
     if not element.to_ports:
         return None
@@ -60,31 +72,69 @@ def _l7_of(element: PeerRule, protocol: str, port: int) -> list[list[dict]] | No
             continue
         if not port_rule.l7_kind:
             return None
-        found.append([dict(r) for r in port_rule.l7_rules] if port_rule.l7_kind == "http"
-                     else [{"method": "^$"}])  # Kafka: no HTTP request can match
+        found.append((port_rule.l7_kind, [dict(r) for r in port_rule.l7_rules]))
     return found
 
 
-def _l7_verdict(l7: list[list[dict]], request: Request | None, log: list[str]) -> bool:
-    """Whether the proxy lets the request through (True when no request is given)."""
+def describe_kafka(request: KafkaRequest) -> str:
+    """``produce v3 [client ID 'x'] topics topic1, topic2``, for the log."""
+    text = f"{api_key_name(request.api_key)} v{request.api_version}"
+    if request.client_id is not None:
+        text += f" (client ID {request.client_id!r})"
+    if request.topics:
+        text += " topics " + ", ".join(request.topics)
+    return text
+
+
+KIND_NAMES = {"http": "HTTP", "kafka": "Kafka", "dns": "DNS"}
+
+
+def _l7_verdict(l7: list[L7List], request: Request | KafkaRequest | None,
+                log: list[str]) -> bool:
+    """Whether the proxy lets the request through (True when no request is given). Each
+    port rule's list is judged on its own, as the proxy judges each of its entries."""
+    kinds = {kind for kind, _ in l7}
     if request is None:
-        log.append("L7 rules apply on this port: each request is judged by the L7 proxy "
-                   "(trace one with --http-method/--http-path)")
+        hint = (" (trace one with --http-method/--http-path)" if "http" in kinds else
+                " (trace one with --kafka-api-key/--kafka-topic)" if "kafka" in kinds else "")
+        log.append(f"L7 rules apply on this port: each request is judged by the L7 proxy{hint}")
         return True
-    for rules in l7:
+    wanted = "kafka" if isinstance(request, KafkaRequest) else "http"
+    label = KIND_NAMES[wanted]
+    reasons = []
+    for kind, rules in l7:
+        if kind != wanted:  # a Kafka request on an HTTP port, or the reverse
+            log.append(f"The request kind ({label}) does not match the port's L7 parser "
+                       f"({KIND_NAMES.get(kind, kind)}): its rules cannot match it")
+            continue
+        if isinstance(request, KafkaRequest):
+            kafka = KafkaRuleSet(rules).match(request)
+            if kafka.allowed:
+                shown = rules[kafka.rule_index] if kafka.rule_index is not None else {}
+                log.append(f"L7 rule matched: {shown or 'any request'} ({kafka.reason})")
+                return True
+            reasons.append(kafka.reason)
+            continue
         match = RuleSet(rules).match(request)
         if match.allowed:
             shown = rules[match.rule_index] if match.rule_index is not None else {}
             log.append(f"L7 rule matched: {shown or 'any request'}")
             return True
-    log.append(f"No L7 rule matched {request.method} {request.path}: the proxy answers "
-               "403 Access denied")
+    if wanted not in kinds:
+        log.append(f"No L7 rule on this port can judge this {label} request: denied")
+    elif isinstance(request, KafkaRequest):
+        answer = "TOPIC_AUTHORIZATION_FAILED" if request.topics else "an authorization error"
+        log.append(f"No L7 rule matched Kafka {describe_kafka(request)} ("
+                   + "; ".join(dict.fromkeys(reasons)) + f"): the proxy answers {answer}")
+    else:
+        log.append(f"No L7 rule matched {request.method} {request.path}: the proxy answers "
+                   "403 Access denied")
     return False
 
 
 def _direction(rules: list[Rule], direction: str, subject: Side, other: Side, protocol: str,
-               port: int, mode: str, result: TraceResult, request: Request | None = None
-               ) -> str:
+               port: int, mode: str, result: TraceResult,
+               request: Request | KafkaRequest | None = None) -> str:
     log = result.log
     word = "to" if direction == "egress" else "from"
     log.append(f"Resolving {direction} policy for {subject.label_text}")
@@ -98,7 +148,7 @@ def _direction(rules: list[Rule], direction: str, subject: Side, other: Side, pr
         log.append("Enforcing requirements [" + " ".join(map(str, reqs)) + "]")
     allowed = denied = False
     l4_only = False  # an allow without L7 rules: every request passes
-    l7: list[list[dict]] = []
+    l7: list[L7List] = []
     for rule in rules:
         if rule not in relevant:
             continue
@@ -137,8 +187,9 @@ def _direction(rules: list[Rule], direction: str, subject: Side, other: Side, pr
                     if found is None:
                         l4_only = True
                     else:
-                        log.append("        L7 rules present: "
-                                   + "; ".join(str(rules) for rules in found))
+                        log.append("        L7 rules present: " + "; ".join(
+                            (str(rules) if kind == "http" else f"{kind}: {rules}")
+                            for kind, rules in found))
                         l7 += found
                 if deny:
                     denied = record["denied"] = True
@@ -183,13 +234,16 @@ def offline_side(text: str) -> Side:
 
 
 def trace(rules: list[Rule], src: Side, dst: Side, protocol: str, port: int,
-          mode: str = "default", request: Request | None = None) -> TraceResult:
+          mode: str = "default", request: Request | KafkaRequest | None = None
+          ) -> TraceResult:
     result = TraceResult("", "")
     shown = "ICMP" if protocol.upper() in ("ICMP", "ICMPV6") else f"{port}/{protocol.upper()}"
     result.log.append(f"Tracing From: {src.label_text} => To: {dst.label_text} "
                       f"Ports: [{shown}]")
     result.log.append("")
-    if request is not None:
+    if isinstance(request, KafkaRequest):
+        result.log.append(f"Kafka request: {describe_kafka(request)}")
+    elif request is not None:
         result.log.append(f"HTTP request: {request.method} {request.path}"
                           + (f" (host {request.host})" if request.host else "")
                           + "".join(f" [{n}: {v}]" for n, v in request.headers))
@@ -214,3 +268,31 @@ def http_request(method: str | None, path: str | None, host: str | None = None,
             raise ValueError(f"header {header!r} is not 'Name: value'")
         parsed.append((name.strip().lower(), value.strip()))
     return Request(method or "GET", path or "/", host, parsed)
+
+
+def kafka_request(api_key: str | None, api_version: int | str | None = None,
+                  topics: list[str] | tuple[str, ...] = (), client_id: str | None = None
+                  ) -> KafkaRequest | None:
+    """The request to trace from ``--kafka-*`` options (None when none are given). The
+    api key is a name (``produce``) or a number; without ``--kafka-topic`` a request of
+    a type that carries topics has an empty topic list (judged on key, version and
+    client id, as the proxy judges e.g. a Metadata request for no topics)."""
+    if api_key is None and api_version is None and not topics and client_id is None:
+        return None
+    if api_key is None or not str(api_key).strip():
+        raise ValueError("a Kafka request needs an api key (--kafka-api-key produce, "
+                         "fetch, metadata, ... or a number)")
+    key = parse_api_key(str(api_key))
+    version = 0
+    if api_version is not None:
+        text = str(api_version).strip()
+        if isinstance(api_version, bool) or not text.isdigit() or int(text) > INT16_MAX:
+            raise ValueError(f"api version {api_version!r} is not an integer 0..{INT16_MAX}")
+        version = int(text)
+    for topic in topics:
+        if not str(topic).strip():
+            raise ValueError("a Kafka topic cannot be empty")
+    shown = tuple(str(t).strip() for t in topics)
+    if not shown and key in TOPIC_API_KEYS:
+        return KafkaRequest(key, version, client_id, ())
+    return KafkaRequest(key, version, client_id, shown or None)

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from policies.http_rules import Action, Request
+from policies.kafka_rules import KafkaRequest
 from proxy.events import EventEmitter, make_event
 from proxy.state import Decision, StateLoader, normalize_ip
 
@@ -31,6 +32,7 @@ class Config:
     header_timeout: float = 10.0
     connect_timeout: float = 5.0
     upstream_mark: bool = True
+    kafka_max_frame: int = 104857600  # Kafka's own socket.request.max.bytes default
     test_upstream: tuple[str, int] | None = None  # TEST ONLY: replaces the original dst
 
 
@@ -46,8 +48,19 @@ class ConnContext:
         self.config = config
         self._described: tuple[object, tuple[dict, dict]] | None = None  # per state
 
-    def judge(self, req: Request) -> Decision:
+    def judge(self, req: Request | KafkaRequest) -> Decision:
         return self.loader.evaluate(self.src[0], self.dst[0], self.dst[1], req)
+
+    def parser(self) -> str | None:
+        """The L7 protocol policy expects on this connection (None: no state/policy)."""
+        state = self.loader.current()
+        return state.parser(self.src[0], self.dst[0], self.dst[1]) if state else None
+
+    def kafka_needs_topics(self) -> bool:
+        state = self.loader.current()
+        # no state: nothing is allowed anyway; say yes so nothing is judged half-read
+        return state.kafka_needs_topics(self.src[0], self.dst[0], self.dst[1]) \
+            if state is not None else True
 
     def source_identity(self) -> int:
         state = self.loader.current()
@@ -72,13 +85,14 @@ class ConnContext:
     def emit(self, verdict: str, protocol: str, *, direction: str = "ingress",
              method: str | None = None, path: str | None = None, host: str | None = None,
              status: int | None = None, started: float | None = None,
-             grpc_status: int | None = None, reason: str = "") -> None:
+             grpc_status: int | None = None, reason: str = "",
+             kafka: dict | None = None) -> None:
         src, dst = self.endpoints()
         latency = None if started is None else (time.monotonic() - started) * 1000
         self.events.emit(make_event(
             verdict=verdict, protocol=protocol, direction=direction, src=src, dst=dst,
             method=method, path=path, host=host, status=status, latency_ms=latency,
-            grpc_status=grpc_status, reason=reason))
+            grpc_status=grpc_status, reason=reason, kafka=kafka))
 
     async def open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         host, port = self.dst

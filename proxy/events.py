@@ -14,7 +14,11 @@ Event::
      "protocol": "http" | "http2" | "grpc", "direction": "ingress" | "egress",
      "src": {"ip", "port", "identity", "labels", "name"}, "dst": {...same...},
      "http": {"method", "path", "host", "status", "latency_ms"},
-     "grpc_status": int | null, "reason": str}
+     "grpc_status": int | null, "reason": str,
+     "kafka": null | {"api_key": name, "api_version", "correlation_id", "client_id",
+                      "topics": [...], "error_code": int | null}}
+
+For Kafka events ``http.latency_ms`` carries the latency (request to answer).
 """
 
 from __future__ import annotations
@@ -40,14 +44,15 @@ FLUSH_DELAY = 0.01  # a busy worker sends its events every 10 ms: one system cal
 def make_event(*, verdict: str, protocol: str, direction: str, src: dict, dst: dict,
                method: str | None = None, path: str | None = None, host: str | None = None,
                status: int | None = None, latency_ms: float | None = None,
-               grpc_status: int | None = None, reason: str = "") -> dict:
+               grpc_status: int | None = None, reason: str = "",
+               kafka: dict | None = None) -> dict:
     return {
         "type": "l7", "time": time.time(), "verdict": verdict, "protocol": protocol,
         "direction": direction, "src": src, "dst": dst,
         "http": {"method": method, "path": (path or "")[:MAX_FIELD] if path else path,
                  "host": host, "status": status,
                  "latency_ms": None if latency_ms is None else round(latency_ms, 3)},
-        "grpc_status": grpc_status, "reason": reason[:MAX_FIELD],
+        "grpc_status": grpc_status, "reason": reason[:MAX_FIELD], "kafka": kafka,
     }
 
 

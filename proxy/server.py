@@ -5,7 +5,8 @@ and restarts any that dies, and the worker itself: transparent listening sockets
 (``SO_REUSEPORT`` + ``IP_TRANSPARENT``; IPv4 ``0.0.0.0:P`` and IPv6 ``[::]:P`` with
 ``IPV6_V6ONLY``) shared by all workers, the original destination of an accepted
 connection (``getsockname()``, because the datapath redirects with ``bpf_sk_assign``),
-and choosing HTTP/2 (client preface) or HTTP/1 from the first bytes.
+and choosing the protocol handler: Kafka when the port's L7 policy is Kafka's,
+otherwise HTTP/2 (client preface) or HTTP/1 from the first bytes.
 
 ``--test-upstream HOST:PORT`` is TEST-ONLY: it replaces the original destination (for
 the upstream connection AND the policy lookup), because without the BPF redirect a
@@ -27,6 +28,7 @@ from proxy.context import Config, ConnContext
 from proxy.events import DEFAULT_EVENTS_PATH, EventEmitter
 from proxy.http1 import Http1Handler
 from proxy.http2 import PREFACE, Http2Handler
+from proxy.kafka import KafkaHandler
 from proxy.state import DEFAULT_STATE_PATH, StateLoader
 
 IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
@@ -42,7 +44,7 @@ def parse_hostport(text: str) -> tuple[str, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m proxy",
-                                description="ciliumpy transparent L7 (HTTP/gRPC) proxy")
+                                description="ciliumpy transparent L7 (HTTP/gRPC/Kafka) proxy")
     p.add_argument("--port", type=int, required=True, help="transparent listening port")
     p.add_argument("--bind", action="append", default=None, metavar="ADDR",
                    help="listen address (repeatable; default 0.0.0.0 and ::)")
@@ -54,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="set SO_MARK=(identity<<8)|0xA5 on upstream sockets")
     p.add_argument("--idle-timeout", type=float, default=60.0)
     p.add_argument("--header-timeout", type=float, default=10.0)
+    p.add_argument("--kafka-max-frame", type=int, default=104857600,
+                   help="largest Kafka request accepted, bytes (refused unread beyond)")
     p.add_argument("--test-upstream", type=parse_hostport, default=None, metavar="HOST:PORT",
                    help="TEST ONLY: use HOST:PORT as the original destination")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -114,6 +118,7 @@ class Worker:
         self.config = Config(idle_timeout=args.idle_timeout,
                              header_timeout=args.header_timeout,
                              upstream_mark=args.upstream_mark,
+                             kafka_max_frame=args.kafka_max_frame,
                              test_upstream=args.test_upstream)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -122,6 +127,9 @@ class Worker:
             local = writer.get_extra_info("sockname")
             dst = self.config.test_upstream or (local[0], local[1])
             ctx = ConnContext((peer[0], peer[1]), dst, self.loader, self.events, self.config)
+            if ctx.parser() == "kafka":  # the port's policy says what protocol to expect
+                await KafkaHandler(ctx, reader, writer, self.config.kafka_max_frame).run()
+                return
             try:
                 initial = await read_preface(reader, self.config.header_timeout)
             except TimeoutError:

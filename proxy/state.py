@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from policies.http_rules import Action, Request, RuleError, RuleSet
+from policies.kafka_rules import KafkaRequest, KafkaRuleError, KafkaRuleSet
 
 WORLD = 2
 CHECK_INTERVAL = 0.1
@@ -43,10 +44,14 @@ def normalize_ip(ip: str) -> str:
     return str(addr)
 
 
+PARSERS = {"http": RuleSet, "kafka": KafkaRuleSet}
+
+
 @dataclass
 class Entry:
     remotes: frozenset[int] | None  # None: any identity
-    rules: RuleSet
+    rules: RuleSet | KafkaRuleSet
+    parser: str = "http"
 
 
 @dataclass
@@ -74,12 +79,13 @@ class ProxyState:
             if direction not in ("ingress", "egress"):
                 raise ValueError(f"l7 entry direction {direction!r} invalid")
             remotes = raw.get("remotes")
-            if raw.get("parser", "http") != "http":
-                # a protocol this proxy cannot parse yet (Kafka): nobody is allowed
-                # through, rather than anybody unchecked
-                remotes = []
+            parser = raw.get("parser", "http")
+            if parser not in PARSERS:
+                # a protocol this proxy cannot parse: nobody is allowed through, rather
+                # than anybody unchecked
+                parser, remotes = "http", []
             entry = Entry(None if remotes is None else frozenset(int(r) for r in remotes),
-                          RuleSet(raw.get("http")))
+                          PARSERS[parser](raw.get(parser)), parser)
             key = (direction, normalize_ip(str(raw["endpoint"])), int(raw["port"]))
             self.entries.setdefault(key, []).append(entry)
 
@@ -104,22 +110,43 @@ class ProxyState:
             out.append(("ingress", ingress, self.identity(src)))
         return out
 
-    def evaluate(self, src: str, dst: str, port: int, req: Request) -> Decision:
+    def parser(self, src: str, dst: str, port: int) -> str | None:
+        """The L7 protocol of this connection's port: http, kafka, None (no L7 policy)
+        or "conflict" (directions disagree: every request is denied)."""
+        kinds = {e.parser for _, entries, _ in self.directions(src, dst, port)
+                 for e in entries}
+        return kinds.pop() if len(kinds) == 1 else ("conflict" if kinds else None)
+
+    def kafka_needs_topics(self, src: str, dst: str, port: int) -> bool:
+        return any(getattr(e.rules, "needs_topics", False)
+                   for _, entries, _ in self.directions(src, dst, port) for e in entries)
+
+    def evaluate(self, src: str, dst: str, port: int, req: Request | KafkaRequest
+                 ) -> Decision:
         dirs = self.directions(src, dst, port)
         if not dirs:
             return Decision(False, f"no L7 policy for {dst}:{port}", "ingress")
+        kind = "kafka" if isinstance(req, KafkaRequest) else "http"
         actions: list[Action] = []
         for direction, entries, remote in dirs:
             applicable = [e for e in entries if e.remotes is None or remote in e.remotes]
             if not applicable:
                 return Decision(False, f"{direction}: identity {remote} not allowed", direction)
+            reasons = []
             for entry in applicable:
+                if entry.parser != kind:
+                    reasons.append(f"the port's L7 parser is {entry.parser}, not {kind}")
+                    continue
                 match = entry.rules.match(req)
                 if match.allowed:
-                    actions.extend(match.actions)
+                    actions.extend(getattr(match, "actions", ()))
                     break
+                reasons.append(getattr(match, "reason", ""))
             else:
-                return Decision(False, f"{direction}: no HTTP rule matched", direction)
+                why = next((r for r in reasons if r), f"no {kind.upper()} rule matched")
+                if kind == "http":
+                    why = "no HTTP rule matched"
+                return Decision(False, f"{direction}: {why}", direction)
         direction = "ingress" if any(d[0] == "ingress" for d in dirs) else "egress"
         reason = "allowed"
         logged = [a.name for a in actions if a.kind == "LOG"]
@@ -171,11 +198,12 @@ class StateLoader:
             self.state = ProxyState(json.loads(raw))
             self._digest = digest
             self.error = None
-        except (OSError, ValueError, KeyError, TypeError, RuleError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RuleError, KafkaRuleError) as exc:
             self.state, self._digest = None, None
             self.error = f"state file unusable: {exc}"
 
-    def evaluate(self, src: str, dst: str, port: int, req: Request) -> Decision:
+    def evaluate(self, src: str, dst: str, port: int, req: Request | KafkaRequest
+                 ) -> Decision:
         state = self.current()
         if state is None:
             return Decision(False, self.error or "no state", "ingress")

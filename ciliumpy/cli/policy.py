@@ -149,14 +149,24 @@ def policy_wait(ctx: click.Context, revision: int, timeout: float) -> None:
 @click.option("--http-host", default=None, help="The request's Host.")
 @click.option("--http-header", "http_headers", multiple=True, metavar="'NAME: VALUE'",
               help="A request header (repeatable).")
+@click.option("--kafka-api-key", default=None, metavar="NAME|NUMBER",
+              help="Trace this Kafka request (L7 rules): produce, fetch, metadata, ... or 0..")
+@click.option("--kafka-api-version", default=None, type=int,
+              help="The Kafka request's api version (default 0).")
+@click.option("--kafka-topic", "kafka_topics", multiple=True,
+              help="A topic the Kafka request names (repeatable).")
+@click.option("--kafka-client-id", default=None, help="The Kafka request's client id.")
 @output_option
 @click.pass_context
 def policy_trace(ctx: click.Context, files: tuple[str, ...], src: str, dst: str, dport: str,
                  mode: str, http_method: str | None, http_path: str | None,
-                 http_host: str | None, http_headers: tuple[str, ...], output: str) -> None:
+                 http_host: str | None, http_headers: tuple[str, ...],
+                 kafka_api_key: str | None, kafka_api_version: int | None,
+                 kafka_topics: tuple[str, ...], kafka_client_id: str | None,
+                 output: str) -> None:
     """Explain the verdict for a connection, rule by rule, in both directions; with
-    --http-* options, also the L7 proxy's verdict for that request."""
-    from policies.trace import http_request
+    --http-* or --kafka-* options, also the L7 proxy's verdict for that request."""
+    from policies.trace import http_request, kafka_request
 
     try:  # checked here for both paths: a typo is reported before asking the agent
         protocol, port = parse_dport(dport)
@@ -165,6 +175,15 @@ def policy_trace(ctx: click.Context, files: tuple[str, ...], src: str, dst: str,
         raise click.ClickException(f"bad --dport {dport!r}: {exc}") from None
     except ValueError as exc:
         raise click.ClickException(f"bad --http-header: {exc}") from None
+    try:
+        kafka = kafka_request(kafka_api_key, kafka_api_version, kafka_topics, kafka_client_id)
+    except ValueError as exc:
+        raise click.ClickException(f"bad --kafka-* option: {exc}") from None
+    if request is not None and kafka is not None:
+        raise click.ClickException("trace either an HTTP request (--http-*) or a Kafka "
+                                   "request (--kafka-*), not both")
+    if kafka is not None:
+        request = kafka
     if files:
         from policies.parser import PolicyError, parse_text
         from policies.trace import offline_side, trace
@@ -182,7 +201,10 @@ def policy_trace(ctx: click.Context, files: tuple[str, ...], src: str, dst: str,
             raise click.ClickException(f"bad trace input: {exc}") from None
     else:  # the agent resolves --src/--dst against its endpoints, and parses --dport alike
         body = {"src": src, "dst": dst, "dport": dport}
-        if request is not None:
+        if kafka is not None:
+            body["kafka"] = {"apiKey": kafka_api_key, "apiVersion": kafka_api_version,
+                             "topics": list(kafka_topics), "clientID": kafka_client_id}
+        elif request is not None:
             body["http"] = {"method": http_method, "path": http_path, "host": http_host,
                             "headers": list(http_headers)}
         result = api(ctx, "/v1/policy/trace", "POST", body)

@@ -118,6 +118,6 @@ def test_events_round_trip(tmp_path):
             time.sleep(0.01)
     assert got and got[0]["verdict"] == "DENIED" and got[0]["http"]["latency_ms"] == 1.235
     assert set(got[0]) == {"type", "time", "verdict", "protocol", "direction", "src", "dst",
-                           "http", "grpc_status", "reason"}
+                           "http", "grpc_status", "reason", "kafka"}
     assert not os.path.exists(path)
     emitter.close()
