@@ -67,8 +67,34 @@ def ratio_rows(results: dict[str, Sequence[float]], baselines: Sequence[str]
     return rows
 
 
+SECTION = "<!-- section: {} -->"
+
+
+def _sections(text: str) -> dict[str, str]:
+    """Marked sections (another bench's table kept in the same file), by name."""
+    found = {}
+    parts = text.split("<!-- section: ")
+    for part in parts[1:]:
+        name, _, body = part.partition(" -->")
+        found[name] = SECTION.format(name) + body.rstrip("\n") + "\n"
+    return found
+
+
+def write_section(name: str, section: str, text: str) -> None:
+    """Put ``text`` as the marked section ``section`` of results/<name>.md, replacing
+    that section's previous run and keeping everything else."""
+    path = RESULTS / f"{name}.md"
+    old = path.read_text() if path.exists() else ""
+    head = old.split("<!-- section: ")[0].rstrip("\n")
+    sections = _sections(old)
+    sections[section] = SECTION.format(section) + "\n" + text.rstrip("\n") + "\n"
+    path.write_text("\n\n".join([head, *sections.values()]).lstrip("\n"))
+
+
 def write_table(name: str, title: str, headers: Sequence[str], rows: Sequence[Sequence[str]],
-                notes: Sequence[str] = ()) -> str:
+                notes: Sequence[str] = (), section: str | None = None) -> str:
+    """Prints the table and writes it to results/<name>.md (as the marked ``section``
+    of that file when given; a file's marked sections survive its main table's runs)."""
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"## {title}", "", f"Date: {now}  ", f"Machine: {machine()}", "",
              "| " + " | ".join(headers) + " |",
@@ -78,6 +104,12 @@ def write_table(name: str, title: str, headers: Sequence[str], rows: Sequence[Se
         lines += [""] + [f"- {note}" for note in notes]
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.md").write_text(text)
+    path = RESULTS / f"{name}.md"
+    if section is not None:
+        write_section(name, section, text)
+    else:
+        kept = _sections(path.read_text()) if path.exists() else {}
+        path.write_text("\n\n".join([text.rstrip("\n"), *kept.values()]) + "\n"
+                        if kept else text)
     print(text)
     return text

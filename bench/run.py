@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, one after the other."""
 
-from bench import datapath, docker_run, l7, overlay, plumbing, policy
+from bench import datapath, docker_run, kafka, l7, overlay, plumbing, policy
 
 if __name__ == "__main__":
     plumbing.main()
@@ -9,3 +9,4 @@ if __name__ == "__main__":
     policy.main()
     overlay.main()
     l7.main()
+    kafka.main()

@@ -328,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the next COUNT Produce (0) / Fetch (1) of TOPIC answer CODE "
                              "for each of its partitions (e.g. topic2:1:29:1000)")
     args = parser.parse_args(argv)
+    if args.brokers < 1 or args.partitions < 1:
+        parser.error("--brokers and --partitions must be >= 1")
     topics = [t for t in args.topics.split(",") if t]
     return serve(args.advertise, topics, args.partitions, args.brokers, args.fail_topic,
                  args.push_errors, args.partition_errors)

@@ -9,17 +9,19 @@ are data; only bad arguments exit non-zero). Logs of the clients go to stderr.
 
 - ``produce --count N [--size 1000] [--client-id ID] [--timeout 10]``
   -> ``{"client", "sent", "delivered", "errors": {NAME: n}, "seconds"}``
-- ``consume [--group G] [--expect N] [--timeout 10] [--client-id ID]``: with a group,
-  subscribe (JoinGroup/SyncGroup, offsets committed on close); without, assign
-  partition 0 and start from the beginning (no group coordinator involved). Stops at N
+- ``consume [--group G | --partition 0] [--expect N] [--timeout 10] [--client-id ID]``:
+  with a group, subscribe (JoinGroup/SyncGroup..., offsets committed on close); without,
+  assign one partition (default 0) from its beginning, nothing committed. Stops at N
   messages, at the first ``*_AUTHORIZATION_FAILED`` or at the timeout.
   -> ``{"client", "consumed", "errors", "seconds"}``
 - ``bench-produce --count N [--size 1000]``: one warm-up message (acked), then N
   messages as fast as the client batches them; times first send -> last ack.
   -> ``{..., "msgs_per_s", "mb_per_s"}``
-- ``bench-fetch --count N [--prefill]``: assign partition 0 from the beginning and
-  fetch N messages (``--prefill`` produces them first, untimed); the rate is taken
-  between the first and the last message so connection setup is not in it.
+- ``bench-fetch --count N [--prefill]``: assign partition 0 and fetch N messages,
+  re-reading the retained log from its start as often as needed (the mock keeps only
+  ~5 MB per partition); ``--prefill`` first produces min(N, 4 MB) messages with
+  librdkafka in ~1 MB batches (untimed). The rate is taken from the first batch
+  received to the last, so bootstrap and ListOffsets are not in it.
 - ``latency --count N``: one warm-up, then N messages one at a time, each waited for
   (acked) before the next; ``p50_ms``/``p99_ms``/``mean_ms``/``max_ms`` of send->ack.
 
@@ -38,11 +40,21 @@ Client configuration (see kafka_broker.py for why):
   ApiVersions v3+ in a way kafka-python cannot decode). This pins Kafka-2.3 request
   versions: Produce v7, Fetch v11, Metadata v8..., all non-flexible encodings.
 - confluent (librdkafka 2.16): negotiates itself, flexible versions (Produce v10+,
-  Fetch v16, Metadata v12+). ``group.id`` is mandatory in confluent-kafka's Consumer,
-  so the group-less consumer sets ``group.id=""`` (librdkafka then creates no consumer
-  group handler: no FindCoordinator/OffsetFetch) and never commits.
+  Fetch v16, Metadata v12+). ``group.id`` is mandatory in confluent-kafka's Consumer
+  (and ``""`` aborts the process), so the group-less consumer uses
+  ``group.id=kafka-clients-assign`` with assign() and no commits: librdkafka still
+  sends FindCoordinator for it, but no JoinGroup/SyncGroup/OffsetFetch/OffsetCommit.
+  KIP-714 telemetry is turned off (``enable.metrics.push=false``).
 - Both: ``acks=1`` and no idempotence (so no InitProducerId request is needed and
   produce errors come back per message).
+
+Requests each command sends (measured against the mock, 1 broker):
+
+- produce: ApiVersions, Metadata, Produce (both clients).
+- consume, no group: kafka-python ApiVersions, Metadata, ListOffsets, Fetch;
+  confluent the same plus FindCoordinator.
+- consume --group: + FindCoordinator, JoinGroup, SyncGroup, OffsetFetch, Heartbeat
+  (confluent; kafka-python if the run is long enough), OffsetCommit, LeaveGroup.
 """
 
 from __future__ import annotations
@@ -77,13 +89,6 @@ def kafka_python_error_name(exc: BaseException | type[BaseException]) -> str:
         return cls.message
     name = cls.__name__.removesuffix("Error")
     return "_" + re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).upper()
-
-
-def confluent_error_name(err: Any) -> str:
-    """A confluent_kafka.KafkaError (or KafkaException wrapping one) -> its name."""
-    if hasattr(err, "args") and err.args and hasattr(err.args[0], "name"):
-        err = err.args[0]
-    return err.name()
 
 
 def _is_authz(name: str) -> bool:
@@ -220,7 +225,7 @@ def consume(args: argparse.Namespace) -> dict[str, Any]:
             if args.group:
                 consumer.subscribe([args.topic])
             else:
-                partition = TopicPartition(args.topic, 0)
+                partition = TopicPartition(args.topic, args.partition)
                 consumer.assign([partition])
                 consumer.seek_to_beginning(partition)
             while not done():
@@ -254,7 +259,7 @@ def consume(args: argparse.Namespace) -> dict[str, Any]:
         if args.group:
             consumer.subscribe([args.topic])
         else:
-            consumer.assign([TopicPartition(args.topic, 0, OFFSET_BEGINNING)])
+            consumer.assign([TopicPartition(args.topic, args.partition, OFFSET_BEGINNING)])
         try:
             while not done():
                 msg = consumer.poll(0.2)
@@ -328,65 +333,121 @@ def bench_produce(args: argparse.Namespace) -> dict[str, Any]:
             **_rate(delivered, seconds, args.size)}
 
 
+PREFILL_BYTES = 4_000_000  # the mock keeps ~5 MB per partition and drops older batches
+
+
+def _prefill(args: argparse.Namespace) -> dict[str, Any]:
+    # Always with librdkafka and ~1 MB batches: the mock answers each Fetch with at
+    # most ONE stored batch per partition, so the batch size set here bounds what a
+    # fetch carries (kafka-python's 16 KB batches would make fetch 60x slower).
+    count = max(1, min(args.count, PREFILL_BYTES // max(args.size, 1)))
+    client_errors: Counter = Counter()
+    producer = _ck_producer(args, client_errors, **{"linger.ms": 100,
+                                                    "batch.size": 1_000_000})
+    delivered = 0
+    value = _payload(args.size)
+
+    def report(err: Any, _msg: Any) -> None:
+        nonlocal delivered
+        delivered += err is None
+
+    for _ in range(count):
+        _ck_produce(producer, args.topic, value, report)
+    producer.flush(args.timeout)
+    return {"count": count, "delivered": delivered}
+
+
 def bench_fetch(args: argparse.Namespace) -> dict[str, Any]:
+    """Fetch ``--count`` messages of partition 0, re-reading the retained log from its
+    start as often as needed (the mock keeps only ~5 MB). Fetch max-wait is 0 so the
+    fetch already in flight when the end is reached comes back at once instead of
+    parking for 500 ms in the mock before the rewind takes effect."""
+    result: dict[str, Any] = {"client": args.client, "mode": "bench-fetch",
+                              "count": args.count, "size": args.size}
     if args.prefill:
-        prefill = argparse.Namespace(**{**vars(args), "client": "confluent"})
-        filled = produce(prefill)
-        if filled["delivered"] < args.count:
-            return {"client": args.client, "mode": "bench-fetch", "prefill": filled}
+        result["prefill"] = _prefill(args)
     errors: Counter = Counter()
-    stamps: list[float] = []
+    consumed = first_batch = 0
+    first = last = 0.0
     start = time.monotonic()
     deadline = start + args.timeout
+
+    def seen(n: int) -> None:
+        nonlocal consumed, first_batch, first, last
+        if not n:
+            return
+        last = time.monotonic()
+        if not consumed:
+            first, first_batch = last, n
+        consumed += n
+
     if args.client == "kafka-python":
         from kafka import KafkaConsumer, TopicPartition
 
         consumer = KafkaConsumer(bootstrap_servers=args.bootstrap,
                                  api_version=KAFKA_PYTHON_API_VERSION, group_id=None,
-                                 enable_auto_commit=False)
-        partition = TopicPartition(args.topic, 0)
-        consumer.assign([partition])
-        consumer.seek_to_beginning(partition)
+                                 enable_auto_commit=False, fetch_max_wait_ms=0)
         try:
-            while len(stamps) < args.count and time.monotonic() < deadline:
+            tp = TopicPartition(args.topic, 0)
+            consumer.assign([tp])
+            low = consumer.beginning_offsets([tp])[tp]
+            high = consumer.end_offsets([tp])[tp]
+            if high <= low:
+                errors["_NO_MESSAGES"] += 1
+            consumer.seek(tp, low)
+            while high > low and consumed < args.count and time.monotonic() < deadline:
                 try:
-                    batches = consumer.poll(timeout_ms=200, max_records=args.count)
+                    batches = consumer.poll(timeout_ms=200, max_records=args.count - consumed)
                 except Exception as exc:
                     errors[kafka_python_error_name(exc)] += 1
                     if _is_authz(kafka_python_error_name(exc)):
                         break
                     continue
-                now = time.monotonic()
-                stamps += [now] * sum(len(records) for records in batches.values())
+                records = batches.get(tp, [])
+                seen(len(records))
+                if records and records[-1].offset >= high - 1:
+                    consumer.seek(tp, low)
         finally:
             consumer.close()
     else:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+        from confluent_kafka import Consumer, TopicPartition
 
         consumer = Consumer({"bootstrap.servers": args.bootstrap, **CONFLUENT_COMMON,
-                             "group.id": ASSIGN_GROUP, "enable.auto.commit": False})
-        consumer.assign([TopicPartition(args.topic, 0, OFFSET_BEGINNING)])
+                             "group.id": ASSIGN_GROUP, "enable.auto.commit": False,
+                             "fetch.wait.max.ms": 0})
         try:
-            while len(stamps) < args.count and time.monotonic() < deadline:
-                # consume() hands back a batch per call: per-message poll() would
-                # measure the Python loop more than the network.
-                for msg in consumer.consume(num_messages=1000, timeout=0.2):
+            low, high = consumer.get_watermark_offsets(TopicPartition(args.topic, 0),
+                                                       timeout=args.timeout)
+            if high <= low:
+                errors["_NO_MESSAGES"] += 1
+            else:
+                consumer.assign([TopicPartition(args.topic, 0, low)])
+            while high > low and consumed < args.count and time.monotonic() < deadline:
+                # Wait for one message, then take what is already there in one call:
+                # consume(n, timeout) would block until n arrive or the timeout, and
+                # per-message poll() would measure the Python loop, not the network.
+                msg = consumer.poll(0.2)
+                if msg is None:
+                    continue
+                batch = [msg, *consumer.consume(
+                    num_messages=max(1, min(10_000, args.count - consumed - 1)), timeout=0)]
+                good = [msg for msg in batch if not msg.error()]
+                for msg in batch:
                     if msg.error():
                         errors[msg.error().name()] += 1
-                    else:
-                        stamps.append(time.monotonic())
+                seen(len(good))
                 if any(_is_authz(name) for name in errors):
                     break
+                if good and good[-1].offset() >= high - 1:
+                    consumer.seek(TopicPartition(args.topic, 0, low))
         finally:
             consumer.close()
-    stamps = stamps[:args.count]
-    window = stamps[-1] - stamps[0] if len(stamps) > 1 else 0.0
-    result = {"client": args.client, "mode": "bench-fetch", "count": args.count,
-              "size": args.size, "consumed": len(stamps), "errors": dict(errors),
-              "seconds": round(time.monotonic() - start, 4),
-              "window_seconds": round(window, 4)}
-    # Rate over first->last message: excludes bootstrap and the first round trip.
-    result.update(_rate(max(len(stamps) - 1, 0), window, args.size))
+    window = last - first
+    result.update(consumed=consumed, errors=dict(errors),
+                  seconds=round(time.monotonic() - start, 4), window_seconds=round(window, 4))
+    # Rate from the first batch received to the last one: bootstrap, ListOffsets and
+    # the first round trip are not in it.
+    result.update(_rate(consumed - first_batch, window, args.size))
     return result
 
 
@@ -467,7 +528,9 @@ def main(argv: list[str] | None = None) -> int:
         one.add_argument("--size", type=int, default=1000, help="message bytes")
         if name == "consume":
             one.add_argument("--group", default=None,
-                             help="consumer group (subscribe); none: assign partition 0")
+                             help="consumer group (subscribe); none: assign --partition")
+            one.add_argument("--partition", type=int, default=0,
+                             help="without --group: the partition read from its start")
             one.add_argument("--expect", type=int, default=None)
         else:
             one.add_argument("--count", type=int, required=True)
