@@ -36,7 +36,7 @@ from bench.l7 import DOCKER, IMAGE, PLUGIN, PLUGIN_SOCKET
 
 REPO = Path(__file__).resolve().parents[1]
 SUBNET = "10.96.0.0/16"
-REPS, MESSAGES, LATENCY_COUNT = 3, 20000, 300
+REPS, MESSAGES, LATENCY_COUNT = 3, 500000, 300
 NONE, L3L4, KAFKA = "no policy", "L3/L4 policy only", "Kafka rules (seed example)"
 L3L4_POLICY = """
 apiVersion: cilium.io/v2

@@ -152,7 +152,10 @@ def produce(args: argparse.Namespace) -> dict[str, Any]:
                 except Exception as exc:  # metadata refused/timed out: client unusable
                     errors[kafka_python_error_name(exc)] += 1
                     break
-            producer.flush(max(0.1, args.timeout - (time.monotonic() - start)))
+            try:
+                producer.flush(max(0.1, args.timeout - (time.monotonic() - start)))
+            except Exception:
+                pass  # a flush timeout: each message's outcome is in its future below
             for future in futures:
                 try:
                     future.get(timeout=max(0.1, args.timeout - (time.monotonic() - start)))
@@ -175,7 +178,9 @@ def produce(args: argparse.Namespace) -> dict[str, Any]:
                 errors[err.name()] += 1
 
         for _ in range(args.count):
-            _ck_produce(producer, args.topic, value, report)
+            refused = _ck_produce(producer, args.topic, value, report)
+            if refused:
+                errors[refused] += 1
             sent += 1
         left = producer.flush(max(0.1, args.timeout - (time.monotonic() - start)))
         if left:
@@ -186,14 +191,20 @@ def produce(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _ck_produce(producer: Any, topic: str, value: bytes,
-                callback: Callable[[Any, Any], None]) -> None:
+                callback: Callable[[Any, Any], None]) -> str | None:
+    """Queue one message. Returns the error name when librdkafka refuses it up front:
+    once a topic got TOPIC_AUTHORIZATION_FAILED, produce() raises it synchronously."""
+    from confluent_kafka import KafkaException
+
     while True:
         try:
             producer.produce(topic, value, on_delivery=callback)
             producer.poll(0)
-            return
+            return None
         except BufferError:  # local queue full: let deliveries drain
             producer.poll(0.05)
+        except KafkaException as exc:
+            return exc.args[0].name()
 
 
 # -- consume -------------------------------------------------------------------------------
@@ -259,6 +270,16 @@ def consume(args: argparse.Namespace) -> dict[str, Any]:
         if args.group:
             consumer.subscribe([args.topic])
         else:
+            # Learn the leader first: assign() before it is known parks the offset
+            # lookup on librdkafka's 500 ms retry timer.
+            # A topic-level error in that Metadata (a denial) is surfaced here.
+            try:
+                meta = consumer.list_topics(args.topic, timeout=args.timeout)
+                topic_error = meta.topics[args.topic].error
+                if topic_error is not None:
+                    errors[topic_error.name()] += 1
+            except Exception as exc:
+                errors[exc.args[0].name() if exc.args else "_EXCEPTION"] += 1
             consumer.assign([TopicPartition(args.topic, args.partition, OFFSET_BEGINNING)])
         try:
             while not done():
@@ -295,7 +316,10 @@ def bench_produce(args: argparse.Namespace) -> dict[str, Any]:
             producer.send(args.topic, value).get(timeout=args.timeout)  # warm-up
             start = time.monotonic()
             futures = [producer.send(args.topic, value) for _ in range(args.count)]
-            producer.flush(args.timeout)
+            try:
+                producer.flush(args.timeout)
+            except Exception:
+                pass  # a flush timeout: each message's outcome is in its future below
             for future in futures:
                 try:
                     future.get(timeout=args.timeout)
@@ -322,7 +346,9 @@ def bench_produce(args: argparse.Namespace) -> dict[str, Any]:
         producer.flush(args.timeout)
         start = time.monotonic()
         for _ in range(args.count):
-            _ck_produce(producer, args.topic, value, report)
+            refused = _ck_produce(producer, args.topic, value, report)
+            if refused:
+                errors[refused] += 1
         left = producer.flush(args.timeout)
         seconds = time.monotonic() - start
         if left:
@@ -407,10 +433,12 @@ def bench_fetch(args: argparse.Namespace) -> dict[str, Any]:
                 seen(len(records))
                 if records and records[-1].offset >= high - 1:
                     consumer.seek(tp, low)
+        except Exception as exc:  # offsets lookup refused or timed out
+            errors[kafka_python_error_name(exc)] += 1
         finally:
             consumer.close()
     else:
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
 
         consumer = Consumer({"bootstrap.servers": args.bootstrap, **CONFLUENT_COMMON,
                              "group.id": ASSIGN_GROUP, "enable.auto.commit": False,
@@ -440,6 +468,8 @@ def bench_fetch(args: argparse.Namespace) -> dict[str, Any]:
                     break
                 if good and good[-1].offset() >= high - 1:
                     consumer.seek(TopicPartition(args.topic, 0, low))
+        except KafkaException as exc:  # watermarks lookup refused or timed out
+            errors[exc.args[0].name()] += 1
         finally:
             consumer.close()
     window = last - first
@@ -482,7 +512,10 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(args.count + 1):  # i == 0 is the warm-up
             outcome.clear()
             t0 = time.perf_counter()
-            producer.produce(args.topic, value, on_delivery=report)
+            refused = _ck_produce(producer, args.topic, value, report)
+            if refused:
+                errors[refused] += 1
+                continue
             end = time.monotonic() + args.timeout
             # poll() returns as soon as the delivery report is served; flush() might
             # add its own wake-up granularity.
