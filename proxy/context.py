@@ -47,6 +47,7 @@ class ConnContext:
         self.events = events
         self.config = config
         self._described: tuple[object, tuple[dict, dict]] | None = None  # per state
+        self._needs_topics: tuple[object, bool] | None = None  # per state
 
     def judge(self, req: Request | KafkaRequest) -> Decision:
         return self.loader.evaluate(self.src[0], self.dst[0], self.dst[1], req)
@@ -57,10 +58,15 @@ class ConnContext:
         return state.parser(self.src[0], self.dst[0], self.dst[1]) if state else None
 
     def kafka_needs_topics(self) -> bool:
+        """Whether a rule on this connection names topics (then bodies are decoded);
+        computed once per state revision."""
         state = self.loader.current()
-        # no state: nothing is allowed anyway; say yes so nothing is judged half-read
-        return state.kafka_needs_topics(self.src[0], self.dst[0], self.dst[1]) \
-            if state is not None else True
+        if self._needs_topics is None or self._needs_topics[0] is not state:
+            # no state: nothing is allowed anyway; say yes so nothing is judged half-read
+            needs = state.kafka_needs_topics(self.src[0], self.dst[0], self.dst[1]) \
+                if state is not None else True
+            self._needs_topics = (state, needs)
+        return self._needs_topics[1]
 
     def source_identity(self) -> int:
         state = self.loader.current()

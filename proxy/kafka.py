@@ -19,12 +19,17 @@ import time
 from dataclasses import dataclass
 
 from policies.kafka_rules import KafkaRequest, api_key_name
+from proxy import kafka_answers as answers
 from proxy import kafka_codec as codec
 from proxy.context import ConnContext
 from proxy.state import Decision
 
 MAX_IN_FLIGHT = 512  # requests awaiting their answer per connection (then reading pauses)
 MAX_RESPONSE = 1 << 30  # a broker answer beyond this is treated as a broken stream
+# Kafka connections idle for minutes (clients keep them; brokers close them after
+# connections.max.idle.ms, 10 minutes) and a JoinGroup may wait for a rebalance (up to
+# the 5-minute default rebalance timeout): the HTTP idle timeout would cut both.
+IDLE_TIMEOUT = 600.0
 _SIZE = struct.Struct(">i")
 
 
@@ -66,7 +71,7 @@ class KafkaHandler:
             else:
                 await self.pending.put(None)
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(responder, self.ctx.config.idle_timeout)
+                    await asyncio.wait_for(responder, IDLE_TIMEOUT)
             responder.cancel()
             if self.up_writer is not None:
                 with contextlib.suppress(Exception):
@@ -77,7 +82,7 @@ class KafkaHandler:
     async def _read_request(self) -> bytes | None:
         try:
             head = await asyncio.wait_for(self.reader.readexactly(4),
-                                          self.ctx.config.idle_timeout)
+                                          IDLE_TIMEOUT)
         except (asyncio.IncompleteReadError, TimeoutError):
             return None
         (size,) = _SIZE.unpack(head)
@@ -143,13 +148,13 @@ class KafkaHandler:
                 obj = codec.decode_request(header, frame)
         if topics is None and obj is not None:
             topics = tuple(codec.topics_of(obj, header.api_version)[0]) or None
-        code = codec.error_code_for(header.api_key, bool(topics))
+        code = answers.error_code_for(header.api_key, bool(topics))
         info = _fields(header, topics, code)
         if not codec.expects_answer(header, frame):
             self.ctx.emit("DENIED", "kafka", direction=decision.direction, kafka=info,
                           started=started, reason=decision.reason)
             return True
-        probe = codec.brokers_only_request(header, obj) if topics else None
+        probe = answers.brokers_only_request(header, obj) if topics else None
         if probe is not None:  # see kafka_codec: a Metadata answer needs the brokers
             if not await self._forward(probe[4:], header):
                 return False
@@ -157,7 +162,7 @@ class KafkaHandler:
                                             decision.reason, denied_topics=topics))
             return True
         try:
-            answer = codec.error_response(header, obj, code)
+            answer = answers.error_response(header, obj, code)
         except codec.KafkaCodecError as exc:
             self.ctx.emit("DENIED", "kafka", direction=decision.direction, kafka=info,
                           started=started,
@@ -200,7 +205,7 @@ class KafkaHandler:
                 verdict = "FORWARDED"
                 if item.denied_topics is not None:
                     verdict = "DENIED"
-                    answer = codec.metadata_denied(answer, item.header.api_version,
+                    answer = answers.metadata_denied(answer, item.header.api_version,
                                                    item.denied_topics,
                                                    item.kafka["error_code"])
                 self.writer.write(answer)
@@ -216,7 +221,7 @@ class KafkaHandler:
     async def _read_answer(self, header: codec.Header) -> bytes | None:
         assert self.up_reader is not None
         head = await asyncio.wait_for(self.up_reader.readexactly(4),
-                                      self.ctx.config.idle_timeout)
+                                      IDLE_TIMEOUT)
         (size,) = _SIZE.unpack(head)
         if not 4 <= size <= MAX_RESPONSE:
             self._error(f"broker sent an invalid {size}-byte frame", header)
@@ -229,7 +234,7 @@ class KafkaHandler:
             return None
         answer = head + body
         if header.api_key == codec.API_VERSIONS:
-            answer = codec.clamp_api_versions(answer, header.api_version)
+            answer = answers.clamp_api_versions(answer, header.api_version)
         return answer
 
 

@@ -18,6 +18,7 @@ import sys
 
 import pytest
 
+from proxy import kafka_answers as answers
 from proxy import kafka_codec as codec
 from tests.integration.test_proxy_support import REPO, Events, Proxy, write_state
 from tests.support.kafka_broker import MockCluster
@@ -135,7 +136,7 @@ def test_seed_example(env, kind):
     denied = events.wait(lambda e: e["verdict"] == "DENIED" and e["kafka"]["api_key"] in
                          ("metadata", "produce") and e["kafka"]["topics"] == ["topic2"])
     assert denied["protocol"] == "kafka" and denied["kafka"]["client_id"] == "service1"
-    assert denied["kafka"]["error_code"] == codec.TOPIC_AUTHORIZATION_FAILED
+    assert denied["kafka"]["error_code"] == answers.TOPIC_AUTHORIZATION_FAILED
     assert denied["src"]["labels"] == ["container:app=service"]
     ok = events.wait(lambda e: e["verdict"] == "FORWARDED" and e["kafka"]["api_key"] ==
                      "fetch" and e["kafka"]["client_id"] == "service2")

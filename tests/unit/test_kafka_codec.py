@@ -1,6 +1,7 @@
-"""proxy/kafka_codec.py: headers, topics, denial answers and ApiVersions capping, for
-every request type and version the protocol specification defines (pure logic; the
-proxy with real clients and a real broker is tests/integration/test_proxy_kafka.py)."""
+"""proxy/kafka_codec.py and kafka_answers.py: headers, topics, denial answers and
+ApiVersions capping, for every request type and version the protocol specification
+defines (pure logic; the proxy with real clients and a real broker is
+tests/integration/test_proxy_kafka.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import struct
 
 import pytest
 
+from proxy import kafka_answers as answers
 from proxy import kafka_codec as codec
 
 
@@ -45,7 +47,7 @@ def test_error_answer_every_api_and_version_decodes_as_its_response():
         if not codec.expects_answer(header, frame):
             continue
         obj = codec.decode_request(header, frame)
-        answer = codec.error_response(header, obj, codec.error_code_for(key, False))
+        answer = answers.error_response(header, obj, answers.error_code_for(key, False))
         (size,) = struct.unpack_from(">i", answer)
         assert size == len(answer) - 4
         resp = codec.RESPONSES[key].decode(answer[4:], version=version, header=True)
@@ -68,7 +70,7 @@ def test_produce_topics_and_denial_per_partition(version):
     header = codec.parse_header(frame)
     obj = codec.decode_request(header, frame)
     assert codec.topics_of(obj, version) == (["topic1", "topic2"], False)
-    answer = codec.error_response(header, obj, codec.TOPIC_AUTHORIZATION_FAILED)
+    answer = answers.error_response(header, obj, answers.TOPIC_AUTHORIZATION_FAILED)
     resp = codec.RESPONSES[codec.PRODUCE].decode(answer[4:], version=version, header=True)
     assert [(t.name, [(p.index, p.error_code, p.base_offset) for p in t.partition_responses])
             for t in resp.responses] == [("topic1", [(0, 29, -1), (2, 29, -1)]),
@@ -88,8 +90,8 @@ def test_topic_shapes_from_the_spec():
     assert codec.topic_shape(codec.METADATA, 12) == (True, True)  # names (and ids)
     assert codec.topic_shape(codec.API_VERSIONS, 3) == (False, False)
     assert codec.topic_shape(12, 4) == (False, False)  # heartbeat
-    assert codec.highest_named_version(codec.FETCH, 16) == 12
-    assert codec.highest_named_version(codec.PRODUCE, 10) == 10
+    assert answers.highest_named_version(codec.FETCH, 16) == 12
+    assert answers.highest_named_version(codec.PRODUCE, 10) == 10
 
 
 def test_delete_topics_string_array_and_group_error_codes():
@@ -97,19 +99,19 @@ def test_delete_topics_string_array_and_group_error_codes():
     header = codec.parse_header(frame)
     obj = codec.decode_request(header, frame)
     assert codec.topics_of(obj, 3) == (["a", "b"], False)
-    resp = codec.RESPONSES[20].decode(codec.error_response(header, obj, 29)[4:], version=3,
+    resp = codec.RESPONSES[20].decode(answers.error_response(header, obj, 29)[4:], version=3,
                                       header=True)
     assert [(r.name, r.error_code) for r in resp.responses] == [("a", 29), ("b", 29)]
-    assert codec.error_code_for(11, False) == codec.GROUP_AUTHORIZATION_FAILED  # joingroup
-    assert codec.error_code_for(18, False) == codec.CLUSTER_AUTHORIZATION_FAILED
-    assert codec.error_code_for(0, True) == codec.TOPIC_AUTHORIZATION_FAILED
+    assert answers.error_code_for(11, False) == answers.GROUP_AUTHORIZATION_FAILED  # joingroup
+    assert answers.error_code_for(18, False) == answers.CLUSTER_AUTHORIZATION_FAILED
+    assert answers.error_code_for(0, True) == answers.TOPIC_AUTHORIZATION_FAILED
 
 
 def test_denied_api_versions_answers_in_v0_layout():
     frame = encoded(codec.API_VERSIONS, 3, client_software_name="x",
                     client_software_version="1")
     header = codec.parse_header(frame)
-    answer = codec.error_response(header, codec.decode_request(header, frame), 31)
+    answer = answers.error_response(header, codec.decode_request(header, frame), 31)
     resp = codec.RESPONSES[codec.API_VERSIONS].decode(answer[4:], version=3, header=True)
     assert resp.error_code == 31 and resp.header.correlation_id == 7
 
@@ -122,7 +124,7 @@ def test_api_versions_capped_to_named_topic_versions():
         entry(version=2, api_key=1, min_version=0, max_version=16),
         entry(version=2, api_key=12, min_version=0, max_version=4)])
     resp.with_header(correlation_id=5)
-    capped = codec.clamp_api_versions(bytes(resp.encode(header=True, framed=True)), 2)
+    capped = answers.clamp_api_versions(bytes(resp.encode(header=True, framed=True)), 2)
     out = cls.decode(capped[4:], version=2, header=True)
     assert [(a.api_key, a.max_version) for a in out.api_keys] == [(0, 10), (1, 12), (12, 4)]
     assert out.header.correlation_id == 5
