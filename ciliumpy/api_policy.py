@@ -36,7 +36,8 @@ def import_policy():
     except KVError as exc:
         return api_error(f"kvstore: {exc}", 503)
     return jsonify({"revision": revision, "policies": [p.name for p in policies],
-                    "rules": sum(len(p.rules) for p in policies)})
+                    "rules": sum(len(p.rules) for p in policies),
+                    "warnings": [w for p in policies for w in p.warnings]})
 
 
 @bp.get("")

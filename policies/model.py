@@ -158,3 +158,4 @@ class Policy:
     labels: list[str] = field(default_factory=list)
     source: str = ""
     document: dict = field(default_factory=dict)  # normalized input, for storage
+    warnings: list[str] = field(default_factory=list)  # loaded, but not as written

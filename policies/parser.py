@@ -5,6 +5,12 @@ rule-array import format), validated as Cilium's validator does.
 Every rejection names the file, the rule path (``specs[1].ingress[0].toPorts[0].
 ports[0].port``) and why; unknown fields get a "did you mean". Nothing is imported
 unless every document of a file is valid.
+
+Field names are matched as Go's encoding/json (which Cilium uses) matches them: an
+exact name first, otherwise case-insensitively (``HTTP:``, Kafka ``Role:`` load).
+What Cilium accepts but a Docker host cannot use loads with a warning (each policy's
+``warnings``) and selects nothing: unknown keys inside a label selector (Go ignores
+them), the Kubernetes-only entities ``kube-apiserver`` and ``ingress``, ``toServices``.
 """
 
 from __future__ import annotations
@@ -35,7 +41,6 @@ from policies.model import (
 
 UNSUPPORTED = {
     "toFQDNs": "DNS-based egress (toFQDNs) needs the DNS proxy, which ciliumpy does not have",
-    "toServices": "toServices selects Kubernetes services, which Docker hosts do not have",
     "toGroups": "toGroups (cloud provider groups) is not supported",
     "fromGroups": "fromGroups (cloud provider groups) is not supported",
     "fromNodes": "fromNodes needs node labels, which ciliumpy does not have",
@@ -50,28 +55,55 @@ class PolicyError(ValueError):
     """A file that does not hold valid policy; the message is for the author."""
 
 
+# entities that exist only on Kubernetes: accepted (Cilium's policies use them), no peer
+KUBERNETES_ENTITIES = ("kube-apiserver", "ingress")
+
+
 class _Ctx:
     def __init__(self, source: str) -> None:
         self.source = source
+        self.warnings: list[str] = []
+
+    def warn(self, path: str, message: str) -> None:
+        self.warnings.append(f"{path}: {message}" if path else message)
 
     def fail(self, path: str, message: str) -> None:
         where = f"{self.source}: " if self.source else ""
         raise PolicyError(f"{where}{path}: {message}" if path else f"{where}{message}")
 
 
-def _fields(ctx: _Ctx, obj: Any, path: str, allowed: tuple[str, ...], what: str) -> dict:
+def _canonical(key: Any, names) -> str | None:
+    """Go's encoding/json: the exact field name, else a case-insensitive match."""
+    if key in names:
+        return key
+    folded = str(key).lower()
+    return next((name for name in names if name.lower() == folded), None)
+
+
+def _fields(ctx: _Ctx, obj: Any, path: str, allowed: tuple[str, ...], what: str,
+            ignore_unknown: bool = False) -> dict:
+    """``obj`` with its keys spelled as ``allowed`` spells them; an unknown key is an
+    error (or, with ``ignore_unknown``, a warning: the key is dropped)."""
     if not isinstance(obj, dict):
         ctx.fail(path, f"{what} must be a mapping, not {type(obj).__name__}")
-    for key in obj:
-        if key in allowed:
+    out: dict = {}
+    for key, value in obj.items():
+        name = _canonical(key, allowed)
+        if name is not None:
+            if name not in out or name == key:  # an exact spelling wins, as in Go
+                out[name] = value
             continue
-        if key in UNSUPPORTED:
-            ctx.fail(f"{path}.{key}" if path else key, UNSUPPORTED[key])
+        here = f"{path}.{key}" if path else str(key)
+        unsupported = _canonical(key, UNSUPPORTED)
+        if unsupported is not None:
+            ctx.fail(here, UNSUPPORTED[unsupported])
         hint = difflib.get_close_matches(str(key), allowed, n=1)
         suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-        ctx.fail(f"{path}.{key}" if path else str(key),
-                 f"unknown field {key!r} in {what}{suggestion}")
-    return obj
+        if ignore_unknown:
+            ctx.warn(here, f"unknown field {key!r} in {what} ignored{suggestion}")
+            continue
+        ctx.fail(here, f"unknown field {key!r} in {what}{suggestion}")
+    return out
 
 
 def _list(ctx: _Ctx, obj: Any, path: str) -> list:
@@ -81,7 +113,9 @@ def _list(ctx: _Ctx, obj: Any, path: str) -> list:
 
 
 def _selector(ctx: _Ctx, obj: Any, path: str) -> Selector:
-    obj = _fields(ctx, obj or {}, path, ("matchLabels", "matchExpressions"), "a selector")
+    # Cilium decodes selectors into Kubernetes' LabelSelector, which drops unknown keys
+    obj = _fields(ctx, obj or {}, path, ("matchLabels", "matchExpressions"), "a selector",
+                  ignore_unknown=True)
     labels = obj.get("matchLabels") or {}
     if not isinstance(labels, dict):
         ctx.fail(f"{path}.matchLabels", "must be a mapping of label key to value")
@@ -181,8 +215,8 @@ def _l7(ctx: _Ctx, obj: Any, path: str, ports: tuple[PortProtocol, ...], deny: b
             ctx.fail(f"{path.rsplit('.', 1)[0]}.ports[{i}].port", "L7 rules need a port, not 0")
     if kind == "dns" and direction == "ingress":
         ctx.fail(f"{path}.dns", "DNS rules are not allowed on ingress")
-    rules = _list(ctx, obj[kind], f"{path}.{kind}")
-    for i, rule in enumerate(rules):
+    rules = []
+    for i, rule in enumerate(_list(ctx, obj[kind], f"{path}.{kind}")):
         here = f"{path}.{kind}[{i}]"
         if kind == "http":
             rule = _fields(ctx, rule, here, ("method", "path", "host", "headers",
@@ -200,14 +234,19 @@ def _l7(ctx: _Ctx, obj: Any, path: str, ports: tuple[PortProtocol, ...], deny: b
                     ctx.fail(f"{here}.path", str(exc))
             if "path" in rule and not str(rule["path"]).startswith("/"):
                 ctx.fail(f"{here}.path", "an HTTP path must start with '/'")
-            for j, match in enumerate(rule.get("headerMatches") or []):
+            matches = []
+            for j, match in enumerate(_list(ctx, rule.get("headerMatches") or [],
+                                            f"{here}.headerMatches")):
                 match = _fields(ctx, match, f"{here}.headerMatches[{j}]",
                                 ("name", "value", "secret", "mismatch"), "a header match")
+                matches.append(match)
                 if not match.get("name"):
                     ctx.fail(f"{here}.headerMatches[{j}].name", "a header match needs a name")
                 if match.get("mismatch", "") not in ("", "LOG", "ADD", "DELETE", "REPLACE"):
                     ctx.fail(f"{here}.headerMatches[{j}].mismatch",
                              f"{match['mismatch']!r} is not LOG, ADD, DELETE or REPLACE")
+            if matches:
+                rule["headerMatches"] = matches
         elif kind == "kafka":
             rule = _fields(ctx, rule, here, ("role", "apiKey", "apiVersion", "clientID",
                                              "topic"), "a Kafka rule")
@@ -217,6 +256,7 @@ def _l7(ctx: _Ctx, obj: Any, path: str, ports: tuple[PortProtocol, ...], deny: b
                 ctx.fail(f"{here}.{exc.field}" if exc.field else here, str(exc))
         else:
             rule = _fields(ctx, rule, here, ("matchName", "matchPattern"), "a DNS rule")
+        rules.append(rule)
     return kind, tuple(tuple(sorted(r.items())) for r in rules)
 
 
@@ -226,7 +266,7 @@ PEER_FIELDS = {"ingress": ("fromEndpoints", "fromCIDR", "fromCIDRSet", "fromEnti
 
 def _peer_rule(ctx: _Ctx, obj: Any, path: str, direction: str, deny: bool) -> PeerRule:
     prefix = "from" if direction == "ingress" else "to"
-    peers = PEER_FIELDS[direction]
+    peers = PEER_FIELDS[direction] + (("toServices",) if direction == "egress" else ())
     allowed = (*peers, f"{prefix}Requires", "toPorts")
     obj = _fields(ctx, obj, path, allowed, f"an {direction}{'Deny' if deny else ''} rule")
     present = [p for p in peers if obj.get(p) is not None]
@@ -235,6 +275,12 @@ def _peer_rule(ctx: _Ctx, obj: Any, path: str, direction: str, deny: bool) -> Pe
         ctx.fail(path, f"combining {present[0]} and {present[1]} is not supported: use two "
                  "rule elements")
     endpoints = cidrs = entities = None
+    if obj.get("toServices") is not None:
+        # Kubernetes services (k8sService, k8sServiceSelector): none on a Docker host
+        _list(ctx, obj["toServices"], f"{path}.toServices")
+        ctx.warn(f"{path}.toServices", "toServices selects Kubernetes services, which a "
+                 "Docker host does not have: this element selects nothing")
+        endpoints = ()
     if obj.get(f"{prefix}Endpoints") is not None:
         endpoints = tuple(_selector(ctx, s, f"{path}.{prefix}Endpoints[{i}]") for i, s in
                           enumerate(_list(ctx, obj[f"{prefix}Endpoints"],
@@ -249,13 +295,19 @@ def _peer_rule(ctx: _Ctx, obj: Any, path: str, direction: str, deny: bool) -> Pe
             items.append(_cidr_set(ctx, item, f"{path}.{prefix}CIDRSet[{i}]"))
         cidrs = tuple(items)
     if obj.get(f"{prefix}Entities") is not None:
-        names = _list(ctx, obj[f"{prefix}Entities"], f"{path}.{prefix}Entities")
-        for i, name in enumerate(names):
+        names = []
+        for i, name in enumerate(_list(ctx, obj[f"{prefix}Entities"],
+                                       f"{path}.{prefix}Entities")):
+            if name in KUBERNETES_ENTITIES:
+                ctx.warn(f"{path}.{prefix}Entities[{i}]", f"entity {name!r} exists only on "
+                         "Kubernetes: it selects nothing on a Docker host")
+                continue
             if name not in ENTITIES:
                 hint = difflib.get_close_matches(str(name), ENTITIES, n=1)
                 ctx.fail(f"{path}.{prefix}Entities[{i}]", f"unsupported entity {name!r}"
                          + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-        entities = tuple(names)
+            names.append(name)
+        entities = tuple(names) or ("none",)
     requires = tuple(_selector(ctx, s, f"{path}.{prefix}Requires[{i}]") for i, s in
                      enumerate(_list(ctx, obj.get(f"{prefix}Requires") or [],
                                      f"{path}.{prefix}Requires")))
@@ -322,18 +374,27 @@ ENVELOPE = ("apiVersion", "kind", "metadata", "spec", "specs", "description")
 
 
 def _policy(ctx: _Ctx, doc: Any, path: str, default_name: str) -> Policy:
+    """One document's policy, with the warnings its parsing gave."""
+    first = len(ctx.warnings)
+    policy = _policy_of(ctx, doc, path, default_name)
+    policy.warnings = ctx.warnings[first:]
+    return policy
+
+
+def _policy_of(ctx: _Ctx, doc: Any, path: str, default_name: str) -> Policy:
     if isinstance(doc, list):
         rules = [parse_rule(ctx, r, f"{path}[{i}]" if path else f"[{i}]", default_name, i)
                  for i, r in enumerate(doc)]
         return Policy(default_name, rules, [], ctx.source, {"specs": doc})
     if not isinstance(doc, dict):
         ctx.fail(path, f"a policy document must be a mapping or a list, not {type(doc).__name__}")
-    envelope_keys = {"apiVersion", "kind", "metadata", "spec", "specs"}
-    if "endpointSelector" in doc or "nodeSelector" in doc or (
-            not envelope_keys & set(doc) and set(doc) & set(RULE_FIELDS)):  # a bare spec
+    envelope_keys = {"apiversion", "kind", "metadata", "spec", "specs"}
+    keys = {str(k).lower() for k in doc}
+    if "endpointselector" in keys or "nodeselector" in keys or (
+            not envelope_keys & keys and keys & {f.lower() for f in RULE_FIELDS}):  # bare spec
         return Policy(default_name, [parse_rule(ctx, doc, path or "spec", default_name, 0)],
                       [], ctx.source, {"spec": doc})
-    _fields(ctx, doc, path, ENVELOPE, "a policy document")
+    doc = _fields(ctx, doc, path, ENVELOPE, "a policy document")
     kind = doc.get("kind", "CiliumNetworkPolicy")
     if kind not in ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"):
         ctx.fail(f"{path}.kind" if path else "kind", f"kind {kind!r} is not a Cilium policy")

@@ -29,19 +29,36 @@ def _read(path: str) -> str:
         raise click.ClickException(f"{path}: {exc.strerror}") from None
 
 
+def _echo_warnings(policies: list) -> None:
+    for found in policies:
+        for warning in found.warnings:
+            click.echo(f"  warning: {warning}")
+
+
 @policy.command("validate")
 @click.argument("files", nargs=-1, required=True)
 def policy_validate(files: tuple[str, ...]) -> None:
-    """Check policy files without importing them (exit 1 on the first error)."""
+    """Check policy files without importing them: per file, valid, valid with warnings
+    (what loads but is not enforced as written, and why) or refused (why). Exit 1 if
+    any file is refused."""
     from policies.parser import PolicyError, parse_text
 
+    refused = 0
     for path in files:
         try:
             found = parse_text(_read(path), path)
-        except PolicyError as exc:
-            raise click.ClickException(str(exc)) from None
+        except (PolicyError, click.ClickException) as exc:
+            refused += 1
+            click.echo(f"refused: {exc.message if isinstance(exc, click.ClickException) else exc}",
+                       err=True)
+            continue
         rules = sum(len(p.rules) for p in found)
-        click.echo(f"{path}: valid ({len(found)} policies, {rules} rules)")
+        warnings = sum(len(p.warnings) for p in found)
+        note = f", {warnings} warning{'s' if warnings != 1 else ''}" if warnings else ""
+        click.echo(f"{path}: valid ({len(found)} policies, {rules} rules{note})")
+        _echo_warnings(found)
+    if refused:
+        raise click.ClickException(f"{refused} of {len(files)} files refused")
 
 
 @policy.command("import")
@@ -55,7 +72,8 @@ def policy_import(ctx: click.Context, files: tuple[str, ...]) -> None:
     for path in files:  # validate every file before importing any
         try:
             documents = load_documents(_read(path))
-            parse_documents(documents, path, path.rsplit("/", 1)[-1].rsplit(".", 1)[0])
+            _echo_warnings(parse_documents(documents, path,
+                                           path.rsplit("/", 1)[-1].rsplit(".", 1)[0]))
         except PolicyError as exc:
             raise click.ClickException(str(exc)) from None
         except Exception as exc:  # YAML errors: let the parser word them

@@ -1,0 +1,155 @@
+"""Cilium's own spellings load (field names matched as Go's encoding/json matches
+them), and what Cilium accepts that a Docker host cannot use loads with a warning and
+selects nothing, rather than refusing a file a user copied from Cilium."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+
+import pytest
+
+from ciliumpy.proxy_state import l7_entries
+from policies.engine import labels_of
+from policies.parser import PolicyError, parse_text
+from policies.resolve import Universe, resolve
+from tests.support.agent import CLI
+
+CAPITALISED = """
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+Metadata: {Name: caps}
+spec:
+  EndpointSelector: {MatchLabels: {app: kafka}}
+  Ingress:
+  - FromEndpoints: [{matchLabels: {app: web}}]
+    ToPorts:
+    - Ports: [{Port: "80", Protocol: TCP}]
+      Rules:
+        HTTP:
+        - {Method: GET, Path: "/public/.*"}
+    - ports: [{port: "9092", protocol: TCP}]
+      rules:
+        kafka:
+        - {Role: Produce, Topic: topic1}
+"""
+
+
+def trace(text: str, *args: str) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as handle:
+        handle.write(text)
+        handle.flush()
+        out = subprocess.run([*CLI, "policy", "trace", "-f", handle.name, *args, "-o", "json"],
+                             capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_capitalised_fields_load_and_mean_what_they_say():
+    (policy,) = parse_text(CAPITALISED)
+    assert policy.name == "caps" and not policy.warnings
+    rule = policy.rules[0]
+    http, kafka = rule.ingress[0].to_ports
+    assert http.l7_kind == "http" and dict(http.l7_rules[0]) == {"method": "GET",
+                                                                   "path": "/public/.*"}
+    assert kafka.l7_kind == "kafka" and dict(kafka.l7_rules[0]) == {"role": "Produce",
+                                                                     "topic": "topic1"}
+    base = ["--src", "app=web", "--dst", "app=kafka"]
+    assert trace(CAPITALISED, *base, "--dport", "80/tcp", "--http-method", "GET",
+                 "--http-path", "/public/a")["verdict"] == "ALLOWED"
+    assert trace(CAPITALISED, *base, "--dport", "80/tcp", "--http-method", "GET",
+                 "--http-path", "/private")["verdict"] == "DENIED"
+    assert trace(CAPITALISED, *base, "--dport", "9092/tcp", "--kafka-api-key", "produce",
+                 "--kafka-topic", "topic2")["verdict"] == "DENIED"
+
+
+def test_capitalised_kafka_rule_reaches_the_proxy_in_canonical_spelling():
+    (policy,) = parse_text(CAPITALISED)
+    universe = Universe({300: ["container:app=web"]}, {})
+    resolved = resolve(policy.rules, labels_of(["container:app=kafka"]), universe,
+                       "default")
+    entries = [e for e in l7_entries(["10.0.0.9"], resolved.entries, ["http", "kafka"])
+               if e["parser"] == "kafka"]
+    assert entries and entries[0]["kafka"] == [{"role": "Produce", "topic": "topic1"}]
+
+
+def test_exact_spelling_wins_over_a_case_insensitive_twin():
+    text = """
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: b}}]
+    toPorts: [{ports: [{port: "80", Port: "81"}]}]
+"""
+    (policy,) = parse_text(text)
+    assert policy.rules[0].ingress[0].to_ports[0].ports[0].port == 80
+
+
+def test_unknown_selector_keys_are_ignored_with_a_warning():
+    text = """
+spec:
+  endpointSelector: {matchLabels: {app: a}, namespaceSelector: {}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: b}, podSelector: {x: y}}]
+"""
+    (policy,) = parse_text(text, "f.yaml")
+    assert len(policy.warnings) == 2
+    assert "spec.endpointSelector.namespaceSelector: unknown field 'namespaceSelector' in a " \
+           "selector ignored" in policy.warnings[0]
+    assert policy.rules[0].ingress[0].endpoints[0].match_labels == (("app", "b"),)
+
+
+def test_kubernetes_only_peers_select_nothing_with_a_warning():
+    text = """
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  egress:
+  - toEntities: [kube-apiserver]
+  - toServices: [{k8sService: {serviceName: db, namespace: default}}]
+    toPorts: [{ports: [{port: "5432", protocol: TCP}]}]
+  - toEntities: [world, ingress]
+"""
+    (policy,) = parse_text(text)
+    assert [w.split(":")[0] for w in policy.warnings] == [
+        "spec.egress[0].toEntities[0]", "spec.egress[1].toServices",
+        "spec.egress[2].toEntities[1]"]
+    egress = policy.rules[0].egress
+    assert egress[0].entities == ("none",) and egress[1].endpoints == ()
+    assert egress[2].entities == ("world",)
+    for dst, port in (("host", "443/tcp"), ("app=db", "5432/tcp")):
+        assert trace(text, "--src", "app=a", "--dst", dst, "--dport", port)["verdict"] == \
+            "DENIED"
+    assert trace(text, "--src", "app=a", "--dst", "198.51.100.1", "--dport",
+                 "443/tcp")["verdict"] == "ALLOWED"
+
+
+@pytest.mark.parametrize("key", ["toFQDNs", "ToFQDNs", "tofqdns"])
+def test_unsupported_fields_refused_whatever_their_case(key):
+    text = f"""
+spec:
+  endpointSelector: {{}}
+  egress:
+  - {key}: [{{matchName: example.com}}]
+"""
+    with pytest.raises(PolicyError, match="DNS-based egress"):
+        parse_text(text)
+
+
+def test_validate_reports_each_file(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("spec:\n  endpointSelector: {}\n  ingress: [{fromEntities: [host]}]\n")
+    warned = tmp_path / "warned.yaml"
+    warned.write_text("spec:\n  endpointSelector: {}\n  egress: [{toEntities: "
+                      "[kube-apiserver]}]\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spec:\n  endpointSelector: {}\n  ingress: [{fromEntitys: [host]}]\n")
+    out = subprocess.run([*CLI, "policy", "validate", str(good), str(bad), str(warned)],
+                         capture_output=True, text=True)
+    assert out.returncode == 1
+    assert f"{good}: valid (1 policies, 1 rules)" in out.stdout
+    assert f"{warned}: valid (1 policies, 1 rules, 1 warning)" in out.stdout
+    assert "warning: spec.egress[0].toEntities[0]: entity 'kube-apiserver'" in out.stdout
+    assert f"refused: {bad}: spec.ingress[0].fromEntitys: unknown field" in out.stderr
+    assert "did you mean 'fromEntities'?" in out.stderr
+    assert "1 of 3 files refused" in out.stderr
