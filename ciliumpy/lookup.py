@@ -20,6 +20,8 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Protocol, TypeVar
 
+from policies import icmp
+
 __all__ = ["AmbiguousEndpointError", "DPortError", "EndpointLike", "TRACE_PROTOCOLS",
            "find_endpoint", "parse_dport"]
 
@@ -100,19 +102,29 @@ def parse_dport(text: str) -> tuple[str, int]:
     """``--dport`` text -> (protocol, port), protocol one of TCP, UDP, SCTP, ICMP, ICMPV6.
 
     Accepted (case and surrounding blanks ignored): ``PORT`` (TCP), ``PORT/tcp``,
-    ``PORT/udp``, ``PORT/sctp``, ``PORT/any`` (TCP), ``icmp``, ``icmpv6``; PORT is
+    ``PORT/udp``, ``PORT/sctp``, ``PORT/any`` (TCP), ``icmp``, ``icmpv6`` (an echo
+    request), ``icmp/TYPE``, ``icmpv6/TYPE`` (number or Cilium's name; the port is then
+    the type as policies/icmp.py carries it); PORT is
     0..65535, 0 (or empty text) meaning no particular port. A range (``80-90``) is
     refused: a trace follows one connection, so it has one destination port.
     """
     value = (text or "0").strip().lower()
-    if value in _ICMP:
-        return _ICMP[value], 0
+    if value in _ICMP:  # a ping: the echo request of that family
+        return _ICMP[value], icmp.as_port(icmp.ECHO_REQUEST[_ICMP[value]])
+    kind, slash, icmp_type = value.partition("/")
+    if kind.strip() in _ICMP and slash:  # icmp/TYPE: a type by number or Cilium's name
+        protocol = _ICMP[kind.strip()]
+        try:
+            return protocol, icmp.as_port(icmp.type_number(icmp_type.strip(), protocol))
+        except ValueError as exc:
+            raise DPortError(str(exc)) from None
     port_text, slash, protocol = value.partition("/")
     protocol = protocol.strip()
     if slash and not protocol:
         raise DPortError("no protocol after '/' (tcp, udp, sctp or any)")
     if protocol in _ICMP:
-        raise DPortError(f"{protocol} has no ports: give just '{protocol}'")
+        raise DPortError(f"{protocol} has no ports: give '{protocol}' (an echo request) or "
+                         f"'{protocol}/TYPE'")
     protocol = (protocol or "tcp").upper()
     if protocol == "ANY":
         protocol = "TCP"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from policies import engine
+from policies import engine, icmp
 from policies.engine import Peer
 from policies.http_rules import Request, RuleSet
 from policies.kafka_rules import (
@@ -237,7 +237,8 @@ def trace(rules: list[Rule], src: Side, dst: Side, protocol: str, port: int,
           mode: str = "default", request: Request | KafkaRequest | None = None
           ) -> TraceResult:
     result = TraceResult("", "")
-    shown = "ICMP" if protocol.upper() in ("ICMP", "ICMPV6") else f"{port}/{protocol.upper()}"
+    shown = (f"{protocol.upper()} {icmp.describe(port)}" if protocol.upper() in
+             ("ICMP", "ICMPV6") else f"{port}/{protocol.upper()}")
     result.log.append(f"Tracing From: {src.label_text} => To: {dst.label_text} "
                       f"Ports: [{shown}]")
     result.log.append("")

@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 import click
 
 from ciliumpy.cli.output import list_command, output_option, show_list
+from policies import icmp
 
 # Protocol numbers as the policy map stores them; 0 is an L3-only (any protocol) entry.
 _PROTOCOL_NAMES = {0: "any", 6: "TCP", 17: "UDP", 132: "SCTP"}
@@ -33,6 +34,8 @@ list_command(bpf, "ipcache", "/v1/bpf/ipcache", ["PREFIX", "IDENTITY", "IFINDEX"
 def _policy_row(e: dict[str, Any]) -> tuple:
     ports = "any" if not e["port"] else (
         f"{e['port']}-{e['end_port']}" if e["end_port"] else e["port"])
+    if e["proto"] in (1, 58) and e["port"]:  # an ICMP rule: the port carries the type
+        ports = icmp.describe(e["port"])
     return (e["ep"], e["direction"], "deny" if e["deny"] else "allow", e["identity"] or "any",
             ", ".join(e["labels"]) or "-", _PROTOCOL_NAMES.get(e["proto"], e["proto"]), ports,
             e.get("proxy_port") or "-")

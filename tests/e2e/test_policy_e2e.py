@@ -117,6 +117,23 @@ ingress:
   ingress: [{{fromEndpoints: [{{matchLabels: {{app: other}}}}]}}]""",
               [("dev", "81/tcp", "ALLOWED"), ("dev", "80/tcp", "DENIED"),
                ("other", "8080/tcp", "ALLOWED"), ("prod", "81/tcp", "DENIED")]),
+    "icmps": (f"""endpointSelector: {SERVER}
+ingress:
+- fromEndpoints: [{{matchLabels: {{app: client}}}}]
+  icmps: [{{fields: [{{type: EchoRequest, family: IPv4}}]}}]
+- fromEndpoints: [{{matchLabels: {{env: prod}}}}]
+  toPorts: [{{ports: [{{port: "80", protocol: TCP}}]}}]
+ingressDeny:
+- fromEndpoints: [{{matchLabels: {{env: dev}}}}]
+  icmps: [{{fields: [{{type: 8}}]}}]""",
+              [("prod", "icmp", "ALLOWED"), ("prod", "80/tcp", "ALLOWED"),
+               ("dev", "icmp", "DENIED"), ("dev", "80/tcp", "DENIED"),
+               ("other", "icmp", "DENIED")]),
+    "icmps-other-type": (f"""endpointSelector: {SERVER}
+ingress:
+- fromEndpoints: [{{matchLabels: {{app: client}}}}]
+  icmps: [{{fields: [{{type: 13}}, {{type: 0}}]}}]""",
+                         [("prod", "icmp", "DENIED"), ("prod", "80/tcp", "DENIED")]),
     "deny-wins": (f"""endpointSelector: {SERVER}
 ingress: [{{fromEndpoints: [{{}}]}}]
 ingressDeny:

@@ -28,9 +28,12 @@ from ciliumpy.lookup import AmbiguousEndpointError, DPortError, find_endpoint, p
     ("0", ("TCP", 0)),  # the --dport default: no particular port
     ("", ("TCP", 0)),
     ("65535/udp", ("UDP", 65535)),
-    ("icmp", ("ICMP", 0)),
-    ("ICMP", ("ICMP", 0)),
-    ("icmpv6", ("ICMPV6", 0)),
+    ("icmp", ("ICMP", 256 + 8)),  # a ping: ICMP types travel as 256 + type
+    ("ICMP", ("ICMP", 256 + 8)),
+    ("icmpv6", ("ICMPV6", 256 + 128)),
+    ("icmp/0", ("ICMP", 256)),
+    ("icmp/EchoReply", ("ICMP", 256)),
+    ("icmpv6/NeighborSolicitation", ("ICMPV6", 256 + 135)),
 ])
 def test_parse_dport_accepts(text, expected):
     assert parse_dport(text) == expected
@@ -47,8 +50,10 @@ def test_parse_dport_accepts(text, expected):
     ("80-90/udp", "port range '80-90'"),
     ("80/", "no protocol after '/'"),
     ("80/foo", "unknown protocol 'foo'"),
-    ("80/icmp", "icmp has no ports: give just 'icmp'"),
+    ("80/icmp", "icmp has no ports: give 'icmp'"),
     ("0/icmpv6", "icmpv6 has no ports"),
+    ("icmp/300", "ICMP type 300 is out of range"),
+    ("icmp/PacketTooBig", "not an IPv4 ICMP type"),
 ])
 def test_parse_dport_refuses_with_a_clear_message(text, message):
     with pytest.raises(DPortError, match=message.replace(".", r"\.")):
@@ -144,7 +149,9 @@ def test_lookup_is_pure():
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported <= {"__future__", "ipaddress", "collections.abc", "typing"}, imported
+    # (policies is the pure policy package: it imports neither the CLI nor the agent)
+    assert imported <= {"__future__", "ipaddress", "collections.abc", "typing", "policies"}, \
+        imported
 
 
 def test_api_errors_become_click_errors(tmp_path):

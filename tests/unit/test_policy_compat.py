@@ -153,3 +153,63 @@ def test_validate_reports_each_file(tmp_path):
     assert f"refused: {bad}: spec.ingress[0].fromEntitys: unknown field" in out.stderr
     assert "did you mean 'fromEntities'?" in out.stderr
     assert "1 of 3 files refused" in out.stderr
+
+
+ICMPS = """
+spec:
+  endpointSelector: {matchLabels: {app: server}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: client}}]
+    icmps:
+    - fields:
+      - {type: 8, family: IPv4}
+      - {type: EchoRequest, family: IPv6}
+  - fromEndpoints: [{matchLabels: {app: client}}]
+    toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+  ingressDeny:
+  - fromEndpoints: [{matchLabels: {env: dev}}]
+    icmps: [{fields: [{type: 8}]}]
+"""
+
+
+@pytest.mark.parametrize(("src", "dport", "verdict"), [
+    ("app=client", "icmp", "ALLOWED"),  # IPv4 echo request: type 8 allowed
+    ("app=client", "icmpv6", "ALLOWED"),  # IPv6 echo request by name
+    ("app=client", "icmp/13", "DENIED"),  # a timestamp request: no rule for type 13
+    ("app=client", "icmp/0", "DENIED"),  # type 0 is a type, not "any"
+    ("app=client", "80/tcp", "ALLOWED"),
+    ("app=client", "81/tcp", "DENIED"),
+    ("app=client,env=dev", "icmp", "DENIED"),  # the deny names type 8 (IPv4 by default)
+    ("app=client,env=dev", "icmpv6", "ALLOWED"),
+    ("app=other", "icmp", "DENIED"),
+])
+def test_icmp_rules_by_type_and_family(src, dport, verdict):
+    assert trace(ICMPS, "--src", src, "--dst", "app=server", "--dport", dport)["verdict"] \
+        == verdict
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ("[{type: 300}]", "ICMP type 300 is out of range"),
+    ("[{type: PacketTooBig}]", "not an IPv4 ICMP type"),
+    ("[{type: 8, family: IPv5}]", "family 'IPv5' is not IPv4 or IPv6"),
+    ("[{family: IPv4}]", "an ICMP field needs a type"),
+    ("[{type: 8, code: 0}]", "unknown field 'code' in an ICMP field"),
+])
+def test_bad_icmp_fields_are_refused_precisely(fields, message):
+    text = ("spec:\n  endpointSelector: {}\n  ingress:\n  - fromEntities: [world]\n"
+            f"    icmps: [{{fields: {fields}}}]\n")
+    with pytest.raises(PolicyError, match=message):
+        parse_text(text)
+
+
+def test_icmps_with_to_ports_in_one_element_is_refused_as_cilium_does():
+    text = """
+spec:
+  endpointSelector: {}
+  ingress:
+  - fromEntities: [world]
+    icmps: [{fields: [{type: 8}]}]
+    toPorts: [{ports: [{port: "80"}]}]
+"""
+    with pytest.raises(PolicyError, match="icmps and toPorts cannot be combined"):
+        parse_text(text)

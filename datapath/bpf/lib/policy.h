@@ -10,6 +10,8 @@
 
 #include "lib/maps.h"
 
+#define ICMP_PORT_BASE 0x100
+
 static __always_inline struct ipcache_val *ipcache_lookup(__u8 family, __u8 *addr)
 {
 	struct ipcache_key key = {};
@@ -61,10 +63,15 @@ static __always_inline __u8 policy_verdict(__u32 ep, __u8 dir, __u32 identity, s
 					   __u16 *proxy)
 {
 	struct policy_val *allow;
+	__u16 dport = f->dport;
 
-	if (policy_match(1, ep, dir, identity, f->proto, f->dport))
+	/* ICMP rules (icmps) name a type: entries carry it as port 0x100 + type, so that
+	 * type 0 is not "any port" (policies/icmp.py) */
+	if (f->proto == IPPROTO_ICMP || f->proto == IPPROTO_ICMPV6)
+		dport = ICMP_PORT_BASE | f->icmp_type;
+	if (policy_match(1, ep, dir, identity, f->proto, dport))
 		return REASON_POLICY_DENY;
-	allow = policy_match(0, ep, dir, identity, f->proto, f->dport);
+	allow = policy_match(0, ep, dir, identity, f->proto, dport);
 	if (!allow)
 		return REASON_POLICY_DENIED;
 	if (f->proto == IPPROTO_TCP)

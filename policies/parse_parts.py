@@ -1,0 +1,271 @@
+"""Readers of the parts of a policy rule: label selectors, CIDRs, ports, L7 rules and
+ICMP fields, each validated as Cilium validates it, and the context every reader
+reports to (errors with the rule path, warnings for what loads but selects nothing).
+
+Field names are matched as Go's encoding/json (which Cilium uses) matches them: an
+exact name first, otherwise case-insensitively (``HTTP:``, Kafka ``Role:`` load).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from typing import Any
+
+from policies import icmp
+from policies.http_rules import RuleError, check_path
+from policies.kafka_rules import KafkaRuleError, check_rule
+from policies.model import (
+    OPERATORS,
+    PROTOCOLS,
+    CIDRRule,
+    PortProtocol,
+    PortRule,
+    Requirement,
+    Selector,
+)
+
+UNSUPPORTED = {
+    "toFQDNs": "DNS-based egress (toFQDNs) needs the DNS proxy, which ciliumpy does not have",
+    "toGroups": "toGroups (cloud provider groups) is not supported",
+    "fromGroups": "fromGroups (cloud provider groups) is not supported",
+    "fromNodes": "fromNodes needs node labels, which ciliumpy does not have",
+    "toNodes": "toNodes needs node labels, which ciliumpy does not have",
+    "nodeSelector": "host policies (nodeSelector) are not supported: use endpointSelector",
+    "authentication": "mutual authentication is not supported",
+}
+
+
+class PolicyError(ValueError):
+    """A file that does not hold valid policy; the message is for the author."""
+
+
+# entities that exist only on Kubernetes: accepted (Cilium's policies use them), no peer
+KUBERNETES_ENTITIES = ("kube-apiserver", "ingress")
+
+
+class Ctx:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.warnings: list[str] = []
+
+    def warn(self, path: str, message: str) -> None:
+        self.warnings.append(f"{path}: {message}" if path else message)
+
+    def fail(self, path: str, message: str) -> None:
+        where = f"{self.source}: " if self.source else ""
+        raise PolicyError(f"{where}{path}: {message}" if path else f"{where}{message}")
+
+
+def canonical(key: Any, names) -> str | None:
+    """Go's encoding/json: the exact field name, else a case-insensitive match."""
+    if key in names:
+        return key
+    folded = str(key).lower()
+    return next((name for name in names if name.lower() == folded), None)
+
+
+def fields(ctx: Ctx, obj: Any, path: str, allowed: tuple[str, ...], what: str,
+            ignore_unknown: bool = False) -> dict:
+    """``obj`` with its keys spelled as ``allowed`` spells them; an unknown key is an
+    error (or, with ``ignore_unknown``, a warning: the key is dropped)."""
+    if not isinstance(obj, dict):
+        ctx.fail(path, f"{what} must be a mapping, not {type(obj).__name__}")
+    out: dict = {}
+    for key, value in obj.items():
+        name = canonical(key, allowed)
+        if name is not None:
+            if name not in out or name == key:  # an exact spelling wins, as in Go
+                out[name] = value
+            continue
+        here = f"{path}.{key}" if path else str(key)
+        unsupported = canonical(key, UNSUPPORTED)
+        if unsupported is not None:
+            ctx.fail(here, UNSUPPORTED[unsupported])
+        hint = difflib.get_close_matches(str(key), allowed, n=1)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        if ignore_unknown:
+            ctx.warn(here, f"unknown field {key!r} in {what} ignored{suggestion}")
+            continue
+        ctx.fail(here, f"unknown field {key!r} in {what}{suggestion}")
+    return out
+
+
+def as_list(ctx: Ctx, obj: Any, path: str) -> list:
+    if not isinstance(obj, list):
+        ctx.fail(path, f"must be a list, not {type(obj).__name__}")
+    return obj
+
+
+def selector(ctx: Ctx, obj: Any, path: str) -> Selector:
+    # Cilium decodes selectors into Kubernetes' LabelSelector, which drops unknown keys
+    obj = fields(ctx, obj or {}, path, ("matchLabels", "matchExpressions"), "a selector",
+                  ignore_unknown=True)
+    labels = obj.get("matchLabels") or {}
+    if not isinstance(labels, dict):
+        ctx.fail(f"{path}.matchLabels", "must be a mapping of label key to value")
+    pairs = []
+    for key, value in labels.items():
+        if not isinstance(key, str) or not key or not isinstance(value, str | int | bool) \
+                or value is None:
+            ctx.fail(f"{path}.matchLabels.{key}", "label keys and values must be strings")
+        pairs.append((key, str(value).lower() if isinstance(value, bool) else str(value)))
+    requirements = []
+    for i, expr in enumerate(as_list(ctx, obj.get("matchExpressions") or [],
+                                   f"{path}.matchExpressions")):
+        here = f"{path}.matchExpressions[{i}]"
+        expr = fields(ctx, expr, here, ("key", "operator", "values"), "a match expression")
+        key, operator = expr.get("key"), expr.get("operator")
+        if not isinstance(key, str) or not key:
+            ctx.fail(f"{here}.key", "a match expression needs a key")
+        if isinstance(operator, str) and operator.lower() in [o.lower() for o in OPERATORS]:
+            operator = next(o for o in OPERATORS if o.lower() == operator.lower())
+        if operator not in OPERATORS:
+            ctx.fail(f"{here}.operator", f"operator {operator!r} is not one of "
+                     f"{', '.join(OPERATORS)}")
+        values = expr.get("values") or []
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            ctx.fail(f"{here}.values", "values must be a list of strings")
+        if operator in ("In", "NotIn") and not values:
+            ctx.fail(f"{here}.values", f"operator {operator} needs at least one value")
+        if operator in ("Exists", "DoesNotExist") and values:
+            ctx.fail(f"{here}.values", f"operator {operator} takes no values")
+        requirements.append(Requirement(key, operator, tuple(values)))
+    return Selector(tuple(sorted(pairs)), tuple(requirements))
+
+
+def network(ctx: Ctx, text: Any, path: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(str(text), strict=False)
+    except ValueError:
+        ctx.fail(path, f"{text!r} is not a CIDR or IP address")
+        raise  # unreachable
+
+
+def cidr_set(ctx: Ctx, obj: Any, path: str) -> CIDRRule:
+    obj = fields(ctx, obj, path, ("cidr", "except"), "a CIDR rule")
+    if "cidr" not in obj:
+        ctx.fail(path, "a CIDR rule needs 'cidr'")
+    cidr = network(ctx, obj["cidr"], f"{path}.cidr")
+    excepts = []
+    for i, text in enumerate(as_list(ctx, obj.get("except") or [], f"{path}.except")):
+        prefix = network(ctx, text, f"{path}.except[{i}]")
+        if prefix.version != cidr.version or not prefix.subnet_of(cidr):
+            ctx.fail(f"{path}.except[{i}]", f"{prefix} is not inside {cidr}")
+        excepts.append(prefix)
+    return CIDRRule(cidr, tuple(excepts))
+
+
+def port_protocol(ctx: Ctx, obj: Any, path: str) -> PortProtocol:
+    obj = fields(ctx, obj, path, ("port", "endPort", "protocol"), "a port")
+    if "port" not in obj or obj["port"] in (None, ""):
+        ctx.fail(f"{path}.port", "port must be specified")
+    raw = obj["port"]
+    if isinstance(raw, bool) or not re.fullmatch(r"\d+", str(raw)):
+        ctx.fail(f"{path}.port", f"{raw!r} is not a port number (named ports are not "
+                 "supported on Docker hosts)")
+    port = int(str(raw))
+    if port > 65535:
+        ctx.fail(f"{path}.port", f"{port} is out of range 0..65535")
+    end = obj.get("endPort") or 0
+    if isinstance(end, bool) or not isinstance(end, int) or not 0 <= end <= 65535:
+        ctx.fail(f"{path}.endPort", f"{end!r} is not a port number")
+    if end and end < port:
+        ctx.fail(f"{path}.endPort", f"endPort {end} is below port {port}")
+    protocol = str(obj.get("protocol") or "ANY").upper()
+    if protocol not in PROTOCOLS:
+        ctx.fail(f"{path}.protocol", f"protocol {obj.get('protocol')!r} is not one of "
+                 f"{', '.join(PROTOCOLS)}")
+    return PortProtocol(port, end if end != port else 0, protocol)
+
+
+def l7_rules(ctx: Ctx, obj: Any, path: str, ports: tuple[PortProtocol, ...], deny: bool,
+        direction: str) -> tuple[str | None, tuple]:
+    obj = fields(ctx, obj, path, ("http", "kafka", "dns", "l7proto", "l7"), "L7 rules")
+    kinds = [k for k in ("http", "kafka", "dns") if obj.get(k) is not None]
+    if obj.get("l7proto") or obj.get("l7"):
+        ctx.fail(path, "generic l7proto rules are not supported")
+    if not kinds:
+        return None, ()
+    if len(kinds) > 1:
+        ctx.fail(path, f"only one L7 rule type per port rule, found {' and '.join(kinds)}")
+    if deny:
+        ctx.fail(path, "deny rules cannot have L7 rules")
+    kind = kinds[0]
+    for i, port in enumerate(ports):
+        if kind != "dns" and port.protocol != "TCP":
+            ctx.fail(f"{path.rsplit('.', 1)[0]}.ports[{i}].protocol",
+                     f"L7 rules can only apply to TCP, not {port.protocol}")
+        if port.port == 0:
+            ctx.fail(f"{path.rsplit('.', 1)[0]}.ports[{i}].port", "L7 rules need a port, not 0")
+    if kind == "dns" and direction == "ingress":
+        ctx.fail(f"{path}.dns", "DNS rules are not allowed on ingress")
+    rules = []
+    for i, rule in enumerate(as_list(ctx, obj[kind], f"{path}.{kind}")):
+        here = f"{path}.{kind}[{i}]"
+        if kind == "http":
+            rule = fields(ctx, rule, here, ("method", "path", "host", "headers",
+                                             "headerMatches"), "an HTTP rule")
+            for name in ("method", "path", "host"):
+                if name in rule:
+                    try:
+                        re.compile(str(rule[name]))
+                    except re.error as exc:
+                        ctx.fail(f"{here}.{name}", f"{rule[name]!r} is not a valid regex: {exc}")
+            if "path" in rule:
+                try:  # what the proxy compiles (RE2, as Envoy): no backreferences
+                    check_path(str(rule["path"]))
+                except RuleError as exc:
+                    ctx.fail(f"{here}.path", str(exc))
+            if "path" in rule and not str(rule["path"]).startswith("/"):
+                ctx.fail(f"{here}.path", "an HTTP path must start with '/'")
+            matches = []
+            for j, match in enumerate(as_list(ctx, rule.get("headerMatches") or [],
+                                            f"{here}.headerMatches")):
+                match = fields(ctx, match, f"{here}.headerMatches[{j}]",
+                                ("name", "value", "secret", "mismatch"), "a header match")
+                matches.append(match)
+                if not match.get("name"):
+                    ctx.fail(f"{here}.headerMatches[{j}].name", "a header match needs a name")
+                if match.get("mismatch", "") not in ("", "LOG", "ADD", "DELETE", "REPLACE"):
+                    ctx.fail(f"{here}.headerMatches[{j}].mismatch",
+                             f"{match['mismatch']!r} is not LOG, ADD, DELETE or REPLACE")
+            if matches:
+                rule["headerMatches"] = matches
+        elif kind == "kafka":
+            rule = fields(ctx, rule, here, ("role", "apiKey", "apiVersion", "clientID",
+                                             "topic"), "a Kafka rule")
+            try:  # what the proxy compiles (policies.kafka_rules, Cilium's Sanitize)
+                check_rule(rule)
+            except KafkaRuleError as exc:
+                ctx.fail(f"{here}.{exc.field}" if exc.field else here, str(exc))
+        else:
+            rule = fields(ctx, rule, here, ("matchName", "matchPattern"), "a DNS rule")
+        rules.append(rule)
+    return kind, tuple(tuple(sorted(r.items())) for r in rules)
+
+
+def icmp_rules(ctx: Ctx, obj: Any, path: str) -> PortRule:
+    """``icmps: [{fields: [{type, family}]}]`` as one port rule whose "ports" are ICMP
+    types (policies/icmp.py says how a type travels as a port)."""
+    ports = []
+    for i, item in enumerate(as_list(ctx, obj, path)):
+        item = fields(ctx, item, f"{path}[{i}]", ("fields",), "an ICMP rule")
+        entries = as_list(ctx, item.get("fields") or [], f"{path}[{i}].fields")
+        if len(entries) > 40:
+            ctx.fail(f"{path}[{i}].fields", f"at most 40 ICMP fields, found {len(entries)}")
+        for j, field in enumerate(entries):
+            here = f"{path}[{i}].fields[{j}]"
+            field = fields(ctx, field, here, ("type", "family"), "an ICMP field")
+            if field.get("type") in (None, ""):
+                ctx.fail(f"{here}.type", "an ICMP field needs a type")
+            try:
+                protocol = icmp.family_protocol(field.get("family"))
+                number = icmp.type_number(field["type"], protocol)
+            except ValueError as exc:
+                ctx.fail(here, str(exc))
+            ports.append(PortProtocol(icmp.as_port(number), 0, protocol))
+    if not ports:
+        ctx.fail(path, "icmps needs at least one field (type and family)")
+    return PortRule(tuple(dict.fromkeys(ports)), None, ())
