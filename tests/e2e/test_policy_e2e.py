@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.agent import CLI, Agent
 from tests.support.consul import ConsulAgent
-from tests.support.docker import Docker
+from tests.support.docker import Docker, ping
 
 HTTPD = ("sh", "-c", "httpd -f -p 80 -h /var/www & httpd -f -p 81 -h /var/www & "
          "httpd -f -p 8080 -h /var/www & sleep 3600")
@@ -245,3 +245,29 @@ ingress: [{{fromEndpoints: [{{matchLabels: {{app: nobody}}}}]}}]""")
         enforcer.stop()
         importer.stop()
         consul.stop()
+
+
+def test_icmp_rules_per_family(agent, docker_ready, tmp_path):
+    """icmps names a family: an IPv6 echo request rule lets ping6 through and leaves
+    IPv4 ping dropped, through the real datapath."""
+    client = Docker()
+    net = "cpy-icmp-" + uuid.uuid4().hex[:6]
+    client.network_create(net, "--ipv6", "--subnet", "10.77.0.0/24", "--subnet",
+                          "fd77:1::/64")
+    try:
+        server = client.run(net, "-l", "app=server")
+        pinger = client.run(net, "-l", "app=client")
+        apply(agent, tmp_path, f"""
+endpointSelector: {SERVER}
+ingress:
+- fromEndpoints: [{{matchLabels: {{app: client}}}}]
+  icmps: [{{fields: [{{type: EchoRequest, family: IPv6}}]}}]""")
+        v6, v4 = client.ip(server, net, v6=True), client.ip(server, net)
+        deadline = time.time() + 10  # the identities may still be settling
+        while not ping(client, pinger, v6, tries=1) and time.time() < deadline:
+            time.sleep(0.2)
+        assert ping(client, pinger, v6, tries=1), "IPv6 echo request allowed by type"
+        assert not ping(client, pinger, v4, tries=1), "no IPv4 ICMP rule: dropped"
+    finally:
+        clear(agent)
+        client.cleanup()
