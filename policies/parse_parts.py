@@ -32,8 +32,17 @@ UNSUPPORTED = {
     "fromGroups": "fromGroups (cloud provider groups) is not supported",
     "fromNodes": "fromNodes needs node labels, which ciliumpy does not have",
     "toNodes": "toNodes needs node labels, which ciliumpy does not have",
-    "nodeSelector": "host policies (nodeSelector) are not supported: use endpointSelector",
+    "nodeSelector": "host policies (nodeSelector) are not supported yet: ciliumpy does not "
+                    "police the host's own traffic (an endpointSelector would apply the "
+                    "rule to containers instead)",
     "authentication": "mutual authentication is not supported",
+    "auth": "mutual authentication (auth, now authentication) is not supported",
+    "listener": "Envoy listeners (listener) are not supported: ciliumpy's L7 proxy is not "
+                "Envoy",
+    "serverNames": "TLS server-name rules (serverNames) are not supported yet: the proxy "
+                   "does not read TLS handshakes",
+    "terminatingTLS": "TLS interception (terminatingTLS/originatingTLS) is not supported",
+    "originatingTLS": "TLS interception (terminatingTLS/originatingTLS) is not supported",
 }
 
 
@@ -218,8 +227,6 @@ def l7_rules(ctx: Ctx, obj: Any, path: str, ports: tuple[PortProtocol, ...], den
                     check_path(str(rule["path"]))
                 except RuleError as exc:
                     ctx.fail(f"{here}.path", str(exc))
-            if "path" in rule and not str(rule["path"]).startswith("/"):
-                ctx.fail(f"{here}.path", "an HTTP path must start with '/'")
             matches = []
             for j, match in enumerate(as_list(ctx, rule.get("headerMatches") or [],
                                             f"{here}.headerMatches")):

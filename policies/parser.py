@@ -155,7 +155,10 @@ def parse_rule(ctx: Ctx, obj: Any, path: str, policy: str, index: int) -> Rule:
                 default_deny.get("egress"), policy, index)
 
 
-ENVELOPE = ("apiVersion", "kind", "metadata", "spec", "specs", "description")
+ENVELOPE = ("apiVersion", "kind", "metadata", "spec", "specs", "description", "status")
+METADATA = ("name", "namespace", "labels", "annotations", "uid", "resourceVersion",
+            "generation", "creationTimestamp", "deletionTimestamp", "managedFields",
+            "selfLink", "finalizers", "ownerReferences", "generateName")
 
 
 def _policy(ctx: Ctx, doc: Any, path: str, default_name: str) -> Policy:
@@ -183,8 +186,10 @@ def _policy_of(ctx: Ctx, doc: Any, path: str, default_name: str) -> Policy:
     kind = doc.get("kind", "CiliumNetworkPolicy")
     if kind not in ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"):
         ctx.fail(f"{path}.kind" if path else "kind", f"kind {kind!r} is not a Cilium policy")
+    # what Kubernetes keeps in metadata (kubectl get -o yaml output loads); any other
+    # key is one Kubernetes would prune: ignored with a warning
     metadata = fields(ctx, doc.get("metadata") or {}, f"{path}.metadata" if path else "metadata",
-                       ("name", "namespace", "labels", "annotations", "uid"), "metadata")
+                      METADATA, "metadata", ignore_unknown=True)
     name = str(metadata.get("name") or default_name)
     if doc.get("spec") is None and doc.get("specs") is None:
         ctx.fail(path, "a policy needs 'spec' or 'specs'")

@@ -5,6 +5,7 @@ selects nothing, rather than refusing a file a user copied from Cilium."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tempfile
 
@@ -212,4 +213,49 @@ spec:
     toPorts: [{ports: [{port: "80"}]}]
 """
     with pytest.raises(PolicyError, match="icmps and toPorts cannot be combined"):
+        parse_text(text)
+
+
+def test_kubectl_output_and_anchored_paths_load():
+    """What `kubectl get cnp -o yaml` prints (server-side metadata, status) and Cilium's
+    own kubernetes-es example (an anchored path regex) load."""
+    text = """
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: es
+  resourceVersion: "4242"
+  generation: 3
+  creationTimestamp: "2026-01-01T00:00:00Z"
+  description: pruned by Kubernetes
+spec:
+  endpointSelector: {matchLabels: {app: es}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: client}}]
+    toPorts:
+    - ports: [{port: "9200", protocol: TCP}]
+      rules: {http: [{method: GET, path: "^/_search/??[^/]*$"}]}
+status: {conditions: []}
+"""
+    (policy,) = parse_text(text)
+    assert policy.name == "es"
+    assert policy.warnings == ["metadata.description: unknown field 'description' in "
+                               "metadata ignored"]
+    base = ["--src", "app=client", "--dst", "app=es", "--dport", "9200/tcp",
+            "--http-method", "GET", "--http-path"]
+    assert trace(text, *base, "/_search")["verdict"] == "ALLOWED"
+    assert trace(text, *base, "/_search/x")["verdict"] == "ALLOWED"
+    assert trace(text, *base, "/_delete")["verdict"] == "DENIED"
+
+
+@pytest.mark.parametrize(("field", "words"), [
+    ("listener: {envoyConfig: {kind: CiliumEnvoyConfig, name: x}, name: l}",
+     "Envoy listeners (listener) are not supported"),
+    ("serverNames: [example.com]", "serverNames) are not supported yet"),
+    ("terminatingTLS: {secret: {name: s}}", "TLS interception"),
+])
+def test_cilium_fields_we_lack_get_their_own_sentence(field, words):
+    text = ("spec:\n  endpointSelector: {}\n  egress:\n  - toEntities: [world]\n"
+            f"    toPorts:\n    - ports: [{{port: \"443\", protocol: TCP}}]\n      {field}\n")
+    with pytest.raises(PolicyError, match=re.escape(words)):
         parse_text(text)

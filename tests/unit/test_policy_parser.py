@@ -43,7 +43,7 @@ EXPECTED = {
     "28_labels_value": "spec.endpointSelector.matchLabels.app: label keys and values must be",
     "29_empty": "holds no policy",
     "30_kind": "kind: kind 'NetworkPolicy' is not a Cilium policy",
-    "31_http_path": "rules.http[0].path: an HTTP path must start with '/'",
+    "31_http_path": "rules.http[0].path: path '/(a)\\\\1' is not a valid RE2 regex",
     "32_second_doc_bad": "documents[1].specs[1].ingress[0].toPorts[0].ports[0].port: '-1' is",
 }
 
