@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from ciliumpy import nodes
-from ciliumpy.api_common import the_agent
+from ciliumpy.api_common import api_error, json_object, the_agent
 from ciliumpy.identities import IdentityError
 from ciliumpy.status import agent_status
-from policies.labels import canonical, parse
+from policies.labels import canonical, check_text, parse
 from state.kvstore import KVError
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
@@ -108,11 +108,14 @@ def identity(number: int):
 def allocate_identity():
     """Allocates (and holds, from this node) the identity of a label set: for operators
     checking what number a label set gets, and for tests of the allocator."""
-    body = request.get_json(force=True, silent=True) or {}
-    labels = body.get("labels")
-    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-        return jsonify({"Err": "body must be {\"labels\": [\"source:key=value\", ...]}"}), 400
+    labels = json_object().get("labels")
+    # an empty set would get an identity of its own, with no label to select it by
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        return api_error("body must be {\"labels\": [\"source:key=value\", ...]} with at "
+                         "least one label")
     try:
+        for text in labels:
+            check_text(text)
         canonical_labels = canonical(parse(text, default_source="container") for text in labels)
         number = the_agent().identities.allocate_manual(canonical_labels)
     except ValueError as exc:

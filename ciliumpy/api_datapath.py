@@ -5,6 +5,7 @@ stream, and Prometheus metrics on ``/metrics``."""
 from __future__ import annotations
 
 import json
+import reprlib
 import threading
 import time
 
@@ -16,7 +17,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 
-from ciliumpy.api_common import api_error, the_agent
+from ciliumpy.api_common import api_error, json_object, optional_text, the_agent
 from ciliumpy.lookup import AmbiguousEndpointError, find_endpoint
 from ciliumpy.monitor import LATENCY_BUCKETS
 from ciliumpy.status import datapath_status
@@ -63,7 +64,8 @@ def bpf_policy():
         except AmbiguousEndpointError as exc:
             return api_error(str(exc))
         if endpoint is None:
-            return api_error(f"no endpoint matches {request.args['endpoint']!r}", 404)
+            return api_error(f"no endpoint matches {reprlib.repr(request.args['endpoint'])}",
+                             404)
     rows = agent.datapath.policy(endpoint.ifindex if endpoint else None)
     labels = {}
     for row in rows:
@@ -79,36 +81,47 @@ def _find_endpoint(text: str):
     return find_endpoint(the_agent().store.endpoints(), text)
 
 
+def _integer(body: dict, name: str, high: int) -> int:
+    """A JSON integer 0..high (absent: 0). int() used to take "80", 80.7 (as 80), true
+    (as 1) and raise OverflowError (a 500) on Infinity."""
+    value = body.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        raise ValueError(f"{name} must be an integer 0..{high}")
+    return value
+
+
 def _entry_from(body: dict, endpoint) -> PolicyEntry:
     direction = body.get("direction", "ingress")
     if direction not in ("ingress", "egress"):
         raise ValueError("direction must be ingress or egress")
-    protocol = str(body.get("protocol", "any")).lower()
-    if protocol not in PROTOCOL_NUMBERS:
+    protocol = body.get("protocol", "any")
+    if not isinstance(protocol, str) or protocol.lower() not in PROTOCOL_NUMBERS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOL_NUMBERS)}")
-    port, end_port = int(body.get("port", 0)), int(body.get("end_port", 0))
-    if not (0 <= port <= 65535 and 0 <= end_port <= 65535) or (end_port and end_port < port):
+    protocol = protocol.lower()
+    port, end_port = _integer(body, "port", 65535), _integer(body, "end_port", 65535)
+    if end_port and end_port < port:
         raise ValueError("ports must be 0..65535 and end_port >= port")
     if port and PROTOCOL_NUMBERS[protocol] == 0:
         raise ValueError("a port needs a protocol (tcp, udp or sctp)")
-    identity = int(body.get("identity", 0))
-    if not 0 <= identity < (1 << 24):
-        raise ValueError("identity must be 0 (any) .. 2^24-1")
+    identity = _integer(body, "identity", (1 << 24) - 1)
+    deny = body.get("deny", False)
+    if not isinstance(deny, bool):  # bool("false") is True: a deny nobody asked for
+        raise ValueError("deny must be true or false")
     return PolicyEntry(endpoint.ifindex, direction, identity, PROTOCOL_NUMBERS[protocol],
-                       port, end_port, bool(body.get("deny", False)))
+                       port, end_port, deny)
 
 
 @bp.route("/v1/bpf/policy", methods=["POST", "DELETE"])
 def bpf_policy_change():
-    body = request.get_json(force=True, silent=True)
-    if not isinstance(body, dict):
-        return api_error("body must be a JSON object")
+    body = json_object()
+    # a number used to be str()'d and could then match an endpoint id by prefix
+    name = optional_text(body, "endpoint")
     try:
-        endpoint = _find_endpoint(str(body.get("endpoint", "")))
+        endpoint = _find_endpoint(name)
     except AmbiguousEndpointError as exc:
         return api_error(str(exc))
     if endpoint is None or not endpoint.ifindex:
-        return api_error(f"no endpoint matches {body.get('endpoint')!r}", 404)
+        return api_error(f"no endpoint matches {reprlib.repr(name)}", 404)
     try:
         entry = _entry_from(body, endpoint)
     except (TypeError, ValueError) as exc:

@@ -4,11 +4,12 @@ revision, and trace a verdict for running workloads or arbitrary label sets."""
 from __future__ import annotations
 
 import ipaddress
+import reprlib
 
 from flask import Blueprint, jsonify, request
 
 from ciliumpy import policy_store as repository
-from ciliumpy.api_common import api_error, the_agent
+from ciliumpy.api_common import api_error, json_object, optional_text, the_agent
 from ciliumpy.lookup import find_endpoint, parse_dport
 from policies.engine import Peer, labels_of
 from policies.identities import INIT
@@ -21,18 +22,23 @@ bp = Blueprint("policy", __name__, url_prefix="/v1/policy")
 
 @bp.post("")
 def import_policy():
-    body = request.get_json(force=True, silent=True) or {}
-    source, name = str(body.get("source", "")), str(body.get("name", ""))
+    body = json_object()
+    # str() of a non-string used to be parsed: {"text": {...}} became YAML flow text
+    source, name = optional_text(body, "source"), optional_text(body, "name")
+    documents = body.get("documents")
+    if documents is not None and not isinstance(documents, list):
+        return api_error("field 'documents' must be a list of policy documents")
     try:
-        if isinstance(body.get("documents"), list):  # already loaded by the CLI
+        if name:
+            repository.check_name(name)
+        if documents is not None:  # already loaded by the CLI
             default = name or (source.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "policy")
-            policies = parse_documents(body["documents"], source, default)
+            policies = parse_documents(documents, source, default)
         else:
-            policies = parse_text(str(body.get("text", "")), source, name)
-    except PolicyError as exc:
-        return api_error(str(exc))
-    try:
+            policies = parse_text(optional_text(body, "text"), source, name)
         revision = repository.store(the_agent().kv, policies)
+    except (PolicyError, repository.PolicyNameError) as exc:
+        return api_error(str(exc))
     except KVError as exc:
         return api_error(f"kvstore: {exc}", 503)
     return jsonify({"revision": revision, "policies": [p.name for p in policies],
@@ -68,7 +74,7 @@ def delete_policies():
         return api_error("nothing matches: give a name, labels or all", 404)
     revision = repository.delete(kv, names)
     if revision is None:
-        return api_error(f"no policy named {', '.join(names)}", 404)
+        return api_error(f"no policy named {', '.join(map(reprlib.repr, names))}", 404)
     return jsonify({"revision": revision, "deleted": names})
 
 
@@ -101,21 +107,45 @@ def side_of(text: str) -> Side:
     return offline_side(text)
 
 
+def _object(body: dict, name: str) -> dict:
+    value = body.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):  # `or {}` let 0, "" and [] pass as "no request"
+        raise ValueError(f"{name!r} must be an object")
+    return value
+
+
+def _http_text(http: dict, name: str) -> str | None:
+    value = http.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"'http.{name}' must be a string")
+    return value
+
+
+def _strings(parent: dict, name: str, what: str) -> list[str]:
+    """A list of strings (null: empty); `for h in value` crashed on numbers (a 500) and
+    walked the keys of an object."""
+    value = parent.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{name!r} must be a list of {what}")
+    return value
+
+
 @bp.post("/trace")
 def trace_policy():
-    body = request.get_json(force=True, silent=True) or {}
+    body = json_object()
     agent = the_agent()
     try:
         protocol, port = parse_dport(str(body.get("dport", "0")))
-        src, dst = side_of(str(body.get("src", ""))), side_of(str(body.get("dst", "")))
-        http = body.get("http") or {}
-        if not isinstance(http, dict):
-            raise ValueError("'http' must be an object")
-        wanted = http_request(http.get("method"), http.get("path"), http.get("host"),
-                              [str(h) for h in http.get("headers") or []])
-        kafka = body.get("kafka") or {}
-        if not isinstance(kafka, dict) or not isinstance(kafka.get("topics") or [], list):
-            raise ValueError("'kafka' must be an object with a list of topics")
+        src, dst = side_of(optional_text(body, "src")), side_of(optional_text(body, "dst"))
+        http = _object(body, "http")
+        wanted = http_request(*(_http_text(http, name) for name in ("method", "path", "host")),
+                              _strings(http, "headers", "'Name: value' strings"))
+        kafka = _object(body, "kafka")
+        _strings(kafka, "topics", "topics")
         if kafka and wanted is not None:
             raise ValueError("trace either an HTTP or a Kafka request, not both")
         if wanted is None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import reprlib
 import time
 
 from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
 
 from ciliumpy import api, api_datapath, api_policy, plugin
+from ciliumpy.api_common import APIInputError, api_error
 from ciliumpy.config import Config
 from ciliumpy.daemon import Agent
 from driver.api import blueprint as driver_blueprint
@@ -21,6 +23,9 @@ log = logging.getLogger("ciliumpy.plugin")
 def create_app(config: Config, agent: Agent | None = None, start: bool = True) -> Flask:
     """Builds the app; ``start`` launches the agent's background threads."""
     app = Flask("ciliumpy")
+    # "/v1/policy//x" is a 404, not a 308 to http://<Host>/v1/policy/x: no client of a
+    # unix socket can follow a redirect to an http URL
+    app.url_map.merge_slashes = False
     agent = agent or Agent(config)
     app.extensions["ciliumpy"] = agent
     for blueprint in (plugin.bp, driver_blueprint(agent.driver, agent),
@@ -32,7 +37,9 @@ def create_app(config: Config, agent: Agent | None = None, start: bool = True) -
     def check_socket_and_time():
         g.started = time.perf_counter()
         if not plugin.allowed_on(request.path, plugin.listening_path(), config.plugin_socket):
-            return error_reply(f"{request.path} is not served on this socket", 404)
+            # reprlib: the path is the client's, control characters and all
+            return error_reply(f"{reprlib.repr(request.path)} is not served on this socket",
+                               404)
         return None
 
     @app.after_request
@@ -47,9 +54,13 @@ def create_app(config: Config, agent: Agent | None = None, start: bool = True) -
         log.warning("%s refused: %s", request.path[1:], exc.message)
         return error_reply(exc.message, exc.status)
 
+    @app.errorhandler(APIInputError)
+    def api_input_error(exc: APIInputError):
+        return api_error(str(exc))
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        return error_reply(f"{request.path}: {exc.name}", exc.code or 500)
+        return error_reply(f"{reprlib.repr(request.path)}: {exc.name}", exc.code or 500)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

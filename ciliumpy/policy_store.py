@@ -5,8 +5,10 @@ change. ``policies/v1/revision`` is the counter (compare-and-swap); each policy 
 from __future__ import annotations
 
 import json
+import reprlib
 import time
 
+from policies.labels import unstorable
 from policies.model import Policy, Rule
 from policies.parser import parse_text
 from state.kvstore.base import KVError, KVStore
@@ -35,8 +37,30 @@ def _bump(kv: KVStore) -> int:
     raise KVError("could not increase the policy revision (too much contention)")
 
 
+class PolicyNameError(ValueError):
+    """A policy name that cannot be a key segment under ``policies/v1/items/``."""
+
+
+MAX_NAME = 253  # a Kubernetes object name's limit
+
+
+def check_name(name: str) -> None:
+    """Refuses names that are not one safe key segment: with "/" or ".." a name
+    addresses another key (the consul backend's HTTP client, urllib3, normalizes
+    ".../items/../revision" to the revision counter's key); control characters and lone
+    surrogates cannot be stored or shown."""
+    if not name or len(name) > MAX_NAME:
+        raise PolicyNameError(f"a policy name has 1 to {MAX_NAME} characters, not {len(name)}")
+    if name in (".", "..") or "/" in name or "\\" in name or unstorable(name) is not None:
+        raise PolicyNameError(f"policy name {reprlib.repr(name)} is not allowed: no '/', "
+                              "'\\', control characters, '.' or '..'")
+
+
 def store(kv: KVStore, policies: list[Policy]) -> int:
-    """Adds or replaces policies (by name); returns the new revision."""
+    """Adds or replaces policies (by name); returns the new revision. Every name is
+    checked before anything is written (PolicyNameError)."""
+    for policy in policies:
+        check_name(policy.name)
     new = _bump(kv)
     for policy in policies:
         kv.put(ITEMS + policy.name, json.dumps({

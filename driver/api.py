@@ -13,7 +13,7 @@ from flask import Blueprint
 
 from driver.model import Endpoint
 from driver.service import Driver, DriverError, parse_network
-from state.wire import PluginError, mapping, payload, reply, text
+from state.wire import PluginError, docker_id, mapping, payload, reply, text
 
 
 class EndpointEvents(Protocol):
@@ -46,7 +46,7 @@ def blueprint(driver: Driver, events: EndpointEvents) -> Blueprint:
     def create_network():
         data = payload()
         try:
-            network = parse_network(text(data, "NetworkID"), mapping(data, "Options"),
+            network = parse_network(docker_id(data, "NetworkID"), mapping(data, "Options"),
                                      _list(data, "IPv4Data"), _list(data, "IPv6Data"))
             driver.create_network(network)
         except DriverError as exc:
@@ -55,7 +55,7 @@ def blueprint(driver: Driver, events: EndpointEvents) -> Blueprint:
 
     @bp.post("/NetworkDriver.DeleteNetwork")
     def delete_network():
-        driver.delete_network(text(payload(), "NetworkID"))
+        driver.delete_network(docker_id(payload(), "NetworkID"))
         return reply()
 
     @bp.post("/NetworkDriver.AllocateNetwork")
@@ -72,9 +72,10 @@ def blueprint(driver: Driver, events: EndpointEvents) -> Blueprint:
     def create_endpoint():
         data = payload()
         interface = mapping(data, "Interface")
+        mapping(data, "Options")  # unused, but a malformed payload is refused whole
         try:
-            endpoint = driver.create_endpoint(text(data, "NetworkID"), text(data, "EndpointID"),
-                                              interface)
+            endpoint = driver.create_endpoint(docker_id(data, "NetworkID"),
+                                              docker_id(data, "EndpointID"), interface)
         except DriverError as exc:
             raise PluginError(str(exc)) from None
         events.endpoint_created(endpoint)
@@ -90,7 +91,12 @@ def blueprint(driver: Driver, events: EndpointEvents) -> Blueprint:
 
     @bp.post("/NetworkDriver.DeleteEndpoint")
     def delete_endpoint():
-        endpoint = driver.delete_endpoint(text(payload(), "EndpointID"))
+        data = payload()
+        try:
+            endpoint = driver.delete_endpoint(docker_id(data, "EndpointID"),
+                                              docker_id(data, "NetworkID"))
+        except DriverError as exc:
+            raise PluginError(str(exc)) from None
         if endpoint is not None:
             events.endpoint_deleted(endpoint)
         return reply()
@@ -98,15 +104,23 @@ def blueprint(driver: Driver, events: EndpointEvents) -> Blueprint:
     @bp.post("/NetworkDriver.Join")
     def join():
         data = payload()
+        # SandboxKey is never entered (the namespace may not exist yet) and Options are
+        # unused, but their types are checked: a malformed payload is refused whole
+        text(data, "SandboxKey", required=False)
+        mapping(data, "Options")
         try:
-            answer = driver.join(text(data, "NetworkID"), text(data, "EndpointID"))
+            answer = driver.join(docker_id(data, "NetworkID"), docker_id(data, "EndpointID"))
         except DriverError as exc:
             raise PluginError(str(exc)) from None
         return reply(answer)
 
     @bp.post("/NetworkDriver.Leave")
     def leave():
-        driver.leave(text(payload(), "EndpointID"))
+        data = payload()
+        try:
+            driver.leave(docker_id(data, "EndpointID"), docker_id(data, "NetworkID"))
+        except DriverError as exc:
+            raise PluginError(str(exc)) from None
         return reply()
 
     @bp.post("/NetworkDriver.ProgramExternalConnectivity")

@@ -9,6 +9,8 @@ through the on-link gateway, whose address the host side carries.
 from __future__ import annotations
 
 import ipaddress
+import re
+import reprlib
 import threading
 from typing import Any
 
@@ -28,53 +30,123 @@ class DriverError(ValueError):
     """A request the driver refuses; the message is shown to the Docker user."""
 
 
-def _plain_ip(cidr: str | None) -> str | None:
-    return str(ipaddress.ip_interface(cidr).ip) if cidr else None
+def _flag(options: dict[str, Any], name: str) -> bool:
+    """A boolean network option (Docker sends JSON booleans): the string "false" must not
+    silently mean true, as ``bool()`` would read it."""
+    value = options.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise DriverError(f"option {name!r} must be true or false")
+    return bool(value)
+
+
+def _mtu(value: Any) -> int:
+    """-o values are strings ("1400"); a JSON integer is accepted too. int() used to
+    truncate 1400.5, read true as 1 and accept non-ASCII digits."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    text = value.strip() if isinstance(value, str) else ""
+    if not (text.isascii() and text.isdigit() and 1280 <= int(text) <= 65535):
+        raise DriverError(f"option {MTU_OPTION!r} must be an integer between 1280 and 65535")
+    return int(text)
+
+
+def _ip_text(entry: dict[str, Any], name: str, family: int, required: bool) -> str | None:
+    """A CIDR or address string of ``family`` from an IPAM data entry (or None)."""
+    value = entry.get(name)
+    if value is None or value == "":
+        if required:
+            raise DriverError(f"IPv{family} data has no {name}")
+        return None
+    if not isinstance(value, str):
+        raise DriverError(f"IPv{family} {name} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _parse_ipam_entry(entry: dict[str, Any], family: int) -> tuple[str, str | None]:
+    """(pool, gateway) of one IPv4Data/IPv6Data entry; the gateway inside the pool."""
+    space = entry.get("AddressSpace")
+    # unhashable values (lists, objects) must not reach the set lookup
+    if not isinstance(space, str) or space not in ADDRESS_SPACES:
+        raise DriverError("ciliumpy networks need ciliumpy's IPAM: add --ipam-driver ciliumpy")
+    pool_text = _ip_text(entry, "Pool", family, required=True)
+    gateway_text = _ip_text(entry, "Gateway", family, required=False)
+    try:
+        pool = ipaddress.ip_network(pool_text, strict=False)
+        gateway = ipaddress.ip_interface(gateway_text).ip if gateway_text else None
+    except ValueError:
+        raise DriverError(f"invalid IPv{family} pool or gateway in "
+                          f"{reprlib.repr(entry)}") from None
+    if pool.version != family:
+        raise DriverError(f"pool {pool} is not IPv{family}")
+    # Join hands the gateway out as on-link: one outside the subnet could not be
+    if gateway is not None and gateway not in pool:
+        raise DriverError(f"gateway {gateway} is outside the subnet {pool}")
+    return str(pool), str(gateway) if gateway else None
 
 
 def parse_network(network_id: str, options: dict[str, Any], ipv4: list, ipv6: list) -> Network:
     """Validates CreateNetwork's payload into a Network (no side effects)."""
-    generic = options.get(GENERIC) or {}
+    generic = options.get(GENERIC)
+    if generic is None:  # only null means "no options": a falsy 0, "" or [] is a bad type
+        generic = {}
     if not isinstance(generic, dict):
         raise DriverError(f"option {GENERIC!r} must be an object")
     unknown = sorted(set(generic) - SUPPORTED_OPTIONS)
     if unknown:
         raise DriverError(
-            f"ciliumpy does not support the option {unknown[0]!r} "
+            f"ciliumpy does not support the option {reprlib.repr(unknown[0])} "
             f"(supported: {', '.join(sorted(SUPPORTED_OPTIONS))})"
         )
-    mtu = None
-    if MTU_OPTION in generic:
-        try:
-            mtu = int(generic[MTU_OPTION])
-        except (TypeError, ValueError):
-            mtu = -1
-        if not 1280 <= mtu <= 65535:
-            raise DriverError(f"option {MTU_OPTION!r} must be an integer between 1280 and 65535")
-    network = Network(network_id=network_id, mtu=mtu, internal=bool(options.get(INTERNAL)),
+    mtu = _mtu(generic[MTU_OPTION]) if MTU_OPTION in generic else None
+    _flag(options, ENABLE_IPV6)
+    network = Network(network_id=network_id, mtu=mtu, internal=_flag(options, INTERNAL),
                       options={str(k): str(v) for k, v in generic.items()})
     for family, entries in ((4, ipv4), (6, ipv6)):
         entries = entries or []
         if len(entries) > 1:
             raise DriverError(f"ciliumpy supports one IPv{family} subnet per network")
         for entry in entries:
-            if entry.get("AddressSpace") not in ADDRESS_SPACES:
-                raise DriverError(
-                    "ciliumpy networks need ciliumpy's IPAM: add --ipam-driver ciliumpy")
-            try:
-                pool = ipaddress.ip_network(entry.get("Pool") or "", strict=False)
-                gateway = _plain_ip(entry.get("Gateway"))
-            except ValueError:
-                raise DriverError(f"invalid IPv{family} pool or gateway in {entry}") from None
-            if pool.version != family:
-                raise DriverError(f"pool {pool} is not IPv{family}")
+            pool, gateway = _parse_ipam_entry(entry, family)
             if family == 4:
-                network.pool_v4, network.gateway_v4 = str(pool), gateway
+                network.pool_v4, network.gateway_v4 = pool, gateway
             else:
-                network.pool_v6, network.gateway_v6 = str(pool), gateway
+                network.pool_v6, network.gateway_v6 = pool, gateway
     if not network.pools:
         raise DriverError("a ciliumpy network needs a subnet (IPAM data is empty)")
     return network
+
+
+MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+
+
+def parse_interface(interface: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """(IPv4 CIDR, IPv6 CIDR, MAC) of CreateEndpoint's Interface, each None when absent.
+
+    Checked before anything is stored or created: a malformed address or MAC used to
+    fail deep in netlink (a 500) after the endpoint record had been written."""
+    result: list[str | None] = []
+    for name, family in (("Address", 4), ("AddressIPv6", 6)):
+        value = interface.get(name)
+        if value is None or value == "":
+            result.append(None)
+            continue
+        if not isinstance(value, str):
+            raise DriverError(f"Interface.{name} must be a string")
+        try:
+            address = ipaddress.ip_interface(value)
+        except ValueError:
+            raise DriverError(f"Interface.{name} {reprlib.repr(value)} is not an IPv{family} "
+                              "address") from None
+        if address.version != family:
+            raise DriverError(f"Interface.{name} {value} is not an IPv{family} address")
+        result.append(value)
+    mac = interface.get("MacAddress")
+    if mac is None or mac == "":
+        mac = None
+    elif not isinstance(mac, str) or not MAC.fullmatch(mac):
+        raise DriverError(f"Interface.MacAddress {reprlib.repr(mac)} is not a MAC address "
+                          "(xx:xx:xx:xx:xx:xx)")
+    return result[0], result[1], mac
 
 
 def mac_for(address: str | None, endpoint_id: str) -> str:
@@ -123,8 +195,7 @@ class Driver:
             raise DriverError(
                 f"unknown network {network_id[:12]}: ciliumpy has no record of it "
                 "(it was created before ciliumpy's state was lost); recreate the network")
-        ipv4 = interface.get("Address") or None
-        ipv6 = interface.get("AddressIPv6") or None
+        ipv4, ipv6, given_mac = parse_interface(interface)
         if not ipv4 and not ipv6:
             raise DriverError("the endpoint has no address: use --ipam-driver ciliumpy")
         for cidr, pool in ((ipv4, network.pool_v4), (ipv6, network.pool_v6)):
@@ -135,8 +206,7 @@ class Driver:
             existing = self.store.endpoint(endpoint_id)
             if existing is not None and existing.addresses != [a for a in (ipv4, ipv6) if a]:
                 raise DriverError(f"endpoint {endpoint_id[:12]} exists with other addresses")
-            mac = (interface.get("MacAddress") or (existing.mac if existing else None)
-                   or mac_for(ipv4, endpoint_id))
+            mac = given_mac or (existing.mac if existing else None) or mac_for(ipv4, endpoint_id)
             endpoint = existing or Endpoint(
                 endpoint_id=endpoint_id, network_id=network_id,
                 host_ifname=host_ifname(endpoint_id), peer_ifname=peer_ifname(endpoint_id),
@@ -179,19 +249,33 @@ class Driver:
         self.store.put_endpoint(endpoint)
         return answer
 
-    def leave(self, endpoint_id: str) -> None:
+    @staticmethod
+    def _check_network(endpoint: Endpoint, network_id: str | None) -> None:
+        # Docker names the endpoint's own network; a call naming another one is not about
+        # this endpoint and must not leave or delete it
+        if network_id is not None and endpoint.network_id != network_id:
+            raise DriverError(f"endpoint {endpoint.endpoint_id[:12]} is not on network "
+                              f"{network_id[:12]}")
+
+    def leave(self, endpoint_id: str, network_id: str | None = None) -> None:
         endpoint = self.store.endpoint(endpoint_id)
         if endpoint is not None:
+            self._check_network(endpoint, network_id)
             endpoint.state = "left"
             self.store.put_endpoint(endpoint)
 
-    def delete_endpoint(self, endpoint_id: str) -> Endpoint | None:
+    def delete_endpoint(self, endpoint_id: str, network_id: str | None = None
+                        ) -> Endpoint | None:
         with self._lock:
             endpoint = self.store.endpoint(endpoint_id)
             if endpoint is None:
-                # Docker may have moved the peer back under its SrcName: remove it too.
-                self.links.delete(host_ifname(endpoint_id))
+                # Docker may have moved the peer back under its SrcName: remove it too;
+                # unless the name (12 characters of the id) is a known endpoint's link.
+                name = host_ifname(endpoint_id)
+                if all(e.host_ifname != name for e in self.store.endpoints()):
+                    self.links.delete(name)
                 return None
+            self._check_network(endpoint, network_id)
             self.links.delete(endpoint.host_ifname)
             self.links.delete(endpoint.peer_ifname)
             self.store.delete_endpoint(endpoint_id)

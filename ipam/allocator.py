@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import reprlib
 import threading
 import time
 from collections.abc import Callable
@@ -172,7 +173,8 @@ class IPAM:
     def pool(self, pool_id: str) -> PoolSpec:
         rows = self.db.query("SELECT pool_id FROM ipam_pools WHERE pool_id = ?", (pool_id,))
         if not rows:
-            raise PoolError(f"unknown pool {pool_id!r} (released, or never requested here)")
+            raise PoolError(f"unknown pool {reprlib.repr(pool_id)} (released, or never "
+                            "requested here)")
         return pools.parse_pool_id(pool_id)
 
     # ---- addresses ---------------------------------------------------------
@@ -202,7 +204,7 @@ class IPAM:
         try:
             address = ipaddress.ip_address(text.split("/")[0])
         except ValueError:
-            raise PoolError(f"{text!r} is not an IP address") from None
+            raise PoolError(f"{reprlib.repr(text)} is not an IP address") from None
         if address not in spec.pool:
             raise PoolError(f"address {address} is not in pool {spec.pool}")
         if pools.is_reserved(spec.pool, address):

@@ -7,13 +7,14 @@ daemon lifetime). Errors become non-2xx ``{"Err": ...}`` answers, which Docker s
 
 from __future__ import annotations
 
+import reprlib
 from typing import Protocol
 
 from flask import Blueprint
 
 from ipam.allocator import IPAM, Allocation
 from ipam.pools import PoolError
-from state.wire import PluginError, mapping, payload, reply, text
+from state.wire import PluginError, boolean, ip_field, mapping, payload, reply, text
 
 LOCAL_SPACE = "CiliumpyLocal"
 GLOBAL_SPACE = "CiliumpyGlobal"
@@ -47,10 +48,8 @@ def blueprint(ipam: IPAM, events: AddressEvents) -> Blueprint:
         data = payload()
         space = text(data, "AddressSpace", required=False)
         if space and space not in (LOCAL_SPACE, GLOBAL_SPACE):
-            raise PluginError(f"unknown address space {space!r}")
-        v6 = data.get("V6") or False
-        if not isinstance(v6, bool):
-            raise PluginError("field 'V6' must be a boolean")
+            raise PluginError(f"unknown address space {reprlib.repr(space)}")
+        v6 = boolean(data, "V6")  # `or False` let 0, "" and [] through as IPv4
         try:
             spec = ipam.request_pool(text(data, "Pool", required=False),
                                      text(data, "SubPool", required=False), v6,
@@ -79,7 +78,10 @@ def blueprint(ipam: IPAM, events: AddressEvents) -> Blueprint:
     @bp.post("/IpamDriver.ReleaseAddress")
     def release_address():
         data = payload()
-        released = ipam.release_address(text(data, "PoolID"), text(data, "Address"))
+        pool_id, address = text(data, "PoolID"), text(data, "Address")
+        # an unknown pool or address is success (idempotent), a malformed one is not
+        ip_field(address.split("/")[0], "Address")
+        released = ipam.release_address(pool_id, address)
         if released is not None and released.owner:
             events.address_released(released)
         return reply()

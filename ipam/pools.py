@@ -13,6 +13,7 @@ No I/O here, so the rules can be unit-tested alone:
 from __future__ import annotations
 
 import ipaddress
+import reprlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -46,7 +47,8 @@ def parse_network(text: str, what: str) -> Network:
     try:
         network = ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise PoolError(f"{what} {text!r} is not a valid CIDR") from None
+        # reprlib: a 1 MB input is not echoed back whole in the error
+        raise PoolError(f"{what} {reprlib.repr(text)} is not a valid CIDR") from None
     return network
 
 
@@ -73,7 +75,7 @@ def pool_spec(pool: str, sub_pool: str, v6: bool) -> PoolSpec:
 
 def parse_pool_id(pool_id: str) -> PoolSpec:
     if not pool_id.startswith(POOL_ID_PREFIX):
-        raise PoolError(f"unknown pool id {pool_id!r}")
+        raise PoolError(f"unknown pool id {reprlib.repr(pool_id)}")
     body = pool_id[len(POOL_ID_PREFIX):]
     pool, _, sub = body.partition("|")
     network = parse_network(pool, "pool")

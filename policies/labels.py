@@ -13,6 +13,7 @@ Docker bookkeeping that would give every container its own identity.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -46,8 +47,23 @@ def parse(text: str, default_source: str = SOURCE_ANY) -> Label:
     if not sep or source not in KNOWN_SOURCES:
         source, key = default_source, body
     if not key:
-        raise ValueError(f"label {text!r} has an empty key")
+        raise ValueError(f"label {reprlib.repr(text)} has an empty key")
     return Label(source, key, value)
+
+
+def unstorable(text: str) -> str | None:
+    """The first character of ``text`` that no name stored in the kvstore and printed in
+    tables may hold: a control character (NUL, newline, escape sequences) or a lone
+    surrogate (not encodable as UTF-8); None when there is none."""
+    return next((c for c in text if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0
+                 or 0xD800 <= ord(c) < 0xE000), None)
+
+
+def check_text(text: str) -> None:
+    """Refuses label text no label can carry (see :func:`unstorable`). ValueError."""
+    char = unstorable(text)
+    if char is not None:
+        raise ValueError(f"label {reprlib.repr(text)} contains the character {char!r}")
 
 
 def from_map(labels: Mapping[str, str] | None, source: str) -> list[Label]:

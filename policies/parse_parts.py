@@ -50,6 +50,20 @@ class PolicyError(ValueError):
     """A file that does not hold valid policy; the message is for the author."""
 
 
+MAX_MESSAGE = 2000
+
+
+def readable(message: str) -> str:
+    """A message fit to print: control characters escaped (a key can hold any), and a
+    huge echoed value cut (a 1 MB unknown key must not make a 1 MB error)."""
+    if any(ord(c) < 32 and c != "\n" or 0xD800 <= ord(c) <= 0xDFFF for c in message):
+        message = "".join(c if (ord(c) >= 32 or c == "\n") and not 0xD800 <= ord(c) <= 0xDFFF
+                          else repr(c)[1:-1] for c in message)
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE] + f"... ({len(message) - MAX_MESSAGE} more characters)"
+    return message
+
+
 # entities that exist only on Kubernetes: accepted (Cilium's policies use them), no peer
 KUBERNETES_ENTITIES = ("kube-apiserver", "ingress")
 
@@ -60,11 +74,12 @@ class Ctx:
         self.warnings: list[str] = []
 
     def warn(self, path: str, message: str) -> None:
-        self.warnings.append(f"{path}: {message}" if path else message)
+        self.warnings.append(readable(f"{path}: {message}" if path else message))
 
     def fail(self, path: str, message: str) -> None:
         where = f"{self.source}: " if self.source else ""
-        raise PolicyError(f"{where}{path}: {message}" if path else f"{where}{message}")
+        raise PolicyError(readable(f"{where}{path}: {message}" if path else
+                                   f"{where}{message}"))
 
 
 def canonical(key: Any, names) -> str | None:

@@ -208,8 +208,35 @@ def _policy_of(ctx: Ctx, doc: Any, path: str, default_name: str) -> Policy:
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~3x faster
 
 
+MAX_NESTING = 100  # far beyond any policy; libyaml's C loader recurses without a limit
+
+
+def nesting_depth(text: str) -> int:
+    """An upper bound of how deep the document nests: open brackets (flow style) plus
+    sequence dashes on one line and indentation (block style), so that a hostile
+    document is refused before a parser recurses into it."""
+    depth = worst = 0
+    for line in text.splitlines():
+        stripped = line.lstrip(" ")
+        dashes = 0
+        while stripped.startswith("- ") or stripped == "-":
+            dashes += 1
+            stripped = stripped[2:].lstrip(" ")
+        for char in stripped:
+            if char in "[{":
+                depth += 1
+            elif char in "]}":
+                depth = max(depth - 1, 0)
+        worst = max(worst, depth + dashes + (len(line) - len(line.lstrip(" "))) // 2)
+        if worst > MAX_NESTING:
+            break
+    return worst
+
+
 def load_documents(text: str) -> list:
     """Documents of a file: JSON is read as JSON (fast: stored policies are JSON)."""
+    if nesting_depth(text) > MAX_NESTING:
+        raise PolicyError(f"nests deeper than {MAX_NESTING} levels: not a policy")
     stripped = text.lstrip()
     if stripped[:1] in ("{", "["):
         try:
@@ -238,6 +265,10 @@ def parse_text(text: str, source: str = "", default_name: str = "") -> list[Poli
                                     else "policy")
     try:
         documents = load_documents(text)
+    except PolicyError as exc:
+        ctx.fail("", str(exc))
+    except RecursionError:
+        ctx.fail("", f"nests deeper than {MAX_NESTING} levels: not a policy")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""

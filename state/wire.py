@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
+import reprlib
 from typing import Any
 
 from flask import Response, request
@@ -49,6 +51,10 @@ def payload() -> dict[str, Any]:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise PluginError(f"malformed JSON body: {exc}") from None
+    except RecursionError:
+        # json's decoder recurses per nesting level: 100000 "[" is a RecursionError,
+        # not a ValueError, and used to escape as a 500
+        raise PluginError("malformed JSON body: nested too deeply") from None
     if not isinstance(data, dict):
         raise PluginError("request body must be a JSON object")
     return data
@@ -63,6 +69,38 @@ def text(data: dict[str, Any], name: str, required: bool = True) -> str:
         return ""
     if not isinstance(value, str):
         raise PluginError(f"field {name!r} must be a string")
+    try:
+        # JSON may escape a lone surrogate ("\ud800"); no UTF-8 store (SQLite) can bind
+        # it, which used to be a 500. Docker's Go encoder never sends one.
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PluginError(f"field {name!r} is not valid Unicode text") from None
+    return value
+
+
+# Docker's ids are 64 hex characters (stringid.GenerateRandomID); letters and digits
+# are all that may reach an interface name (endpoint ids name the veths) or a log line.
+DOCKER_ID = re.compile(r"[0-9A-Za-z]{1,64}")
+
+
+def docker_id(data: dict[str, Any], name: str) -> str:
+    """A required Docker object id (NetworkID, EndpointID)."""
+    value = text(data, name)
+    if not DOCKER_ID.fullmatch(value):
+        # reprlib: a 1 MB or escape-laden value is never echoed back whole in Err
+        raise PluginError(f"field {name!r} is not a Docker id (1 to 64 letters and digits): "
+                          f"{reprlib.repr(value)}")
+    return value
+
+
+def boolean(data: dict[str, Any], name: str) -> bool:
+    """A boolean field; ``null`` or absent is false. Strings such as "false" are refused
+    rather than read as true."""
+    value = data.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise PluginError(f"field {name!r} must be true or false")
     return value
 
 
@@ -81,4 +119,4 @@ def ip_field(value: Any, name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Add
     try:
         return ipaddress.ip_interface(str(value)).ip
     except ValueError:
-        raise PluginError(f"field {name!r}: {value!r} is not an IP address") from None
+        raise PluginError(f"field {name!r}: {reprlib.repr(value)} is not an IP address") from None

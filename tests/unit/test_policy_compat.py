@@ -259,3 +259,19 @@ def test_cilium_fields_we_lack_get_their_own_sentence(field, words):
             f"    toPorts:\n    - ports: [{{port: \"443\", protocol: TCP}}]\n      {field}\n")
     with pytest.raises(PolicyError, match=re.escape(words)):
         parse_text(text)
+
+
+@pytest.mark.parametrize("text", ["{" * 100_000, "[" * 100_000, "- " * 100_000 + "x",
+                                  "".join(" " * (2 * i) + "a:\n" for i in range(500))])
+def test_deep_nesting_is_refused_before_any_parser_recurses(text):
+    with pytest.raises(PolicyError, match="nests deeper than 100 levels"):
+        parse_text(text, "deep.yaml")
+
+
+def test_error_messages_are_printable_and_bounded():
+    key = "a\x1b[31m" + "x" * 100_000
+    with pytest.raises(PolicyError) as info:
+        parse_text(json.dumps({"spec": {"endpointSelector": {}, key: 1}}))
+    message = str(info.value)
+    assert "\x1b" not in message and "\\x1b" in message
+    assert len(message) < 2100 and "more characters)" in message
