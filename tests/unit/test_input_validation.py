@@ -1,4 +1,4 @@
-"""The pure input checks behind the plugin and API handlers (what tests/e2e/test_fuzz.py
+"""The pure input checks behind the plugin and API handlers (what tests/e2e/fuzz/
 found missing): Docker ids and booleans on the wire, CreateNetwork/CreateEndpoint
 payloads, label text, policy names, and datapath API entries. Each case is one the
 handlers used to accept with a wrong meaning, or to answer with a 500."""
