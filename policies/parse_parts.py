@@ -124,8 +124,10 @@ def as_list(ctx: Ctx, obj: Any, path: str) -> list:
 
 def selector(ctx: Ctx, obj: Any, path: str) -> Selector:
     # Cilium decodes selectors into Kubernetes' LabelSelector, which drops unknown keys
-    obj = fields(ctx, obj or {}, path, ("matchLabels", "matchExpressions"), "a selector",
-                  ignore_unknown=True)
+    raw = obj or {}
+    obj = fields(ctx, raw, path, ("matchLabels", "matchExpressions"), "a selector",
+                 ignore_unknown=True)
+    dropped = isinstance(raw, dict) and len(obj) < len(raw)
     labels = obj.get("matchLabels") or {}
     if not isinstance(labels, dict):
         ctx.fail(f"{path}.matchLabels", "must be a mapping of label key to value")
@@ -156,7 +158,13 @@ def selector(ctx: Ctx, obj: Any, path: str) -> Selector:
         if operator in ("Exists", "DoesNotExist") and values:
             ctx.fail(f"{here}.values", f"operator {operator} takes no values")
         requirements.append(Requirement(key, operator, tuple(values)))
-    return Selector(tuple(sorted(pairs)), tuple(requirements))
+    found = Selector(tuple(sorted(pairs)), tuple(requirements))
+    if dropped and found.is_wildcard:
+        # e.g. a label written beside matchLabels instead of under it: in Cilium too the
+        # selector is then empty, and an empty selector selects every endpoint
+        ctx.warn(path, "after the ignored fields this selector is empty: it selects EVERY "
+                 "endpoint (did you mean to put the labels under matchLabels?)")
+    return found
 
 
 def network(ctx: Ctx, text: Any, path: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

@@ -275,3 +275,18 @@ def test_error_messages_are_printable_and_bounded():
     message = str(info.value)
     assert "\x1b" not in message and "\\x1b" in message
     assert len(message) < 2100 and "more characters)" in message
+
+
+def test_a_label_beside_match_labels_warns_that_the_selector_selects_everything():
+    text = """
+spec:
+  endpointSelector: {matchLabels: {app: db}}
+  ingress:
+  - fromEndpoints:
+    - role: frontend
+"""
+    (policy,) = parse_text(text)
+    assert policy.rules[0].ingress[0].endpoints[0].is_wildcard
+    assert any("it selects EVERY endpoint" in w for w in policy.warnings), policy.warnings
+    assert trace(text, "--src", "app=anything", "--dst", "app=db", "--dport",
+                 "80/tcp")["verdict"] == "ALLOWED"  # as Cilium reads it: every peer
