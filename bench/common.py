@@ -7,6 +7,8 @@ import datetime
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,6 +18,28 @@ from ciliumpy.server import socket_in_use
 RESULTS = Path(__file__).parent / "results"
 PLUGIN_SOCKET = "/run/docker/plugins/ciliumpy.sock"
 API_SOCKET = "/run/ciliumpy/ciliumpy.sock"
+
+
+DOCKER = "/usr/bin/docker"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def docker(*args: str, timeout: float = 120) -> str:
+    """The docker CLI's output; RuntimeError with its stderr when it fails."""
+    proc = subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)}: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+def ciliumpy(api_socket: str, *args: str) -> str:
+    """The ciliumpy CLI's output against the agent on ``api_socket``."""
+    env = dict(os.environ, CILIUMPY_API_SOCKET=api_socket)
+    proc = subprocess.run([sys.executable, "-m", "ciliumpy", *args], capture_output=True,
+                          text=True, env=env, timeout=120, cwd=REPO)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ciliumpy {' '.join(args)}: {proc.stderr.strip()}")
+    return proc.stdout.strip()
 
 
 def machine() -> str:

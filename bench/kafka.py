@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.common import summary, write_table
+from bench.common import ciliumpy, docker, summary, write_table
 from bench.l7 import DOCKER, IMAGE, PLUGIN, PLUGIN_SOCKET
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,19 +62,11 @@ class Bench:
         self.broker = None
         self.current: str | None = None
 
-    def docker(self, *args: str) -> str:
-        proc = subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            raise RuntimeError(f"docker {' '.join(args)}: {proc.stderr.strip()}")
-        return proc.stdout.strip()
+    def docker(self, *args: str, timeout: float = 120) -> str:
+        return docker(*args, timeout=timeout)
 
     def cli(self, *args: str) -> str:
-        env = dict(os.environ, CILIUMPY_API_SOCKET=self.agent.api_socket)
-        proc = subprocess.run([sys.executable, "-m", "ciliumpy", *args], capture_output=True,
-                              text=True, env=env, timeout=120, cwd=REPO)
-        if proc.returncode != 0:
-            raise RuntimeError(f"ciliumpy {' '.join(args)}: {proc.stderr.strip()}")
-        return proc.stdout.strip()
+        return ciliumpy(self.agent.api_socket, *args)
 
     def start(self) -> None:
         from tests.support.agent import Agent

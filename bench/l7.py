@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.common import summary, write_table
+from bench.common import ciliumpy, docker, summary, write_table
 
 DOCKER = "/usr/bin/docker"
 IMAGE = "ciliumpy/busybox"
@@ -105,19 +105,10 @@ class Bench:
     # --- plumbing ---------------------------------------------------------------------
 
     def docker(self, *args: str, timeout: float = 120) -> str:
-        proc = subprocess.run([DOCKER, *args], capture_output=True, text=True,
-                              timeout=timeout)
-        if proc.returncode != 0:
-            raise RuntimeError(f"docker {' '.join(args)}: {proc.stderr.strip()}")
-        return proc.stdout.strip()
+        return docker(*args, timeout=timeout)
 
     def cli(self, *args: str) -> str:
-        env = dict(os.environ, CILIUMPY_API_SOCKET=self.agent.api_socket)
-        proc = subprocess.run([sys.executable, "-m", "ciliumpy", *args], capture_output=True,
-                              text=True, env=env, timeout=120, cwd=REPO)
-        if proc.returncode != 0:
-            raise RuntimeError(f"ciliumpy {' '.join(args)}: {proc.stderr.strip()}")
-        return proc.stdout.strip()
+        return ciliumpy(self.agent.api_socket, *args)
 
     def start(self) -> None:
         from tests.support.agent import Agent

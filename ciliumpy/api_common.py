@@ -4,10 +4,11 @@ and the reading of a JSON object body."""
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from flask import current_app, jsonify, request
+
+from state.wire import json_object as wire_json_object
 
 if TYPE_CHECKING:
     from ciliumpy.daemon import Agent
@@ -32,18 +33,11 @@ def json_object() -> dict[str, Any]:
     ``get_json(silent=True) or {}`` used to turn a malformed body into ``{}`` (which
     then ran as a request with every default) and let arrays, scalars and deep nesting
     (a RecursionError, not a ValueError) through to the handlers as 500s."""
-    raw = request.get_data(cache=True)
-    if not raw.strip():
-        raise APIInputError("this call needs a JSON object body")
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise APIInputError(f"malformed JSON body: {exc}") from None
-    except RecursionError:
-        raise APIInputError("malformed JSON body: nested too deeply") from None
-    if not isinstance(data, dict):
-        raise APIInputError("body must be a JSON object")
-    return data
+        return wire_json_object(request.get_data(cache=True),
+                                "this call needs a JSON object body")
+    except ValueError as exc:
+        raise APIInputError(str(exc)) from None
 
 
 def optional_text(body: dict[str, Any], name: str) -> str:

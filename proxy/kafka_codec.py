@@ -69,6 +69,7 @@ def _uvarint(frame: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
+@functools.lru_cache(maxsize=4096)
 def known(api_key: int, version: int) -> bool:
     """Whether the spec defines this request version (so its body can be read)."""
     cls = REQUESTS.get(api_key)

@@ -39,25 +39,33 @@ def error_reply(message: str, status: int) -> Response:
     return reply({"Err": message}, status)
 
 
-def payload() -> dict[str, Any]:
-    """The request's JSON object; empty, malformed or non-object bodies are a 400."""
-    raw = request.get_data(cache=True)
+def json_object(raw: bytes, empty: str) -> dict[str, Any]:
+    """A request body's JSON object, for the plugin and the agent API alike; ValueError
+    with the sentence to answer (``empty`` for an empty body) otherwise."""
     if not raw.strip():
-        raise PluginError(
-            "empty request body: this call needs a JSON payload (Docker resends a call "
-            "whose connection dropped with an empty body; retry the operation)"
-        )
+        raise ValueError(empty)
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise PluginError(f"malformed JSON body: {exc}") from None
+        raise ValueError(f"malformed JSON body: {exc}") from None
     except RecursionError:
         # json's decoder recurses per nesting level: 100000 "[" is a RecursionError,
         # not a ValueError, and used to escape as a 500
-        raise PluginError("malformed JSON body: nested too deeply") from None
+        raise ValueError("malformed JSON body: nested too deeply") from None
     if not isinstance(data, dict):
-        raise PluginError("request body must be a JSON object")
+        raise ValueError("request body must be a JSON object")
     return data
+
+
+def payload() -> dict[str, Any]:
+    """The request's JSON object; empty, malformed or non-object bodies are a 400."""
+    try:
+        return json_object(request.get_data(cache=True),
+                           "empty request body: this call needs a JSON payload (Docker "
+                           "resends a call whose connection dropped with an empty body; "
+                           "retry the operation)")
+    except ValueError as exc:
+        raise PluginError(str(exc)) from None
 
 
 def text(data: dict[str, Any], name: str, required: bool = True) -> str:
