@@ -17,6 +17,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 
+from ciliumpy.api_bandwidth import BandwidthCollector
 from ciliumpy.api_common import api_error, json_object, optional_text, the_agent
 from ciliumpy.lookup import AmbiguousEndpointError, find_endpoint
 from ciliumpy.monitor import LATENCY_BUCKETS
@@ -234,4 +235,5 @@ class _Collector:
 def metrics():
     registry = CollectorRegistry()
     registry.register(_Collector(the_agent()))
+    registry.register(BandwidthCollector(the_agent()))
     return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")

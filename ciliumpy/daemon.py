@@ -17,6 +17,7 @@ import threading
 import time
 
 from ciliumpy import nodes
+from ciliumpy.bandwidth import BandwidthManager
 from ciliumpy.cluster import ClusterSync
 from ciliumpy.config import Config
 from ciliumpy.docker_view import DockerView
@@ -101,6 +102,7 @@ class Agent:
                                      remove_network=self._remove_network,
                                      gc_grace=config.gc_grace,
                                      identity_gc_grace=config.identity_gc_grace)
+        self.bandwidth = BandwidthManager(self.store, self.datapath)
         self.lease: LeaseKeeper | None = None
         self.identities: EndpointIdentities | None = None
         self.watcher: DockerWatcher | None = None
@@ -112,6 +114,7 @@ class Agent:
         enable_forwarding()
         ensure_proxy_routing()
         self.datapath.start(on_event=self.monitor.ingest)
+        self.bandwidth.start()
         self._start_overlay()
         self._program_host_addresses()
         self._reprogram_endpoints()
@@ -204,6 +207,7 @@ class Agent:
                 self.store.put_network(network)
         if self.identities is not None:
             self.identities.container_seen(info)
+        self.bandwidth.container_seen(info)
 
     def _identity_changed(self, endpoint: Endpoint) -> None:
         current = self.store.endpoint(endpoint.endpoint_id)
@@ -280,6 +284,7 @@ class Agent:
         # ReleaseAddress normally follows; if it never does, the GC frees the address.
         self.ipam.unbind(endpoint.endpoint_id)
         self.endpoints.removed(endpoint)
+        self.bandwidth.endpoint_removed(endpoint)
         if self.identities is not None:
             self.identities.endpoint_removed(endpoint)
         if self.cluster is not None:

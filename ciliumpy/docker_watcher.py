@@ -28,6 +28,7 @@ class ContainerInfo:
     image_labels: dict[str, str]
     endpoints: dict[str, str] = field(default_factory=dict)  # endpoint id -> network id
     network_labels: dict[str, dict[str, str]] = field(default_factory=dict)  # by network id
+    pid: int = 0  # of its first process: /proc/<pid>/ns/net is its network namespace
     network_names: dict[str, str] = field(default_factory=dict)  # network id -> name
 
 
@@ -123,6 +124,7 @@ class DockerWatcher:
             image_labels=self._image_labels(api, detail.get("Image", "")),
             endpoints=endpoints,
             network_labels={nid: self._network_labels(api, nid) for nid in endpoints.values()},
+            pid=int((detail.get("State") or {}).get("Pid") or 0),
             network_names={n.get("NetworkID", ""): name for name, n in networks.items()})
         self.on_container(info)
         return True

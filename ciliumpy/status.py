@@ -37,6 +37,7 @@ def agent_status(agent: Agent) -> dict[str, Any]:
         "docker_watcher": {"connected": bool(agent.watcher and agent.watcher.connected)},
         "cluster": agent.cluster.view() if agent.cluster else None,
         "proxy": agent.proxy.view(),
+        "bandwidth": agent.bandwidth.view(),
     }
 
 

@@ -21,6 +21,15 @@ from datapath.tc import TC
 
 log = logging.getLogger("ciliumpy.datapath")
 PROTOCOL_NUMBERS = {"any": 0, "tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "icmpv6": 58}
+SHAPING_FLAGS = maps.EP_SHAPED_EGRESS | maps.EP_SHAPED_INGRESS
+
+
+def backstop_horizon_ns(egress_bps: int) -> int:
+    """The backstop admits what the shaper upstream can legitimately release at once:
+    four 64 KiB GSO packets at the limit, and never less than 50 ms of it."""
+    return max(50_000_000, 4 * 65536 * 8 * 1_000_000_000 // egress_bps)
+
+
 CT_TIMEOUTS_NS = {"closing": 10e9, "established": 21600e9, "syn": 60e9, "other": 60e9}
 
 
@@ -120,7 +129,7 @@ class Datapath:
         info = maps.EpInfo()
         info.identity = identity
         info.flags = (maps.EP_ENFORCE_INGRESS if enforce_ingress else 0) | (
-            maps.EP_ENFORCE_EGRESS if enforce_egress else 0)
+            maps.EP_ENFORCE_EGRESS if enforce_egress else 0) | self._shaping_flags(ifindex)
         info.mac[:] = [int(part, 16) for part in mac.split(":")]
         host_mac = host_mac or interface_mac(ifindex)
         info.host_mac[:] = [int(part, 16) for part in host_mac.split(":")]
@@ -129,11 +138,45 @@ class Datapath:
                 self.set_ipcache(ipaddress.ip_network(address), identity, ifindex=ifindex)
             self.maps["cp_endpoints_v2"].update(maps.ct.c_uint32(ifindex), info)
 
+    # ---- bandwidth ----------------------------------------------------------------
+    def _shaping_flags(self, ifindex: int) -> int:
+        current = self.maps["cp_endpoints_v2"].lookup(maps.ct.c_uint32(ifindex))
+        return current.flags & SHAPING_FLAGS if current is not None else 0
+
+    def set_bandwidth(self, ifindex: int, egress_bps: int, ingress_shaped: bool) -> None:
+        """The egress backstop (``egress_bps``, 0 = none) and whether packets to the
+        endpoint must pass its host veth's qdisc. The endpoint entry must exist."""
+        table = self.maps["cp_bandwidth_v1"]
+        key = maps.ct.c_uint32(ifindex)
+        with self._lock:
+            if egress_bps:
+                state = table.lookup(key) or maps.BwState()
+                if state.egress_bps != egress_bps:
+                    state.egress_bps, state.t_next = egress_bps, 0
+                    state.horizon_ns = backstop_horizon_ns(egress_bps)
+                    table.update(key, state)
+            else:
+                table.delete(key)
+            info = self.maps["cp_endpoints_v2"].lookup(key)
+            if info is None:
+                return
+            info.flags = (info.flags & ~SHAPING_FLAGS) | (
+                maps.EP_SHAPED_EGRESS if egress_bps else 0) | (
+                maps.EP_SHAPED_INGRESS if ingress_shaped else 0)
+            self.maps["cp_endpoints_v2"].update(key, info)
+
+    def bandwidth(self) -> list[dict]:
+        """The backstop map: egress limit, horizon and drops per endpoint."""
+        return [{"ifindex": key.value, "egress_bps": value.egress_bps,
+                 "horizon_ms": round(value.horizon_ns / 1e6, 3), "drops": value.drops}
+                for key, value in self.maps["cp_bandwidth_v1"].items()]
+
     def remove_endpoint(self, ifindex: int,
                         addresses: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address]
                         ) -> None:
         with self._lock:
             self.maps["cp_endpoints_v2"].delete(maps.ct.c_uint32(ifindex))
+            self.maps["cp_bandwidth_v1"].delete(maps.ct.c_uint32(ifindex))
             for address in addresses:
                 key = maps.ipcache_key(ipaddress.ip_network(address))
                 value = self.maps["cp_ipcache_v1"].lookup(key)
@@ -146,6 +189,8 @@ class Datapath:
         return [{"ifindex": key.value, "identity": value.identity,
                  "enforce_ingress": bool(value.flags & maps.EP_ENFORCE_INGRESS),
                  "enforce_egress": bool(value.flags & maps.EP_ENFORCE_EGRESS),
+                 "shaped_egress": bool(value.flags & maps.EP_SHAPED_EGRESS),
+                 "shaped_ingress": bool(value.flags & maps.EP_SHAPED_INGRESS),
                  "mac": ":".join(f"{b:02x}" for b in value.mac),
                  "host_mac": ":".join(f"{b:02x}" for b in value.host_mac)}
                 for key, value in self.maps["cp_endpoints_v2"].items()]

@@ -23,9 +23,10 @@ log = logging.getLogger("ciliumpy.datapath")
 
 BPF_DIR = Path(__file__).parent / "bpf"
 SOURCES = ["lib/common.h", "lib/maps.h", "lib/parse.h", "lib/events.h", "lib/conntrack.h",
-           "lib/policy.h", "lib/ingress.h", "lib/overlay.h", "lib/proxy.h", "from_container.c",
-           "to_container.c", "from_overlay.c", "to_overlay.c"]
-PROGRAMS = ("from_container", "to_container", "from_overlay", "to_overlay")
+           "lib/policy.h", "lib/ingress.h", "lib/overlay.h", "lib/proxy.h", "lib/bandwidth.h",
+           "from_container.c", "to_container.c", "from_overlay.c", "to_overlay.c",
+           "flow_classify.c"]
+PROGRAMS = ("from_container", "to_container", "from_overlay", "to_overlay", "flow_classify")
 MAP_SPECS = {  # name -> (key type, value type, max entries, per-cpu)
     "cp_endpoints_v2": (maps.ct.c_uint32, maps.EpInfo, 4096, False),
     "cp_ipcache_v1": (maps.IpcacheKey, maps.IpcacheVal, 512000, False),
@@ -34,6 +35,7 @@ MAP_SPECS = {  # name -> (key type, value type, max entries, per-cpu)
     "cp_ct_v1": (maps.CtKey, maps.CtVal, 262144, False),
     "cp_metrics_v1": (maps.ct.c_uint32, maps.MetricVal, 16, True),
     "cp_config_v1": (maps.ct.c_uint32, maps.DpConfig, 1, False),
+    "cp_bandwidth_v1": (maps.ct.c_uint32, maps.BwState, 4096, False),
 }
 EVENTS_PIN = "cp_events_v1"
 

@@ -15,11 +15,11 @@ lib = libbcc.lib
 lib.bpf_obj_get.argtypes = [ct.c_char_p]
 lib.bpf_obj_pin.argtypes = [ct.c_int, ct.c_char_p]
 
-EP_ENFORCE_INGRESS, EP_ENFORCE_EGRESS = 1, 2
+EP_ENFORCE_INGRESS, EP_ENFORCE_EGRESS, EP_SHAPED_EGRESS, EP_SHAPED_INGRESS = 1, 2, 4, 8
 POLICY_DENY = 1
 DIR_INGRESS, DIR_EGRESS = 0, 1
 REASONS = {0: "forwarded", 1: "policy-denied", 2: "policy-deny-rule", 3: "malformed",
-           4: "proxy-unavailable"}
+           4: "proxy-unavailable", 5: "bandwidth-limit"}
 # skb marks of the L7 redirect (bpf/lib/common.h): the low byte tells them apart
 MARK_MAGIC_MASK, MARK_TO_PROXY, MARK_FROM_PROXY = 0xFF, 0xA6, 0xA5
 CT_FLAGS = {1: "egress-ok", 2: "ingress-ok", 4: "syn", 8: "established", 16: "closing"}
@@ -32,6 +32,11 @@ class MapError(RuntimeError):
 class EpInfo(ct.Structure):
     _fields_ = [("identity", ct.c_uint32), ("flags", ct.c_uint32), ("mac", ct.c_uint8 * 6),
                 ("host_mac", ct.c_uint8 * 6), ("pad", ct.c_uint32)]
+
+
+class BwState(ct.Structure):
+    _fields_ = [("egress_bps", ct.c_uint64), ("horizon_ns", ct.c_uint64),
+                ("t_next", ct.c_uint64), ("drops", ct.c_uint64)]
 
 
 class DpConfig(ct.Structure):

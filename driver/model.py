@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from state.localdb import LocalDB
 
@@ -54,6 +55,11 @@ class Endpoint:
     identity: int = 5  # reserved:init until the container's labels are known
     labels: list[str] | None = None
     identity_error: str | None = None
+    # bandwidth: the container's own limit labels (from Docker), the ones changed at
+    # runtime through the API (None = removed), and what is applied
+    bandwidth_labels: dict[str, str] = field(default_factory=dict)
+    label_overrides: dict[str, str | None] = field(default_factory=dict)
+    bandwidth: dict[str, Any] = field(default_factory=dict)
 
     @property
     def addresses(self) -> list[str]:

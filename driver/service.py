@@ -15,13 +15,14 @@ import threading
 from typing import Any
 
 from datapath.links import Links, host_ifname, peer_ifname
+from datapath.rates import BANDWIDTH_KEYS, RateError, parse_rate
 from driver.model import Endpoint, Network, Store
 
 MTU_OPTION = "com.docker.network.driver.mtu"
 GENERIC = "com.docker.network.generic"
 ENABLE_IPV6 = "com.docker.network.enable_ipv6"
 INTERNAL = "com.docker.network.internal"
-SUPPORTED_OPTIONS = {MTU_OPTION}
+SUPPORTED_OPTIONS = {MTU_OPTION, *BANDWIDTH_KEYS}
 ADDRESS_SPACES = {"CiliumpyLocal", "CiliumpyGlobal"}
 ROUTE_CONNECTED = 1
 
@@ -98,6 +99,11 @@ def parse_network(network_id: str, options: dict[str, Any], ipv4: list, ipv6: li
             f"(supported: {', '.join(sorted(SUPPORTED_OPTIONS))})"
         )
     mtu = _mtu(generic[MTU_OPTION]) if MTU_OPTION in generic else None
+    for key in set(BANDWIDTH_KEYS) & set(generic):  # the default limit of its endpoints
+        try:
+            parse_rate(generic[key])
+        except RateError as exc:
+            raise DriverError(f"option {key}: {exc}") from None
     _flag(options, ENABLE_IPV6)
     network = Network(network_id=network_id, mtu=mtu, internal=_flag(options, INTERNAL),
                       options={str(k): str(v) for k, v in generic.items()})

@@ -24,9 +24,12 @@ SOURCE_ANY = "any"
 KNOWN_SOURCES = {SOURCE_CONTAINER, SOURCE_NETWORK, SOURCE_RESERVED, SOURCE_ANY, "k8s", "cidr",
                  "unspec", "node", "extra"}
 
-# Docker bookkeeping labels that would give every container an identity of its own.
+# Docker bookkeeping labels that would give every container an identity of its own, and
+# the bandwidth limits (settings, as Kubernetes annotations are, not who a container is).
 DEFAULT_FILTER = ("!com.docker.compose.", "!org.opencontainers.image.", "!org.label-schema.",
-                  "!maintainer", "!com.docker.swarm.", "!desktop.docker.io")
+                  "!maintainer", "!com.docker.swarm.", "!desktop.docker.io",
+                  "!kubernetes.io/egress-bandwidth", "!kubernetes.io/ingress-bandwidth",
+                  "!ciliumpy.egress-bandwidth", "!ciliumpy.ingress-bandwidth")
 
 
 @dataclass(frozen=True, order=True)

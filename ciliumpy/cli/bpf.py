@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 import click
 
 from ciliumpy.cli.output import list_command, output_option, show_list
+from datapath.rates import format_rate
 from policies import icmp
 
 # Protocol numbers as the policy map stores them; 0 is an L3-only (any protocol) entry.
@@ -64,3 +65,11 @@ list_command(bpf, "ct", "/v1/bpf/ct",
 list_command(bpf, "metrics", "/v1/bpf/metrics", ["REASON", "DIRECTION", "PACKETS", "BYTES"],
              lambda e: (e["reason"], e["direction"], e["packets"], e["bytes"]),
              "Datapath counters by reason and direction.")
+list_command(bpf, "bandwidth", "/v1/bpf/bandwidth",
+             ["IFINDEX", "ENDPOINT", "CONTAINER", "EGRESS", "INGRESS", "BACKSTOP", "HORIZON",
+              "BACKSTOP DROPS"],
+             lambda e: (e["ifindex"], e["endpoint_id"][:12], e["container_name"] or "-",
+                        format_rate(e["egress_bps"]), format_rate(e["ingress_bps"]),
+                        format_rate(e["backstop_bps"]), f"{e['horizon_ms']}ms",
+                        e["backstop_drops"]),
+             "Bandwidth limits per endpoint and the datapath's egress backstop map.")

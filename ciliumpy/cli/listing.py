@@ -1,17 +1,20 @@
 """The plain list groups: ``network``, ``endpoint``, ``identity`` and ``node``.
 
 Each command is one agent API GET shown by :func:`~ciliumpy.cli.output.show_list`; only
-the columns differ.
+the columns differ. ``endpoint labels`` is the one change: a running container's
+bandwidth labels.
 """
 
 from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import quote
 
 import click
 
-from ciliumpy.cli.output import list_command, output_option, show_list
+from ciliumpy.cli.output import api, emit_json, list_command, output_option, show_list
+from datapath.rates import format_rate
 
 
 @click.group()
@@ -43,13 +46,52 @@ def _endpoint_row(e: dict[str, Any]) -> tuple:
             f"{e['identity']}" + (" (retrying)" if e.get("identity_error") else ""),
             # None: the container's labels are not read yet; [] is "no labels"
             ", ".join(e["labels"]) if e.get("labels") is not None else "(not yet known)",
-            f"{int(time.time() - e['created'])}s")
+            _limit(e, "egress"), _limit(e, "ingress"), f"{int(time.time() - e['created'])}s")
+
+
+def _limit(e: dict[str, Any], direction: str) -> str:
+    bandwidth = e.get("bandwidth") or {}
+    text = format_rate(bandwidth.get(f"{direction}_bps") or 0)
+    return text + (" (!)" if bandwidth.get("errors") else "")
 
 
 list_command(endpoint, "list", "/v1/endpoints",
              ["ENDPOINT ID", "NETWORK", "CONTAINER", "IPV4", "IPV6", "INTERFACE", "STATE",
-              "IDENTITY", "LABELS", "AGE"], _endpoint_row,
-             "List endpoints: id, network, container, addresses, host interface, state.")
+              "IDENTITY", "LABELS", "EGRESS LIMIT", "INGRESS LIMIT", "AGE"], _endpoint_row,
+             "List endpoints: id, network, container, addresses, host interface, state, "
+             "identity, bandwidth limits ((!): see errors in -o json).")
+
+
+@endpoint.command("labels")
+@click.argument("endpoint_name", metavar="ENDPOINT")
+@click.option("--add", "add", multiple=True, metavar="KEY=VALUE",
+              help="Set a bandwidth label (kubernetes.io/egress-bandwidth=10M, ...).")
+@click.option("--delete", "delete", multiple=True, metavar="KEY",
+              help="Remove a label (even one the container was started with).")
+@output_option
+@click.pass_context
+def endpoint_labels(ctx: click.Context, endpoint_name: str, add: tuple[str, ...],
+                    delete: tuple[str, ...], output: str) -> None:
+    """Change a running container's bandwidth labels (ENDPOINT: id prefix, container
+    name, IP or ifindex). Docker cannot change labels without re-creating the container;
+    these changes apply at once and survive agent restarts."""
+    pairs = {}
+    for item in add:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--add")
+        pairs[key] = value
+    data = api(ctx, f"/v1/endpoints/{quote(endpoint_name, safe='')}/labels", "POST",
+               {"add": pairs, "delete": list(delete)})
+    if output == "json":
+        emit_json(data)
+        return
+    limits = data["bandwidth"]
+    click.echo(f"endpoint {data['endpoint_id'][:12]}: egress "
+               f"{format_rate(limits.get('egress_bps') or 0)}, ingress "
+               f"{format_rate(limits.get('ingress_bps') or 0)}")
+    for error in limits.get("errors") or ():
+        click.echo(f"  warning: {error}")
 
 
 @click.group()

@@ -29,6 +29,7 @@ def status(ctx: click.Context, output: str) -> None:
         ("Plugin socket", data["plugin_socket"]),
         ("Docker", reachable),
         ("L7 proxy", _proxy_line(data.get("proxy"))),
+        ("Bandwidth", _bandwidth_line(data.get("bandwidth"))),
         ("Networks", data["networks"]),
         ("Endpoints", f"{data['endpoints']} "
                       + " ".join(f"{k}={v}" for k, v in sorted(data["endpoint_states"].items()))),
@@ -36,6 +37,13 @@ def status(ctx: click.Context, output: str) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key + ':':<{width + 1}} {value}")
+
+
+def _bandwidth_line(bandwidth: dict | None) -> str:
+    if not bandwidth:
+        return "-"
+    return (f"{bandwidth['mode']} ({bandwidth['kernel']}), "
+            f"{bandwidth['limited_endpoints']} limited endpoints")
 
 
 def _proxy_line(proxy: dict | None) -> str:

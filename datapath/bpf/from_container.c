@@ -11,6 +11,7 @@
 #include "lib/policy.h"
 #include "lib/overlay.h"
 #include "lib/proxy.h"
+#include "lib/bandwidth.h"
 
 /* An established connection to a local endpoint whose ingress already accepted it:
  * hand the packet to that container directly (bpf_redirect_peer), skipping the host's
@@ -26,8 +27,8 @@ static __always_inline int deliver_local(struct __sk_buff *skb, struct flow *f,
 		return -1;
 	peer_ifindex = dst->ifindex;
 	peer = cp_endpoints.lookup(&peer_ifindex);
-	if (!peer)
-		return -1;
+	if (!peer || (peer->flags & EP_SHAPED_INGRESS))
+		return -1; /* a shaped destination is reached through its veth's qdisc */
 	if (bpf_skb_store_bytes(skb, 0, peer->mac, 6, 0) < 0 ||
 	    bpf_skb_store_bytes(skb, 6, peer->host_mac, 6, 0) < 0)
 		return -1;
@@ -91,11 +92,16 @@ int from_container(struct __sk_buff *skb)
 		emit(EVENT_DROP, REASON_MALFORMED, DIR_EGRESS, 0, ifindex, ep->identity, 0, &f);
 		return TC_ACT_SHOT;
 	}
+	now = bpf_ktime_get_ns();
+	if ((ep->flags & EP_SHAPED_EGRESS) && !bandwidth_admit(ifindex, skb->len, now)) {
+		count(REASON_BANDWIDTH, DIR_EGRESS, skb->len);
+		emit(EVENT_DROP, REASON_BANDWIDTH, DIR_EGRESS, 0, ifindex, ep->identity, 0, &f);
+		return TC_ACT_SHOT;
+	}
 	if (f.passthrough) {
 		count(REASON_FORWARDED, DIR_EGRESS, f.len);
 		return TC_ACT_OK;
 	}
-	now = bpf_ktime_get_ns();
 	dst = ipcache_lookup(f.family, f.daddr); /* once: identity, local peer, remote node */
 	if (ct_known(&f, CT_EGRESS_OK, CT_INGRESS_OK, now, &both, &proxy)) {
 		if (proxy)

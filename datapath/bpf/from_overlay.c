@@ -55,5 +55,7 @@ int from_overlay(struct __sk_buff *skb)
 	if (bpf_skb_store_bytes(skb, 0, ep->mac, 6, 0) < 0 ||
 	    bpf_skb_store_bytes(skb, 6, ep->host_mac, 6, 0) < 0)
 		return TC_ACT_SHOT;
+	if (ep->flags & EP_SHAPED_INGRESS) /* through the host veth, whose qdisc shapes it */
+		return bpf_redirect(ifindex, 0);
 	return bpf_redirect_peer(ifindex, 0);
 }

@@ -146,11 +146,7 @@ def test_bpf_dumps_metrics_and_no_compile_per_container(agent, docker, trio):
     counters = {(m["reason"], m["direction"]): m["packets"]
                 for m in cli_json(agent, "bpf", "metrics")}
     assert counters[("forwarded", "ingress")] > 0
-    from ciliumpy.apiclient import _UnixConnection
-
-    conn = _UnixConnection(agent.api_socket, 10)
-    conn.request("GET", "/metrics")
-    text = conn.getresponse().read().decode()
+    text = agent.api_text("/metrics")
     assert 'ciliumpy_datapath_packets_total{direction="ingress",reason="forwarded"}' in text
     assert "ciliumpy_bpf_map_pressure" in text and "ciliumpy_endpoints" in text
     after = agent.api("/v1/status")["datapath"]

@@ -96,6 +96,14 @@ class Agent:
     def api(self, path: str, method: str = "GET"):
         return call(path, method=method, socket_path=self.api_socket, timeout=30)
 
+    def api_text(self, path: str) -> str:
+        """A non-JSON answer (``/metrics``) as text."""
+        from ciliumpy.apiclient import _UnixConnection
+
+        conn = _UnixConnection(self.api_socket, 10)
+        conn.request("GET", path)
+        return conn.getresponse().read().decode()
+
     def api_post(self, path: str, body: dict):
         return call(path, method="POST", body=body, socket_path=self.api_socket, timeout=60)
 

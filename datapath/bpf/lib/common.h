@@ -38,6 +38,8 @@
 /* endpoint flags */
 #define EP_ENFORCE_INGRESS 1
 #define EP_ENFORCE_EGRESS 2
+#define EP_SHAPED_EGRESS 4  /* cp_bandwidth holds its egress limit (backstop) */
+#define EP_SHAPED_INGRESS 8 /* deliver through the host veth, whose qdisc shapes it */
 
 /* skb marks of the L7 redirect (lib/proxy.h); the low byte tells them apart */
 #define MARK_MAGIC_MASK 0xFF
@@ -67,11 +69,19 @@
 #define REASON_POLICY_DENY 2   /* a deny entry matched */
 #define REASON_MALFORMED 3
 #define REASON_PROXY_UNAVAILABLE 4 /* an L7 port, and no proxy socket took it */
-#define REASON_MAX 5
+#define REASON_BANDWIDTH 5 /* above the endpoint's egress limit (lib/bandwidth.h) */
+#define REASON_MAX 6
 
 #define EVENT_DROP 1
 #define EVENT_POLICY_VERDICT 2
 #define EVENT_TRACE 3 /* a new connection forwarded by a hook */
+
+struct bw_state {
+	__u64 egress_bps;
+	__u64 horizon_ns; /* the backlog (in time at the limit) admitted before dropping */
+	__u64 t_next;     /* when the bucket is empty again */
+	__u64 drops;
+};
 
 struct ep_info {
 	__u32 identity;

@@ -20,6 +20,8 @@ BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_val, cp_ct, 262144, PIN_DI
 BPF_TABLE_PINNED("percpu_array", __u32, struct metric_val, cp_metrics, 16,
 		 PIN_DIR "/cp_metrics_v1");
 BPF_TABLE_PINNED("array", __u32, struct dp_config, cp_config, 1, PIN_DIR "/cp_config_v1");
+BPF_TABLE_PINNED("hash", __u32, struct bw_state, cp_bandwidth, 4096,
+		 PIN_DIR "/cp_bandwidth_v1");
 BPF_RINGBUF_OUTPUT(cp_events, 64);
 
 #endif

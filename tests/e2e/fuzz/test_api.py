@@ -53,7 +53,7 @@ pytestmark = pytest.mark.docker
 # ---- agent API routes ------------------------------------------------------------------
 READ_ROUTES = ["/v1/healthz", "/v1/status", "/v1/networks", "/v1/endpoints", "/v1/ipam",
                "/v1/identities", "/v1/nodes", "/v1/bpf/endpoints", "/v1/bpf/ipcache",
-               "/v1/bpf/ct", "/v1/bpf/metrics", "/metrics", "/v1/policy",
+               "/v1/bpf/ct", "/v1/bpf/metrics", "/v1/bpf/bandwidth", "/metrics", "/v1/policy",
                "/v1/policy/revision", "/v1/monitor?follow=0"]
 
 query_pairs = st.lists(st.tuples(st.sampled_from(["endpoint", "type", "history", "follow",
@@ -178,6 +178,45 @@ def test_bpf_policy_entries_refuse_bad_input(agent, world, method, data):
     check_api(answer, f"{method} /v1/bpf/policy {show(raw)}", "error")
 
 
+BANDWIDTH_KEYS = ["kubernetes.io/egress-bandwidth", "kubernetes.io/ingress-bandwidth",
+                  "ciliumpy.egress-bandwidth", "ciliumpy.ingress-bandwidth"]
+bad_rates = st.one_of(non_strings, st.sampled_from(["", "0", "999", "10X", "-1M", "1P", "5m",
+                                                    "1e9", "\x00", HUGE[:300]]),
+                      odd_text.filter(lambda s: not s.strip()[:1].isdigit()))
+
+
+def label_breakers() -> dict[str, Breaker]:
+    return {
+        "rate": put(("add", "kubernetes.io/egress-bandwidth"), bad_rates),
+        "key": st.builds(lambda k: ([(("add", k), "10M")], "bad"), st.one_of(
+            st.sampled_from(["app", "", "kubernetes.io/egress", "Ciliumpy.egress-bandwidth"]),
+            odd_text.filter(lambda s: s not in BANDWIDTH_KEYS))),
+        "add": put(("add",), st.one_of(non_strings.filter(lambda v: v not in ({}, None)),
+                                       st.just(["kubernetes.io/egress-bandwidth=10M"]))),
+        "delete": put(("delete",), st.one_of(
+            st.sampled_from(["ciliumpy.egress-bandwidth", 7, {"k": 1}, [None], [["x"]]]),
+            st.lists(odd_text.filter(lambda s: s not in BANDWIDTH_KEYS), min_size=1,
+                     max_size=2))),
+    }
+
+
+@FUZZ
+@given(data=st.data())
+def test_endpoint_label_changes_refuse_bad_input(agent, world, data):
+    """A refused runtime label change leaves limits, overrides and qdiscs as they were
+    (the snapshot includes /v1/endpoints and /v1/bpf/bandwidth)."""
+    base = {"add": {"kubernetes.io/egress-bandwidth": "10M"}, "delete": []}
+    body, _ = data.draw(mutated(base, label_breakers()), label="body")
+    raw = data.draw(st.one_of(st.just(encode(body)), raw_bodies(body)), label="raw")
+    name = data.draw(st.one_of(st.just(world.endpoint_id[:12]), odd_text.filter(
+        lambda s: s.strip() and len(s) < 200 and "/" not in s and not world.names_endpoint(s))),
+        label="name")
+    quoted = urllib.parse.quote(name.encode("utf-8", "surrogatepass"), safe="")
+    path = f"/v1/endpoints/{quoted}/labels"
+    answer = api(agent, "POST", path, raw)
+    check_api(answer, f"POST {path} {show(raw)}", "error")
+
+
 POLICY_DOC = {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
               "metadata": {"name": "fuzz-policy"},
               "spec": {"endpointSelector": {"matchLabels": {"app": "fuzz"}},
@@ -290,7 +329,7 @@ ROUTE_METHODS = {
     "/v1/monitor": {"GET"}, "/v1/identities/7": {"GET"}, "/v1/policy/x": {"GET"},
     "/v1/reconcile": {"POST"}, "/v1/identities": {"GET", "POST"},
     "/v1/bpf/policy": {"GET", "POST", "DELETE"}, "/v1/policy": {"GET", "POST", "DELETE"},
-    "/v1/policy/trace": {"POST"},
+    "/v1/policy/trace": {"POST"}, "/v1/endpoints/x/labels": {"POST"},
 }
 HTTP_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
 
