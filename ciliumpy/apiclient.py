@@ -64,12 +64,13 @@ def call(path: str, method: str = "GET", body: Any = None,
     return decoded
 
 
-def stream(path: str, socket_path: str = DEFAULT_API_SOCKET):
+def stream(path: str, socket_path: str = DEFAULT_API_SOCKET, method: str = "GET",
+           body: Any = None):
     """Yields the JSON objects of a newline-delimited stream (keep-alive blank lines
     are skipped) until the agent closes it."""
     conn = _UnixConnection(socket_path, timeout=None)
     try:
-        conn.request("GET", path)
+        conn.request(method, path, body=json.dumps(body).encode() if body is not None else None)
         response = conn.getresponse()
         if response.status >= 400:
             raw = response.read()

@@ -148,6 +148,7 @@ class Config:
     proxy_port: int = 15001
     proxy_workers: int = 2
     kafka_max_frame: int = 104857600  # Kafka's socket.request.max.bytes default (100 MiB)
+    flow_store_size: int = 65536  # flows kept for `ciliumpy observe` (Hubble's default ring)
 
 
 VALIDATORS: dict[str, Callable[[Any], Any]] = {
@@ -181,6 +182,7 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "proxy_port": _port,
     "proxy_workers": _positive_int,
     "kafka_max_frame": _positive_int,
+    "flow_store_size": _positive_int,
 }
 
 OPTION_NAMES = [f.name for f in fields(Config)]

@@ -24,6 +24,7 @@ from ciliumpy.docker_view import DockerView
 from ciliumpy.docker_watcher import ContainerInfo, DockerWatcher
 from ciliumpy.endpoint_identity import EndpointIdentities
 from ciliumpy.endpoints import EndpointManager
+from ciliumpy.flows.store import FlowStore
 from ciliumpy.identities import IdentityAllocator
 from ciliumpy.l7proxy import ProxySupervisor
 from ciliumpy.monitor import Monitor
@@ -85,6 +86,9 @@ class Agent:
         self.allocator = IdentityAllocator(self.kv, config.node_name)
         self.datapath = Datapath(config.bpf_pin_dir)
         self.monitor = Monitor(self.allocator.get, self._endpoint_view)
+        self._names: tuple[float, dict[str, str]] = (0.0, {})
+        self.flows = FlowStore(config.node_name, self._container_of, config.flow_store_size)
+        self.monitor.listeners.append(self.flows.add)
         self.policy = PolicyManager(self.kv, self.datapath, self.allocator,
                                     config.policy_enforcement,
                                     on_change=self._policy_changed)
@@ -239,6 +243,16 @@ class Agent:
                         "container_name": endpoint.container_name,
                         "identity": endpoint.identity}
         return None
+
+    def _container_of(self, address: str) -> str | None:
+        """The name of the local container holding ``address`` (for flows, in the event
+        reader's thread: the table is re-read from the store at most once a second)."""
+        expires, names = self._names
+        if time.monotonic() > expires:
+            names = {a.split("/")[0]: e.container_name for e in self.store.endpoints()
+                     for a in e.addresses if e.container_name}
+            self._names = (time.monotonic() + 1.0, names)
+        return names.get(address)
 
     def _new_lease(self, lease: str) -> None:
         self.register_node(lease)

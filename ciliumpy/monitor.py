@@ -26,6 +26,7 @@ class Monitor:
         self.lost = 0
         self.seen = 0
         self._subscribers: list[queue.Queue] = []
+        self.listeners: list[Callable[[dict], None]] = []  # each event, in the reader thread
         self._labels: dict[int, list[str]] = {}
         self._lock = threading.Lock()
         self.l7_requests: collections.Counter = collections.Counter()  # (verdict, protocol)
@@ -97,6 +98,8 @@ class Monitor:
             return dict(self.l7_requests), list(self.l7_latency), self.l7_latency_sum
 
     def _publish(self, event: dict) -> None:
+        for listener in self.listeners:
+            listener(event)
         with self._lock:
             self.seen += 1
             self.events.append(event)

@@ -1,7 +1,7 @@
 """The ``ciliumpy`` command line: the root group and its command groups.
 
 Each group lives in its own module (``agent``, ``status``, ``listing`` for the plain
-list groups, ``monitor``, ``bpf``, ``policy``); this module only builds the root group,
+list groups, ``monitor``, ``observe``, ``bpf``, ``policy``); this module only builds the root group,
 whose ``--api-socket`` every client command reads from ``ctx.obj``. ``ciliumpy.cli:main``
 is the console entry point.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import click
 
 from ciliumpy.apiclient import DEFAULT_API_SOCKET
-from ciliumpy.cli import agent, bpf, listing, monitor, policy, status
+from ciliumpy.cli import agent, bpf, listing, monitor, observe, policy, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,6 +29,6 @@ def main(ctx: click.Context, api_socket: str) -> None:
 
 # click lists commands sorted by name, so the order added here does not show in --help.
 for command in (agent.agent, status.status, *listing.GROUPS, monitor.monitor, bpf.bpf,
-                policy.policy):
+                policy.policy, observe.observe):
     main.add_command(command)
 del command

@@ -1,0 +1,87 @@
+"""Agent API for stored flows (``ciliumpy observe``): ``POST /v1/flows`` with Hubble's
+filters as the command line gave them, a time window, first/last N, and follow; the
+answer is newline-delimited JSON in Hubble's ``-o json`` shape."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from ciliumpy.api_common import APIInputError, json_object, the_agent
+from ciliumpy.flows.filters import filters_from_cli
+from ciliumpy.flows.formats import json_line
+from ciliumpy.flows.store import parse_time
+
+bp = Blueprint("flows", __name__)
+
+
+def _count(body: dict, name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise APIInputError(f"{name} must be a non-negative integer")
+    return value
+
+
+def _time(body: dict, name: str) -> float | None:
+    value = body.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise APIInputError(f"{name} must be a string (RFC 3339 time or a duration)")
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise APIInputError(f"{name}: {exc}") from None
+
+
+def _filters(body: dict) -> tuple[list, list]:
+    tokens = body.get("filters") or []
+    if not isinstance(tokens, list) or not all(
+            isinstance(t, list) and len(t) == 2 and all(isinstance(x, str) for x in t)
+            for t in tokens):
+        raise APIInputError("filters must be a list of [flag, value] string pairs")
+    try:
+        return filters_from_cli([(flag, value) for flag, value in tokens])
+    except ValueError as exc:
+        raise APIInputError(str(exc)) from None
+
+
+@bp.post("/v1/flows")
+def flows():
+    body: dict[str, Any] = json_object()
+    whitelist, blacklist = _filters(body)
+    since, until = _time(body, "since"), _time(body, "until")
+    last, first = _count(body, "last"), _count(body, "first")
+    follow = body.get("follow", False)
+    if not isinstance(follow, bool):
+        raise APIInputError("follow must be true or false")
+    if follow and (until is not None or first is not None):
+        raise APIInputError("follow cannot be combined with until or first")
+    store = the_agent().flows
+    if last is None and first is None and since is None and not follow:
+        last = 20  # Hubble's default without a window
+    stored = store.query(whitelist, blacklist, since, until, last, first)
+    if not follow:
+        return Response("".join(json_line(flow) + "\n" for flow in stored),
+                        mimetype="application/x-ndjson")
+    stop = threading.Event()
+
+    def generate():
+        try:
+            for flow in stored:
+                yield json_line(flow) + "\n"
+            for flow in store.follow(whitelist, blacklist, stop):
+                yield (json_line(flow) + "\n") if flow else "\n"
+        finally:
+            stop.set()
+
+    return Response(generate(), mimetype="application/x-ndjson")
+
+
+@bp.get("/v1/flows/status")
+def flows_status():
+    return jsonify(the_agent().flows.view())
