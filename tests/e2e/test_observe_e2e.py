@@ -88,7 +88,8 @@ def test_observe_filters_and_forms_on_real_traffic(agent, l7, tmp_path):  # noqa
 
     # --follow prints new flows as they happen
     follower = subprocess.Popen([*CLI, "observe", "-f", "--from-pod", names["other"],
-                                 "--verdict", "DROPPED", "-o", "json"], stdout=subprocess.PIPE, text=True,
+                                 "--verdict", "DROPPED", "-o", "json"],
+                                stdout=subprocess.PIPE, text=True,
                                 env=dict(os.environ, CILIUMPY_API_SOCKET=agent.api_socket))
     try:
         time.sleep(1.0)
