@@ -46,6 +46,7 @@ class FlowStore:
         self._ring: collections.deque[tuple[float, dict]] = collections.deque(maxlen=capacity)
         self._seen = 0  # flows ever added: the ring holds the last ``capacity`` of them
         self._changed = threading.Condition()
+        self.listeners: list[Callable[[dict], None]] = []  # each new flow (metrics)
 
     @property
     def seen(self) -> int:
@@ -58,6 +59,9 @@ class FlowStore:
         if not flows:
             return
         stamp = event.get("time") or time.time()
+        for listener in self.listeners:
+            for flow in flows:
+                listener(flow)
         with self._changed:
             for flow in flows:
                 self._ring.append((stamp, flow))
