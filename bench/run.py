@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, one after the other."""
 
-from bench import datapath, docker_run, kafka, l7, overlay, plumbing, policy
+from bench import bandwidth, datapath, docker_run, kafka, l7, overlay, plumbing, policy
 
 if __name__ == "__main__":
     plumbing.main()
@@ -10,3 +10,4 @@ if __name__ == "__main__":
     overlay.main()
     l7.main()
     kafka.main()
+    bandwidth.main()
