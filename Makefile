@@ -3,7 +3,7 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup agent test lint unit bench clean-host
+.PHONY: setup agent test lint unit bench clean-host hubble-protos
 
 setup:
 	./scripts/setup-host.sh
@@ -23,3 +23,7 @@ unit: setup
 
 bench: setup
 	$(PY) -m bench.run
+
+# regenerate ciliumpy/hubble/gen from the vendored Hubble protos (needs grpcio-tools)
+hubble-protos:
+	./scripts/hubble-protos.sh

@@ -78,8 +78,8 @@ class BandwidthCollector:
         self.agent = agent
 
     def collect(self):
-        limits = GaugeMetricFamily("ciliumpy_bandwidth_limit_bits_per_second",
-                                   "Bandwidth limit of an endpoint",
+        limits = GaugeMetricFamily("ciliumpy_bandwidth_limit_bytes_per_second",
+                                   "Bandwidth limit of an endpoint (the label's bits / 8)",
                                    labels=["endpoint", "direction"])
         drops = CounterMetricFamily("ciliumpy_bandwidth_drops",
                                     "Packets dropped by the bandwidth limiter",
@@ -91,7 +91,7 @@ class BandwidthCollector:
                  for e in self.agent.store.endpoints()}
         for row in self.agent.bandwidth.stats():
             name = names.get(row["endpoint_id"], row["endpoint_id"][:12])
-            limits.add_metric([name, row["direction"]], row["limit_bps"])
+            limits.add_metric([name, row["direction"]], row["limit_bps"] / 8)
             drops.add_metric([name, row["direction"], "qdisc"], row["drops"])
             if row["direction"] == "egress":
                 drops.add_metric([name, row["direction"], "backstop"], row["backstop_drops"])

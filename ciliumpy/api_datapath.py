@@ -1,6 +1,8 @@
 """Agent API for the datapath: map dumps (``ciliumpy bpf``), policy entries written
 directly (the datapath API: what policy resolution will write), the live monitor
-stream, and Prometheus metrics on ``/metrics``."""
+stream, and Prometheus metrics on ``/metrics``: our own ``ciliumpy_*`` series, Hubble's
+flow metrics (``ciliumpy.metrics_hubble``) and Cilium's agent metrics
+(``ciliumpy.metrics_cilium``)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 
+from ciliumpy import metrics_cilium, metrics_hubble
 from ciliumpy.api_bandwidth import BandwidthCollector
 from ciliumpy.api_common import api_error, json_object, optional_text, the_agent
 from ciliumpy.lookup import AmbiguousEndpointError, find_endpoint
@@ -231,9 +234,18 @@ class _Collector:
                                   value=agent.monitor.lost)
 
 
+# cilium_policy_import_errors_total: every refused policy import, whichever blueprint
+bp.after_app_request(metrics_cilium.count_policy_import)
+
+
 @bp.get("/metrics")
 def metrics():
+    agent = the_agent()
     registry = CollectorRegistry()
-    registry.register(_Collector(the_agent()))
-    registry.register(BandwidthCollector(the_agent()))
+    registry.register(_Collector(agent))
+    registry.register(BandwidthCollector(agent))
+    # the agent registers the flow listener when it builds its flow store; if it did
+    # not, this registers it now (seeded with the flows the store still holds)
+    registry.register(metrics_hubble.listen(agent.flows))
+    registry.register(metrics_cilium.CiliumCollector(agent))
     return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")

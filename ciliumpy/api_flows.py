@@ -1,15 +1,18 @@
 """Agent API for stored flows (``ciliumpy observe``): ``POST /v1/flows`` with Hubble's
 filters as the command line gave them, a time window, first/last N, and follow; the
-answer is newline-delimited JSON in Hubble's ``-o json`` shape."""
+answer is newline-delimited JSON in Hubble's ``-o json`` shape. Also the service map:
+``GET /v1/servicemap`` (the graph) and ``GET /ui/`` (the page that draws it)."""
 
 from __future__ import annotations
 
 import threading
+from importlib import resources
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from ciliumpy.api_common import APIInputError, json_object, the_agent
+from ciliumpy.flows import servicemap
 from ciliumpy.flows.filters import filters_from_cli
 from ciliumpy.flows.formats import json_line
 from ciliumpy.flows.store import parse_time
@@ -85,3 +88,17 @@ def flows():
 @bp.get("/v1/flows/status")
 def flows_status():
     return jsonify(the_agent().flows.view())
+
+
+@bp.get("/v1/servicemap")
+def service_map():
+    """The graph of the stored flows (``?since=5m`` for a window)."""
+    since = _time(dict(request.args), "since")
+    stored = the_agent().flows.query([], [], since=since)
+    return jsonify({**servicemap.build(stored), "flows": len(stored)})
+
+
+@bp.get("/ui/")
+def ui_page():
+    page = resources.files("ciliumpy.ui").joinpath("servicemap.html").read_text()
+    return Response(page, mimetype="text/html")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -106,6 +107,27 @@ def _kv_options(value: Any) -> dict[str, str]:
     return result
 
 
+def _listen_address(value: Any) -> str:
+    """``host:port``, ``[v6]:port`` or ``:port`` (every address), as Hubble's
+    ``--listen-address``; empty = off. Normalized, port 1..65535."""
+    text = str(value).strip()
+    if not text:
+        return ""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("must be HOST:PORT or :PORT with a port 1..65535")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address in brackets") from None
+    elif ":" in host:
+        raise ValueError("an IPv6 address must be in brackets: [ADDR]:PORT")
+    elif host and not re.fullmatch(r"[A-Za-z0-9]([-.A-Za-z0-9]*[A-Za-z0-9])?", host):
+        raise ValueError(f"{host!r} is not an address or host name")
+    return f"{host}:{int(port)}"
+
+
 def _text(value: Any) -> str:
     text = str(value)
     if not text:
@@ -149,6 +171,8 @@ class Config:
     proxy_workers: int = 2
     kafka_max_frame: int = 104857600  # Kafka's socket.request.max.bytes default (100 MiB)
     flow_store_size: int = 65536  # flows kept for `ciliumpy observe` (Hubble's default ring)
+    # Hubble's Observer gRPC API (plain TCP, no TLS yet): "" = off, "127.0.0.1:4245", ":4244"
+    hubble_listen_address: str = ""
 
 
 VALIDATORS: dict[str, Callable[[Any], Any]] = {
@@ -183,6 +207,7 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "proxy_workers": _positive_int,
     "kafka_max_frame": _positive_int,
     "flow_store_size": _positive_int,
+    "hubble_listen_address": _listen_address,
 }
 
 OPTION_NAMES = [f.name for f in fields(Config)]

@@ -15,8 +15,9 @@ import logging
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
-from ciliumpy import nodes
+from ciliumpy import metrics_hubble, nodes
 from ciliumpy.bandwidth import BandwidthManager
 from ciliumpy.cluster import ClusterSync
 from ciliumpy.config import Config
@@ -48,6 +49,9 @@ from policies.labels import LabelFilter
 from state.kvstore import KVError, open_store
 from state.kvstore.base import LeaseKeeper
 from state.localdb import LocalDB
+
+if TYPE_CHECKING:
+    from ciliumpy.hubble.server import HubbleServer
 
 log = logging.getLogger("ciliumpy.agent")
 # L7 rule kinds whose connections go to the proxy. HTTP (and gRPC) are enforced there;
@@ -89,6 +93,7 @@ class Agent:
         self._names: tuple[float, dict[str, str]] = (0.0, {})
         self.flows = FlowStore(config.node_name, self._container_of, config.flow_store_size)
         self.monitor.listeners.append(self.flows.add)
+        self.hubble_metrics = metrics_hubble.listen(self.flows)
         self.policy = PolicyManager(self.kv, self.datapath, self.allocator,
                                     config.policy_enforcement,
                                     on_change=self._policy_changed)
@@ -112,6 +117,7 @@ class Agent:
         self.watcher: DockerWatcher | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.hubble: HubbleServer | None = None  # with hubble_listen_address
 
     # ---- lifecycle ---------------------------------------------------------
     def start(self) -> None:
@@ -151,15 +157,32 @@ class Agent:
         self._thread = threading.Thread(target=self._reconcile_loop, name="reconciler",
                                         daemon=True)
         self._thread.start()
+        self._start_hubble()
 
     def stop(self, stop_proxy: bool = False) -> None:
         """Stops the background work; ``stop_proxy`` (a clean agent stop) also ends the
         L7 proxy, which otherwise keeps serving for the next agent to adopt."""
         self._stop.set()
-        for part in (self.watcher, self.identities, self.cluster, self.proxy_state,
-                     self.proxy if stop_proxy else None):
+        for part in (self.hubble, self.watcher, self.identities, self.cluster,
+                     self.proxy_state, self.proxy if stop_proxy else None):
             if part is not None:
                 part.stop()
+
+    def _start_hubble(self) -> None:
+        """Hubble's Observer gRPC API over the flow store, on its own gRPC server and
+        threads (never gunicorn's). Imported only when configured: grpc stays out of
+        agents that do not serve it."""
+        listen = self.config.hubble_listen_address
+        if not listen:
+            return
+        from ciliumpy.hubble.server import HubbleServer, ObserverServicer
+
+        host, _, port = listen.rpartition(":")
+        address = listen if host else f"{self.node_ip}:{port}"  # where clients reach it
+        servicer = ObserverServicer(self.flows, self.config.node_name, address,
+                                    started=self.started)
+        self.hubble = HubbleServer(listen, servicer)
+        self.hubble.start()
 
     # ---- datapath ------------------------------------------------------------
     def _start_overlay(self) -> None:

@@ -14,9 +14,11 @@ log() { printf '[setup] %s\n' "$*"; }
 mkdir -p "$STATE"
 
 # --- apt packages -----------------------------------------------------------
+# prometheus: for promtool (`promtool check metrics` on /metrics in the tests)
+# chromium: a real browser for the service map page's test (headless, --dump-dom)
 APT_PKGS=(docker.io docker-compose python3-bpfcc bpfcc-tools linux-headers-amd64 busybox-static
           iperf3 nftables iproute2 iptables tcpdump procps psmisc python3-venv python3-pip
-          systemd jq curl wrk nginx-light)
+          systemd jq curl wrk nginx-light prometheus chromium)
 # Consul is only in bullseye: add that suite with a low pin so nothing else comes from it.
 if [ ! -f /etc/apt/sources.list.d/bullseye.sources ]; then
   log "adding Debian bullseye (pinned to priority 100) for consul"
@@ -42,6 +44,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "installing: ${missing[*]}"
   if [ ! -f "$STATE/apt-updated" ]; then apt-get update -q; touch "$STATE/apt-updated"; fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # only promtool is wanted from prometheus: not a server listening on :9090
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 
 # --- kernel headers for bcc -------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ciliumpy.server import socket_in_use
-from tests.support.agent import Agent
+from tests.support.agent import Agent, free_port
 from tests.support.docker import DOCKER, IMAGE, Docker
 
 PLUGIN_SOCKET = "/run/docker/plugins/ciliumpy.sock"
@@ -36,14 +36,18 @@ def workdir():
 
 @pytest.fixture(scope="session")
 def agent(workdir):
-    """The agent on Docker's plugin socket, with a fresh state directory."""
+    """The agent on Docker's plugin socket, with a fresh state directory, serving Hubble's
+    API on loopback (``agent.hubble_port``)."""
     for path in (PLUGIN_SOCKET, API_SOCKET):
         if socket_in_use(path):
             pytest.exit(f"another ciliumpy agent is serving {path}: stop it before the tests",
                         returncode=2)
     state = workdir / "agent"
     state.mkdir()
-    instance = Agent(state, PLUGIN_SOCKET, API_SOCKET)
+    hubble_port = free_port()  # Hubble's Observer API, for tests/e2e/test_hubble_api.py
+    instance = Agent(state, PLUGIN_SOCKET, API_SOCKET,
+                     ["--hubble-listen-address", f"127.0.0.1:{hubble_port}"])
+    instance.hubble_port = hubble_port
     instance.start()
     yield instance
     instance.stop()

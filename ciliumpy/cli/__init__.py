@@ -11,7 +11,7 @@ from __future__ import annotations
 import click
 
 from ciliumpy.apiclient import DEFAULT_API_SOCKET
-from ciliumpy.cli import agent, bpf, listing, monitor, observe, policy, status
+from ciliumpy.cli import agent, bpf, listing, monitor, observe, policy, status, ui
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,6 +29,6 @@ def main(ctx: click.Context, api_socket: str) -> None:
 
 # click lists commands sorted by name, so the order added here does not show in --help.
 for command in (agent.agent, status.status, *listing.GROUPS, monitor.monitor, bpf.bpf,
-                policy.policy, observe.observe):
+                policy.policy, observe.observe, ui.ui):
     main.add_command(command)
 del command

@@ -120,8 +120,11 @@ def test_egress_label_limits_a_container_and_keeps_latency_low(agent, docker, pa
     assert row[0]["backstop_drops"] == 0, "the shaper kept the backstop idle"
     assert "htb-flowqueue" in cli(agent, "status").stdout
     metrics = agent.api_text("/metrics")
-    assert re.search(r'ciliumpy_bandwidth_limit_bits_per_second\{direction="egress",'
-                     r'endpoint="[^"]+"\} 2e\+07', metrics), metrics[-2000:]
+    assert re.search(r'ciliumpy_bandwidth_limit_bytes_per_second\{direction="egress",'
+                     r'endpoint="[^"]+"\} 2\.5e\+06', metrics), metrics[-2000:]
+    promtool = subprocess.run(["promtool", "check", "metrics"], input=metrics,
+                              capture_output=True, text=True)
+    assert promtool.returncode == 0, promtool.stdout + promtool.stderr
     delayed = re.search(r'ciliumpy_bandwidth_delayed_packets_total\{direction="egress",'
                         r'endpoint="[^"]+"\} ([0-9.e+]+)', metrics)
     assert delayed and float(delayed.group(1)) > 0

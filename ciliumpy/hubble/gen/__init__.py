@@ -1,0 +1,1 @@
+"""Generated from ciliumpy/hubble/protos by scripts/hubble-protos.sh: do not edit."""
