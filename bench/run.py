@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, one after the other."""
 
-from bench import bandwidth, datapath, docker_run, kafka, l7, overlay, plumbing, policy
+from bench import bandwidth, datapath, docker_run, flows, kafka, l7, overlay, plumbing, policy
 
 if __name__ == "__main__":
     plumbing.main()
@@ -11,3 +11,4 @@ if __name__ == "__main__":
     l7.main()
     kafka.main()
     bandwidth.main()
+    flows.main()

@@ -118,6 +118,7 @@ class Agent:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.hubble: HubbleServer | None = None  # with hubble_listen_address
+        self.hubble_address = ""
 
     # ---- lifecycle ---------------------------------------------------------
     def start(self) -> None:
@@ -178,11 +179,14 @@ class Agent:
         from ciliumpy.hubble.server import HubbleServer, ObserverServicer
 
         host, _, port = listen.rpartition(":")
-        address = listen if host else f"{self.node_ip}:{port}"  # where clients reach it
+        # where clients and other nodes' relays reach it (published with the node)
+        address = listen if host not in ("", "0.0.0.0", "[::]") else f"{self.node_ip}:{port}"
         servicer = ObserverServicer(self.flows, self.config.node_name, address,
                                     started=self.started)
         self.hubble = HubbleServer(listen, servicer)
         self.hubble.start()
+        self.hubble_address = address
+        self.register_node()
 
     # ---- datapath ------------------------------------------------------------
     def _start_overlay(self) -> None:
@@ -287,7 +291,8 @@ class Agent:
     def node_info(self) -> nodes.Node:
         return nodes.Node(name=self.config.node_name, ip=self.node_ip,
                           encapsulation=self.config.datapath_mode, blocks=self.ipam.blocks(),
-                          api=self.config.api_socket, ipv6=self.config.node_ipv6)
+                          api=self.config.api_socket, ipv6=self.config.node_ipv6,
+                          hubble=self.hubble_address)
 
     def register_node(self, lease: str | None = None) -> None:
         try:

@@ -21,6 +21,7 @@ class Node:
     blocks: list[str] = field(default_factory=list)
     api: str = ""
     ipv6: str = ""  # the underlay IPv6 address, for native routing of IPv6 blocks
+    hubble: str = ""  # host:port of its Hubble Observer API, for the relay ("" = none)
 
 
 def default_node_ip() -> str:

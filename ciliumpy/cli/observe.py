@@ -64,14 +64,17 @@ def filter_tokens(args: list[str]) -> list[list[str]]:
 @click.option("--first", type=click.IntRange(0), help="The first N matching flows.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new flows.")
 @click.option("--all", "all_flows", is_flag=True, help="Every stored flow.")
+@click.option("--cluster", is_flag=True,
+              help="Every node's flows (their Hubble APIs), merged in time order.")
 @click.option("-o", "--output", type=click.Choice(["compact", "dict", "json", "jsonpb",
                                                    "table"]),
               default="compact", show_default=True, help="Output form (Hubble's).")
 @click.pass_context
 def observe(ctx: click.Context, since: str | None, until: str | None, last: int | None,
-            first: int | None, follow: bool, all_flows: bool, output: str) -> None:
+            first: int | None, follow: bool, all_flows: bool, cluster: bool,
+            output: str) -> None:
     body = {"filters": filter_tokens(ctx.args), "since": since, "until": until,
-            "last": last, "first": first, "follow": follow}
+            "last": last, "first": first, "follow": follow, "cluster": cluster}
     if all_flows:
         body["since"] = "2000-01-01T00:00:00Z"
     rows: list[dict] = []
@@ -80,19 +83,22 @@ def observe(ctx: click.Context, since: str | None, until: str | None, last: int 
         with agent_errors():
             for record in stream("/v1/flows", socket_path=ctx.obj["api_socket"],
                                  method="POST", body=body):
+                if "warning" in record:  # a node that did not answer: a partial answer
+                    click.echo(f"warning: {record['warning']}", err=True)
+                    continue
                 flow = record.get("flow") or {}
                 if output in ("json", "jsonpb"):
                     click.echo(json_line(flow))
                 elif output == "dict":
-                    click.echo(dict_form(flow, first=printed == 0))
+                    click.echo(dict_form(flow, first=printed == 0, node_name=cluster))
                 elif output == "table" and not follow:
                     rows.append(flow)
                 elif output == "table":
-                    click.echo(table([flow]).splitlines()[-1])
+                    click.echo(table([flow], node_name=cluster).splitlines()[-1])
                 else:
-                    click.echo(compact(flow))
+                    click.echo(compact(flow, node_name=cluster))
                 printed += 1
     except KeyboardInterrupt:
         pass  # Ctrl-C is the normal way to stop following
     if output == "table" and not follow:
-        click.echo(table(rows))
+        click.echo(table(rows, node_name=cluster))

@@ -1,6 +1,6 @@
 """Hubble's flow filters over flow dicts: owns :class:`FlowFilter` (flow.proto's
-FlowFilter, the fields ciliumpy's flows can answer), :func:`matches` and
-:func:`filters_from_cli` (the ``observe`` flags -> whitelist and blacklist).
+FlowFilter, the fields ciliumpy's flows can answer) and :func:`matches`; the ``observe``
+flags become filters in :mod:`ciliumpy.flows.flags`.
 
 Semantics follow ``pkg/hubble/filters``: a flow passes when it matches a whitelist filter
 (or there is none) and no blacklist filter (``filters.go``); in a filter all set fields
@@ -13,14 +13,7 @@ without case, paths as regular expressions searched in the URL's path (``http.go
 Python's ``re`` for Go's RE2); node names: ``[cluster/]node`` patterns with ``*``, the
 cluster being ``default`` (``patterns.go``); event types ``TYPE[:SUBTYPE]``.
 
-:func:`filters_from_cli` follows ``hubble/cmd/observe/flows_filter.go``: a tracker (the
-whitelist, or the blacklist for the flag after ``--not``) keeps a left and a right
-filter; ``--from-X``, ``--to-X`` and the other flags go into both, ``--X`` puts the
-source side left and the destination side right (``--ip A``: source A or destination
-A); equal sides collapse into one filter. A repeated flag adds a value (OR), different
-flags meet in the same filters (AND); Hubble's conflicting pairs (``--ip`` and
-``--from-ip`` ...) are refused. Unlike Hubble, verdicts, drop reasons and event types
-take any case, and a trailing ``--not`` is an error.
+Unlike Hubble, verdicts, drop reasons and event types take any case.
 """
 
 from __future__ import annotations
@@ -387,80 +380,3 @@ _FIELDS: dict[str, tuple[Callable[[object], object], Callable[[list], Predicate]
     "http_path": (_checker("HTTP path regular expression", re.compile), _by_path),
     "node_name": (_checker("node name pattern", _node_regex), _by_node),
 }
-
-# --- the command line -----------------------------------------------------------------------
-
-# flag -> (left field, right field); the same field twice for flags that go into both
-CLI_FLAGS: dict[str, tuple[str, str]] = {
-    **{f"{prefix}{kind}": (f"{left}_{kind}", f"{right}_{kind}")
-       for kind in _SIDED for prefix, left, right in (
-           ("from-", "source", "source"), ("to-", "destination", "destination"),
-           ("", "source", "destination"))},
-    "verdict": ("verdict",) * 2, "drop-reason-desc": ("drop_reason_desc",) * 2,
-    "type": ("event_type",) * 2, "protocol": ("protocol",) * 2,
-    "http-status": ("http_status_code",) * 2, "http-method": ("http_method",) * 2,
-    "http-path": ("http_path",) * 2, "node-name": ("node_name",) * 2,
-    "traffic-direction": ("traffic_direction",) * 2,
-}
-SHORT_FLAGS = {"t": "type", "l": "label"}
-# Hubble's conflict groups, as far as these flags go: two flags of one group are refused
-CONFLICTS = (("from-ip", "ip"), ("from-ip", "ip", "from-pod", "pod"), ("to-ip", "ip"),
-             ("to-ip", "ip", "to-pod", "pod"), ("label", "from-label"), ("label", "to-label"),
-             ("port", "to-port"), ("port", "from-port"), ("identity", "to-identity"),
-             ("identity", "from-identity"))
-
-
-class _Tracker:
-    """flows_filter.go's filterTracker: its filter is ``left OR right``."""
-
-    def __init__(self) -> None:
-        self.left: FlowFilter | None = None
-        self.right: FlowFilter | None = None
-        self.changed: list[str] = []
-
-    def set(self, flag: str, value: str) -> None:
-        if flag not in self.changed:
-            self.changed.append(flag)
-        for group in CONFLICTS:
-            used = [f for f in group if f in self.changed]
-            if len(used) > 1:
-                raise ValueError(f"filters --{used[0]} and --{used[1]} cannot be combined")
-        left, right = CLI_FLAGS[flag]
-        try:
-            value = _FIELDS[left][0](value)
-        except ValueError as exc:
-            raise ValueError(f"--{flag}: {exc}") from None
-        self.left, self.right = self.left or FlowFilter(), self.right or FlowFilter()
-        getattr(self.left, left).append(value)
-        getattr(self.right, right).append(value)
-
-    def filters(self) -> list[FlowFilter]:
-        if self.left is None or self.right is None:
-            return []
-        built = [self.left] if self.left == self.right else [self.left, self.right]
-        return [f.validate() for f in built]
-
-
-def filters_from_cli(tokens: list[tuple[str, str]]) -> tuple[list[FlowFilter], list[FlowFilter]]:
-    """(whitelist, blacklist) from the observe filter flags in command-line order, each a
-    (flag, value) pair: ``("--from-ip", "10.0.0.1")``, ``("--not", "")``. Flags may come
-    with or without dashes; ``-t`` and ``-l`` are Hubble's short forms. ValueError for an
-    unknown flag, a bad value, conflicting flags or a misplaced ``--not``."""
-    whitelist, blacklist = _Tracker(), _Tracker()
-    negate = False
-    for flag, value in tokens:
-        name = str(flag).lstrip("-")
-        name = SHORT_FLAGS.get(name, name)
-        if name == "not":
-            if negate:
-                raise ValueError("consecutive --not statements")
-            negate = True
-            continue
-        if name not in CLI_FLAGS:
-            raise ValueError(f"unknown filter flag {flag!r} (known: --not, "
-                             + ", ".join(f"--{f}" for f in CLI_FLAGS) + ")")
-        (blacklist if negate else whitelist).set(name, value)
-        negate = False
-    if negate:
-        raise ValueError("--not must be followed by a filter flag")
-    return whitelist.filters(), blacklist.filters()

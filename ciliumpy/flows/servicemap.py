@@ -2,7 +2,9 @@
 grouped by their app or service label, or by name without the replica number; the
 reserved identities world, host, ... as themselves) and whose edges count what went
 from one to the other, by protocol and port: forwarded, dropped (with reasons), and L7
-requests by status class. Pure: flows in, a JSON-ready dict out."""
+requests by status class. ``delivered`` counts what the destination's own ingress let
+in: an edge with drops and nothing delivered is drawn as dropped even though the
+sender's egress forwarded it. Pure: flows in, a JSON-ready dict out."""
 
 from __future__ import annotations
 
@@ -64,7 +66,7 @@ def build(flows: Iterable[dict]) -> dict:
                 node["identities"].add(endpoint["identity"])
         edge = edges.setdefault((src, dst, _port_of(flow)), {
             "source": src, "target": dst, "port": _port_of(flow), "forwarded": 0,
-            "dropped": 0, "drop_reasons": {}, "l7_requests": 0, "l7_status": {}})
+            "delivered": 0, "dropped": 0, "drop_reasons": {}, "l7_requests": 0, "l7_status": {}})
         _count(edge, flow)
     return {"nodes": [{**n, "containers": sorted(n["containers"]),
                        "identities": sorted(n["identities"])}
@@ -87,3 +89,5 @@ def _count(edge: dict, flow: dict) -> None:
         edge["drop_reasons"][reason] = edge["drop_reasons"].get(reason, 0) + 1
     elif flow.get("verdict") == "FORWARDED" and not flow.get("is_reply"):
         edge["forwarded"] += 1
+        if flow.get("traffic_direction") == "INGRESS":  # let in by the destination itself
+            edge["delivered"] += 1

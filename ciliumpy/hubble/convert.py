@@ -78,6 +78,14 @@ def filter_from_proto(message: flow_pb2.FlowFilter) -> FlowFilter:
     return FlowFilter(**values).validate()
 
 
+def filter_to_proto(flow_filter: FlowFilter) -> flow_pb2.FlowFilter:
+    """ciliumpy's (validated) filter as Hubble's message: the relay asks every node with
+    the filters the user gave. Field names are the same; enums go by name."""
+    values = {f.name: getattr(flow_filter, f.name) for f in fields(FlowFilter)
+              if not f.name.startswith("_") and getattr(flow_filter, f.name)}
+    return json_format.ParseDict(values, flow_pb2.FlowFilter())
+
+
 def filters_from_proto(messages: Iterable[flow_pb2.FlowFilter], which: str) -> list[FlowFilter]:
     """A request's whitelist or blacklist (``which`` names it in errors)."""
     out = []

@@ -9,6 +9,7 @@ import os
 import select
 import subprocess
 import time
+from datetime import UTC, datetime
 
 from tests.e2e.test_l7_e2e import SEED_GET_PUBLIC, curl, l7  # noqa: F401 (fixture)
 from tests.e2e.test_policy_e2e import apply
@@ -30,13 +31,15 @@ def flows(agent, *args: str) -> list[dict]:
 
 def test_observe_filters_and_forms_on_real_traffic(agent, l7, tmp_path):  # noqa: F811
     names, ip = l7["names"], l7["ip"]
+    # the store holds every earlier test's flows too: this test's window only
+    start = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     apply(agent, tmp_path, SEED_GET_PUBLIC)
     front, other = l7["pid"]["frontend"], l7["pid"]["other"]
     assert curl(front, f"http://{ip['backend']}/public/a") == (200, "ok GET /public/a")
     assert curl(front, f"http://{ip['backend']}/private") == (403, "Access denied")
     assert curl(other, f"http://{ip['backend']}/public/a", "-m", "2")[0] == 0
 
-    dropped = flows(agent, "--from-pod", names["other"], "--verdict", "DROPPED", "--all")
+    dropped = flows(agent, "--from-pod", names["other"], "--verdict", "DROPPED", "--since", start)
     assert dropped, "the intruder's dropped SYNs are stored"
     for flow in dropped:
         assert flow["verdict"] == "DROPPED" and flow["drop_reason_desc"] == "POLICY_DENIED"
@@ -48,26 +51,26 @@ def test_observe_filters_and_forms_on_real_traffic(agent, l7, tmp_path):  # noqa
     # its own egress let the SYNs out (it has no egress policy); the backend's ingress
     # dropped every one: nothing from it was forwarded in
     assert not flows(agent, "--ip", ip["other"], "--traffic-direction", "ingress", "--not",
-                     "--verdict", "DROPPED", "--all")
-    out = flows(agent, "--ip", ip["other"], "--not", "--verdict", "DROPPED", "--all")
+                     "--verdict", "DROPPED", "--since", start)
+    out = flows(agent, "--ip", ip["other"], "--not", "--verdict", "DROPPED", "--since", start)
     assert out and {f["traffic_direction"] for f in out} == {"EGRESS"}
 
     denied = flows(agent, "--type", "l7", "--to-pod", names["backend"], "--http-method", "GET",
-                   "--verdict", "DROPPED", "--all")
+                   "--verdict", "DROPPED", "--since", start)
     assert [f["l7"]["http"]["url"].rsplit("/", 1)[-1] for f in denied] == ["private"]
     assert denied[0]["source"]["pod_name"] == names["frontend"]
-    answered = flows(agent, "--type", "l7", "--http-status", "2+", "--all")
+    answered = flows(agent, "--type", "l7", "--http-status", "2+", "--since", start)
     assert [f["l7"]["http"]["code"] for f in answered] == [200]
     assert answered[0]["l7"]["http"]["url"].endswith("/public/a")
     assert answered[0]["is_reply"] is True
-    assert not flows(agent, "--type", "l7", "--http-status", "5+", "--all")
+    assert not flows(agent, "--type", "l7", "--http-status", "5+", "--since", start)
 
     # Hubble's forms
     line = observe(agent, "--from-pod", names["other"], "--last", "1").stdout.strip()
     assert len(line.splitlines()) == 1
     assert names["other"] in line and "DROPPED" in line and "(ID:" in line, line
     assert "Policy denied" in line or "POLICY_DENIED" in line, line
-    table = observe(agent, "--type", "l7", "--all", "-o", "table").stdout
+    table = observe(agent, "--type", "l7", "--since", start, "-o", "table").stdout
     assert table.splitlines()[0].split()[:3] == ["TIMESTAMP", "SOURCE", "DESTINATION"]
     assert "FORWARDED" in table and "DROPPED" in table
     assert "------------" in observe(agent, "--last", "2", "-o", "dict").stdout

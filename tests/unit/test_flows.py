@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from ciliumpy.flows.filters import FlowFilter, filters_from_cli, matches, parse_selector
+from ciliumpy.flows.filters import FlowFilter, matches, parse_selector
+from ciliumpy.flows.flags import filters_from_cli
 from ciliumpy.flows.formats import compact, dict_form, json_line, stamp, table
 from ciliumpy.flows.model import flow_from_event, flows_from_event, timestamp
 

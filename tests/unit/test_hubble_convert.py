@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 from google.protobuf import json_format
 
-from ciliumpy.flows.filters import FlowFilter, filters_from_cli, matches
+from ciliumpy.flows.filters import FlowFilter, matches
+from ciliumpy.flows.flags import filters_from_cli
 from ciliumpy.flows.model import (
     DROP_REASONS,
     REASON_TO_DROP,
