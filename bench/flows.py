@@ -12,11 +12,11 @@ netns (``nsenter -n``) opening short TCP connections paced to the target rate, e
 closed with a RST (SO_LINGER 0: no TIME_WAIT, no source-port exhaustion; 32 ports keep
 5-tuples, hence new conntrack entries, distinct).
 
-Nothing in the agent counts events lost on the BPF side (``emit`` drops silently when
-the ring buffer is full, ``EventReader.lost`` is never incremented), so the expected
-count is connections made x events per connection (measured first at 300 connections/s)
-and lost = expected - delivered, for the store (``/v1/flows/status`` ``seen``) and the
-follower (lines it printed). Like bench.l7, the bench runs its own agent under the
+The expected count is connections made x events per connection (measured first at 300
+connections/s) and lost = expected - delivered, for the store (``/v1/flows/status``
+``seen``) and the follower (lines it printed); the datapath's own count of events its
+ring buffer had no room for (``/v1/status`` ``datapath.events_lost``) is shown beside
+it. Like bench.l7, the bench runs its own agent under the
 plugin name ``cpybench`` and removes what it started, by id.
 
     .venv/bin/python -m bench.flows [SECONDS_PER_RATE]
@@ -189,6 +189,7 @@ class Bench:
         status = self.agent.api("/v1/status")
         return {"seen": flows["seen"], "held": flows["flows"], "capacity": flows["capacity"],
                 "events": status["datapath"]["events_seen"],
+                "ring_lost": status["datapath"].get("events_lost", 0),
                 "follower": self.follower.lines, "cpu": self.cpu_seconds()}
 
     def cpu_seconds(self) -> float:
@@ -233,7 +234,8 @@ class Bench:
         after_load = self.counters()
         settled = self.settle()
         after = self.counters()
-        delta = {key: after[key] - before[key] for key in ("seen", "events", "follower")}
+        delta = {key: after[key] - before[key] for key in ("seen", "events", "follower",
+                                                          "ring_lost")}
         return {**made, **delta, "settle": settled, "held": after["held"],
                 "capacity": after["capacity"],
                 "cpu": (after_load["cpu"] - before["cpu"]) / made["elapsed"] * 100}
@@ -315,7 +317,7 @@ def report(results: dict[int, dict], calib: dict, per_conn: float, observe: dict
             f"{r['seen'] / r['elapsed']:,.0f}", f"{r['follower'] / r['elapsed']:,.0f}",
             f"{lost_store:,} ({100 * lost_store / max(1, expected):.1f}%)",
             f"{lost_follow:,} ({100 * lost_follow / max(1, expected):.1f}%)",
-            f"{r['cpu']:.0f}%", f"{r['settle']:.0f}"])
+            f"{r['ring_lost']:,}", f"{r['cpu']:.0f}%", f"{r['settle']:.0f}"])
     best = max(zero_lost, default=0.0)
     cli_med, cli_low, cli_high = summary(observe["cli"])
     api_med, api_low, api_high = summary(observe["api"])
@@ -337,8 +339,8 @@ def report(results: dict[int, dict], calib: dict, per_conn: float, observe: dict
         f"events per connection {per_conn:.2f} (measured at 300 connections/s: client "
         "egress trace, server ingress policy verdict + trace); expected = connections "
         "made x that; lost = expected - delivered (store: `/v1/flows/status` seen; "
-        "follower: lines of `ciliumpy observe -f -o json` running throughout); nothing "
-        "in the agent counts events the BPF ring buffer (256 KiB) dropped",
+        "follower: lines of `ciliumpy observe -f -o json` running throughout); ring full = "
+        "events the BPF programs could not queue (4 MiB ring), counted by the datapath",
         "connections: host Python in the client's netns, connect + RST close, paced, "
         f"up to {CONNS_PER_PROC}/s per process, to a host-Python accept-and-close server "
         f"on {len(PORTS)} ports in the server's netns; one 2-core VM shared by load, "
@@ -350,7 +352,8 @@ def report(results: dict[int, dict], calib: dict, per_conn: float, observe: dict
     return write_table(
         "flows", "Flow events delivered under load (store and `observe -f` follower)",
         ["target events/s", "connections/s made", "expected events/s", "store events/s",
-         "follower events/s", "lost (store)", "lost (follower)", "agent CPU", "settle s"],
+         "follower events/s", "lost (store)", "lost (follower)", "ring full",
+         "agent CPU", "settle s"],
         rows, notes)
 
 

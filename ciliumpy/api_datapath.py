@@ -229,6 +229,9 @@ class _Collector:
                                         "Time from a request to its response, at the proxy")
         latency.add_metric([], cumulative, sum_value=total)
         yield latency
+        yield CounterMetricFamily("ciliumpy_datapath_events_lost",
+                                  "Datapath events dropped because the ring buffer was full",
+                                  value=agent.datapath.events_lost())
         yield CounterMetricFamily("ciliumpy_monitor_events_lost",
                                   "Events dropped because a monitor client was too slow",
                                   value=agent.monitor.lost)

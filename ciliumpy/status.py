@@ -54,7 +54,8 @@ def datapath_status(agent: Agent) -> dict[str, Any]:
             "policy_revision": agent.policy.revision,
             "policy_enforced_revision": agent.policy.enforced,
             "policy_error": agent.policy.error,
-            "events_seen": agent.monitor.seen}
+            "events_seen": agent.monitor.seen,
+            "events_lost": agent.datapath.events_lost()}
 
 
 def kv_healthy(agent: Agent) -> bool:

@@ -323,6 +323,11 @@ class Datapath:
                                "packets": packets, "bytes": sum(v.bytes for v in per_cpu)})
         return result
 
+    def events_lost(self) -> int:
+        """Events the BPF programs could not queue (the ring buffer was full)."""
+        per_cpu = self.maps["cp_metrics_v1"].lookup(maps.ct.c_uint32(maps.EVENTS_LOST_INDEX))
+        return sum(v.packets for v in per_cpu) if per_cpu else 0
+
     def pressure(self) -> dict[str, float]:
         return {name: m.count() / m.max_entries for name, m in self.maps.items()
                 if not m.percpu and name not in ("cp_ct_v1", "cp_config_v1")}

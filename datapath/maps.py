@@ -17,6 +17,7 @@ lib.bpf_obj_pin.argtypes = [ct.c_int, ct.c_char_p]
 
 EP_ENFORCE_INGRESS, EP_ENFORCE_EGRESS, EP_SHAPED_EGRESS, EP_SHAPED_INGRESS = 1, 2, 4, 8
 POLICY_DENY = 1
+EVENTS_LOST_INDEX = 15  # the cp_metrics slot counting events the ring buffer dropped
 DIR_INGRESS, DIR_EGRESS = 0, 1
 REASONS = {0: "forwarded", 1: "policy-denied", 2: "policy-deny-rule", 3: "malformed",
            4: "proxy-unavailable", 5: "bandwidth-limit"}

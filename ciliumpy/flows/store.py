@@ -82,14 +82,26 @@ class FlowStore:
         keep only the newest/oldest N of those."""
         with self._changed:
             held = list(self._ring)
-        found = [flow for stamp, flow in held
-                 if (since is None or stamp >= since) and (until is None or stamp <= until)
-                 and matches(flow, whitelist, blacklist)]
-        if last is not None:
-            found = found[-last:] if last else []
-        if first is not None:
-            found = found[:first]
-        return found
+
+        def wanted(stamp: float, flow: dict) -> bool:
+            return (since is None or stamp >= since) and (until is None or stamp <= until) \
+                and matches(flow, whitelist, blacklist)
+
+        if last is not None and first is None:  # newest first, stop at N: no full scan
+            found = []
+            for stamp, flow in reversed(held):
+                if len(found) >= last or (since is not None and stamp < since):
+                    break
+                if wanted(stamp, flow):
+                    found.append(flow)
+            return found[::-1]
+        found = []
+        for stamp, flow in held:
+            if wanted(stamp, flow):
+                found.append(flow)
+                if first is not None and len(found) >= first:
+                    break
+        return found[-last:] if last is not None and last < len(found) else found
 
     def follow(self, whitelist: list[FlowFilter], blacklist: list[FlowFilter],
                stop: threading.Event, keepalive: float = 1.0) -> Iterator[dict | None]:
@@ -101,8 +113,9 @@ class FlowStore:
             with self._changed:
                 if self._seen == position:
                     self._changed.wait(keepalive)
-                fresh = self._seen - position
-                held = list(self._ring)[-min(fresh, len(self._ring)):] if fresh else []
+                fresh = min(self._seen - position, len(self._ring))
+                # only the new tail, never the whole ring: add() waits on this lock
+                held = [self._ring[-i] for i in range(fresh, 0, -1)]
                 position = self._seen
             if not held:
                 yield None

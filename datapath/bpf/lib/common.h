@@ -71,6 +71,7 @@
 #define REASON_PROXY_UNAVAILABLE 4 /* an L7 port, and no proxy socket took it */
 #define REASON_BANDWIDTH 5 /* above the endpoint's egress limit (lib/bandwidth.h) */
 #define REASON_MAX 6
+#define EVENTS_LOST_INDEX 15 /* cp_metrics slot: events the ring buffer had no room for */
 
 #define EVENT_DROP 1
 #define EVENT_POLICY_VERDICT 2

@@ -18,8 +18,13 @@ static __always_inline void emit(__u8 type, __u8 reason, __u8 dir, __u8 verdict,
 				 __u32 ifindex, __u32 src_id, __u32 dst_id, struct flow *f)
 {
 	struct event *e = cp_events.ringbuf_reserve(sizeof(struct event));
-	if (!e)
+	if (!e) { /* the agent is behind: count the loss where it can be seen */
+		__u32 lost = EVENTS_LOST_INDEX;
+		struct metric_val *m = cp_metrics.lookup(&lost);
+		if (m)
+			m->packets += 1;
 		return;
+	}
 	e->type = type;
 	e->reason = reason;
 	e->dir = dir;

@@ -22,6 +22,6 @@ BPF_TABLE_PINNED("percpu_array", __u32, struct metric_val, cp_metrics, 16,
 BPF_TABLE_PINNED("array", __u32, struct dp_config, cp_config, 1, PIN_DIR "/cp_config_v1");
 BPF_TABLE_PINNED("hash", __u32, struct bw_state, cp_bandwidth, 4096,
 		 PIN_DIR "/cp_bandwidth_v1");
-BPF_RINGBUF_OUTPUT(cp_events, 64);
+BPF_RINGBUF_OUTPUT(cp_events, 1024); /* pages: 4 MiB, ~50k events of slack */
 
 #endif
