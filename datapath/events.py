@@ -36,6 +36,8 @@ def decode(raw: maps.Event) -> dict:
         "protocol": PROTOCOLS.get(raw.proto, str(raw.proto)),
         "length": raw.len,
         "ktime_ns": raw.ts,
+        **({"tcp_flags": raw.tcp_flags} if raw.proto == 6 else {}),
+        **({"icmp_type": raw.icmp_type} if raw.proto in (1, 58) else {}),
     }
 
 

@@ -91,7 +91,8 @@ class Event(ct.Structure):
                 ("dst_identity", ct.c_uint32), ("saddr", ct.c_uint8 * 16),
                 ("daddr", ct.c_uint8 * 16), ("sport", ct.c_uint16), ("dport", ct.c_uint16),
                 ("proto", ct.c_uint8), ("verdict", ct.c_uint8), ("len", ct.c_uint16),
-                ("ts", ct.c_uint64)]
+                ("ts", ct.c_uint64), ("tcp_flags", ct.c_uint8), ("icmp_type", ct.c_uint8),
+                ("pad", ct.c_uint8 * 6)]
 
 
 def possible_cpus() -> int:

@@ -116,6 +116,8 @@ def test_flows_and_drops_under_hubble_and_cilium_names(agent, docker, world):
                           type="Drop", subtype="", verdict="DROPPED"))
     assert wait_for(grows(agent, "hubble_drop_total", before, reason="POLICY_DENIED",
                           protocol="TCP"))
+    assert wait_for(grows(agent, "hubble_tcp_flags_total", before, by=2, flag="SYN",
+                          family="IPv4")), "each new connection's SYN"
     # Cilium: the BPF counters under Cilium's reason text and direction
     assert wait_for(grows(agent, "cilium_drop_count_total", before, reason="Policy denied",
                           direction="INGRESS"))

@@ -48,6 +48,8 @@ def test_observe_filters_and_forms_on_real_traffic(agent, l7, tmp_path):  # noqa
         assert "container:role=other" in flow["source"]["labels"]
         assert flow["IP"]["source"] == ip["other"]
         assert flow["l4"]["TCP"]["destination_port"] == 80
+        assert flow["l4"]["TCP"]["flags"] == {"SYN": True}, "only SYNs ever got there"
+        assert flow["Summary"] == "TCP Flags: SYN"
     # its own egress let the SYNs out (it has no egress policy); the backend's ingress
     # dropped every one: nothing from it was forwarded in
     assert not flows(agent, "--ip", ip["other"], "--traffic-direction", "ingress", "--not",

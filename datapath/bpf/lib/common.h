@@ -172,6 +172,9 @@ struct event {
 	__u8 verdict; /* 1 allowed, 0 denied */
 	__u16 len;
 	__u64 ts;
+	__u8 tcp_flags; /* of the packet the event is about (TCP) */
+	__u8 icmp_type; /* ICMP/ICMPv6 */
+	__u8 pad[6];
 };
 
 /* A parsed packet: addresses, ports in host order, and what the policy needs. */

@@ -40,6 +40,9 @@ static __always_inline void emit(__u8 type, __u8 reason, __u8 dir, __u8 verdict,
 	e->verdict = verdict;
 	e->len = f->len > 0xffff ? 0xffff : f->len;
 	e->ts = bpf_ktime_get_ns();
+	e->tcp_flags = f->proto == IPPROTO_TCP ? f->tcp_flags : 0;
+	e->icmp_type = f->icmp_type;
+	__builtin_memset(e->pad, 0, sizeof(e->pad));
 	cp_events.ringbuf_submit(e, 0);
 }
 
