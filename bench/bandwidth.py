@@ -46,7 +46,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,9 +55,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.common import docker, percentile, summary, write_table
-from bench.l7 import DOCKER, IMAGE, PLUGIN, PLUGIN_SOCKET, stop_process
-from ciliumpy.server import socket_in_use
+from bench.common import docker, percentile, start_agent, summary, tear_down, write_table
+from bench.l7 import IMAGE, PLUGIN, PLUGIN_SOCKET, stop_process
 
 SUBNET = "10.98.0.0/16"
 LIMITS = (10**7, 10**8, 10**9)
@@ -173,14 +171,8 @@ class Bench:
         self.idle_cpu = 0.0  # busy CPU-seconds per second with nothing running
 
     def start(self) -> None:
-        from tests.support.agent import Agent
 
-        if socket_in_use(PLUGIN_SOCKET):
-            raise RuntimeError(f"{PLUGIN_SOCKET} is in use: another bench is running")
-        state = self.tmp / "agent"
-        state.mkdir()
-        self.agent = Agent(state, PLUGIN_SOCKET, str(state / "api.sock"))
-        self.agent.start()
+        self.agent = start_agent(self.tmp, PLUGIN_SOCKET)
         self.network = docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN,
                               "--subnet", SUBNET, f"cpybench-bw-{uuid.uuid4().hex[:6]}")
         labels = {"server": [], "plain": []}
@@ -231,15 +223,7 @@ class Bench:
             self.shaper_seen[limit] = root
 
     def stop(self) -> None:
-        if self.containers:
-            subprocess.run([DOCKER, "rm", "-f", *self.containers], capture_output=True,
-                           timeout=120)
-        if self.network:
-            subprocess.run([DOCKER, "network", "rm", self.network], capture_output=True,
-                           timeout=120)
-        if self.agent is not None:
-            self.agent.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        tear_down(self.containers, self.network, self.agent, self.tmp)
 
     def shape(self, mode: str, limit: int) -> int:
         """Sets up ``mode`` at ``limit``; the pid of the client to measure."""

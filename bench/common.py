@@ -6,11 +6,12 @@ import contextlib
 import datetime
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from ciliumpy.server import socket_in_use
@@ -67,6 +68,32 @@ def agent_running() -> Iterator[object | None]:
         yield agent
     finally:
         agent.stop()
+
+
+def start_agent(tmp: Path, plugin_socket: str):
+    """A bench's own agent on ``plugin_socket`` (the benches' own plugin name), state
+    under ``tmp``; refuses to start while another bench holds that socket."""
+    from tests.support.agent import Agent
+
+    if socket_in_use(plugin_socket):
+        raise RuntimeError(f"{plugin_socket} is in use: another bench is running")
+    state = tmp / "agent"
+    state.mkdir()
+    agent = Agent(state, plugin_socket, str(state / "api.sock"))
+    agent.start()
+    return agent
+
+
+def tear_down(containers: Iterable[str], network: str | None, agent, tmp: Path) -> None:
+    """Removes what a bench made, by id: containers, network, its agent, its files."""
+    containers = list(containers)
+    if containers:
+        subprocess.run([DOCKER, "rm", "-f", *containers], capture_output=True, timeout=120)
+    if network:
+        subprocess.run([DOCKER, "network", "rm", network], capture_output=True, timeout=120)
+    if agent is not None:
+        agent.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def summary(samples: Sequence[float]) -> tuple[float, float, float]:

@@ -37,8 +37,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.common import ciliumpy, docker, summary, write_table
-from bench.l7 import DOCKER, IMAGE, PLUGIN, PLUGIN_SOCKET
+from bench.common import ciliumpy, docker, start_agent, summary, tear_down, write_table
+from bench.l7 import IMAGE, PLUGIN, PLUGIN_SOCKET
 
 REPO = Path(__file__).resolve().parents[1]
 SUBNET = "10.99.0.0/16"
@@ -133,12 +133,8 @@ class Bench:
         return ciliumpy(self.agent.api_socket, *args)
 
     def start(self) -> None:
-        from tests.support.agent import Agent
 
-        state = self.tmp / "agent"
-        state.mkdir()
-        self.agent = Agent(state, PLUGIN_SOCKET, str(state / "api.sock"))
-        self.agent.start()
+        self.agent = start_agent(self.tmp, PLUGIN_SOCKET)
         self.network = docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN,
                               "--subnet", SUBNET, f"cpybench-flows-{uuid.uuid4().hex[:6]}")
         for app in ("server", "client"):
@@ -174,15 +170,7 @@ class Bench:
         if self.server is not None and self.server.poll() is None:
             self.server.terminate()
             self.server.wait(10)
-        if self.containers:
-            subprocess.run([DOCKER, "rm", "-f", *self.containers.values()],
-                           capture_output=True, timeout=120)
-        if self.network:
-            subprocess.run([DOCKER, "network", "rm", self.network], capture_output=True,
-                           timeout=120)
-        if self.agent is not None:
-            self.agent.stop()
-        subprocess.run(["rm", "-rf", str(self.tmp)], check=False)
+        tear_down(self.containers.values(), self.network, self.agent, self.tmp)
 
     def counters(self) -> dict[str, float]:
         flows = self.agent.api("/v1/flows/status")

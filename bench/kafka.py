@@ -31,8 +31,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.common import ciliumpy, docker, summary, write_table
-from bench.l7 import DOCKER, IMAGE, PLUGIN, PLUGIN_SOCKET
+from bench.common import ciliumpy, docker, start_agent, summary, tear_down, write_table
+from bench.l7 import IMAGE, PLUGIN, PLUGIN_SOCKET
 
 REPO = Path(__file__).resolve().parents[1]
 SUBNET = "10.96.0.0/16"
@@ -69,13 +69,9 @@ class Bench:
         return ciliumpy(self.agent.api_socket, *args)
 
     def start(self) -> None:
-        from tests.support.agent import Agent
         from tests.support.kafka_broker import KafkaBroker
 
-        state = self.tmp / "agent"
-        state.mkdir()
-        self.agent = Agent(state, PLUGIN_SOCKET, str(state / "api.sock"))
-        self.agent.start()
+        self.agent = start_agent(self.tmp, PLUGIN_SOCKET)
         self.network = self.docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN,
                                    "--subnet", SUBNET, f"cpybench-kafka-{uuid.uuid4().hex[:6]}")
         for app in ("kafka", "service1", "service2"):
@@ -97,15 +93,7 @@ class Bench:
     def stop(self) -> None:
         if self.broker is not None:
             self.broker.stop()
-        if self.containers:
-            subprocess.run([DOCKER, "rm", "-f", *self.containers.values()],
-                           capture_output=True, timeout=120)
-        if self.network:
-            subprocess.run([DOCKER, "network", "rm", self.network], capture_output=True,
-                           timeout=120)
-        if self.agent is not None:
-            self.agent.stop()
-        subprocess.run(["rm", "-rf", str(self.tmp)], check=False)
+        tear_down(self.containers.values(), self.network, self.agent, self.tmp)
 
     def client(self, app: str, cmd: str, kind: str, *extra: str) -> dict:
         proc = subprocess.run(

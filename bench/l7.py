@@ -29,9 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,7 +38,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.common import ciliumpy, docker, summary, write_table
+from bench.common import ciliumpy, docker, start_agent, summary, tear_down, write_table
 
 DOCKER = "/usr/bin/docker"
 IMAGE = "ciliumpy/busybox"
@@ -111,16 +109,8 @@ class Bench:
         return ciliumpy(self.agent.api_socket, *args)
 
     def start(self) -> None:
-        from tests.support.agent import Agent
 
-        if os.path.exists(PLUGIN_SOCKET):
-            with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as probe:
-                probe.connect(PLUGIN_SOCKET)
-                raise RuntimeError(f"{PLUGIN_SOCKET} is in use: another bench is running")
-        state = self.tmp / "agent"
-        state.mkdir()
-        self.agent = Agent(state, PLUGIN_SOCKET, str(state / "api.sock"))
-        self.agent.start()
+        self.agent = start_agent(self.tmp, PLUGIN_SOCKET)
         self.network = self.docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN,
                                    "--subnet", SUBNET, f"cpybench-l7-{uuid.uuid4().hex[:6]}")
         for role in ("server", "client"):
@@ -151,15 +141,7 @@ class Bench:
     def stop(self) -> None:
         for proc in self.nginx:
             stop_process(proc)
-        if self.containers:
-            subprocess.run([DOCKER, "rm", "-f", *self.containers], capture_output=True,
-                           timeout=120)
-        if self.network:
-            subprocess.run([DOCKER, "network", "rm", self.network], capture_output=True,
-                           timeout=120)
-        if self.agent is not None:
-            self.agent.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        tear_down(self.containers, self.network, self.agent, self.tmp)
 
     # --- nginx ------------------------------------------------------------------------
 
