@@ -35,6 +35,7 @@ ingress:
 
 def chromium(url: str, *mode: str) -> str:
     """The page after its script ran: ``--dump-dom`` output, or a ``--screenshot``."""
+    assert CHROMIUM, "chromium is missing: scripts/setup-host.sh installs Debian's package"
     profile = f"/tmp/cpy-chromium-{uuid.uuid4().hex[:8]}"
     try:
         proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
@@ -70,7 +71,6 @@ def shop(agent, docker_ready):
         subprocess.run([*base, "down"], capture_output=True, text=True, timeout=180)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/setup-host.sh)")
 @pytest.mark.timeout(300)
 def test_service_map_of_the_compose_example_in_a_browser(agent, shop, tmp_path):
     project, docker = shop

@@ -188,20 +188,19 @@ def test_cilium_agent_metrics_from_agent_state():
 
 
 def promtool_clean(text: str) -> None:
+    assert PROMTOOL, "promtool is missing: scripts/setup-host.sh installs Debian's prometheus"
     proc = subprocess.run([PROMTOOL or "promtool", "check", "metrics"], input=text,
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 and not proc.stdout.strip() and not proc.stderr.strip(), (
         proc.stdout + proc.stderr)
 
 
-@pytest.mark.skipif(not PROMTOOL, reason="promtool (Debian's prometheus package) missing")
 def test_exposition_passes_promtool():
     agent = fake_agent(busy_store())
     promtool_clean(exposition(metrics_hubble.listen(agent.flows),
                               metrics_cilium.CiliumCollector(agent)))
 
 
-@pytest.mark.skipif(not PROMTOOL, reason="promtool (Debian's prometheus package) missing")
 def test_bandwidth_series_pass_promtool():
     """With a limited endpoint, the bandwidth series are in the exposition too."""
     promtool_clean(exposition(BandwidthCollector(fake_agent())))
@@ -232,7 +231,6 @@ def test_dashboard_refers_only_to_exported_series():
     assert {v["name"] for v in variables} == {"datasource", "instance"}
 
 
-@pytest.mark.skipif(not PROMTOOL, reason="promtool (Debian's prometheus package) missing")
 def test_dashboard_queries_parse(tmp_path):
     """Every query is valid PromQL (Grafana's variables replaced by plain values)."""
     rules = []
@@ -242,6 +240,7 @@ def test_dashboard_queries_parse(tmp_path):
         rules.append({"record": f"ciliumpy:dashboard:{index}", "expr": plain})
     path = tmp_path / "rules.json"  # YAML is a superset of JSON
     path.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}))
+    assert PROMTOOL, "promtool is missing: scripts/setup-host.sh installs Debian's prometheus"
     proc = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
