@@ -9,7 +9,15 @@ import time
 from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
 
-from ciliumpy import api, api_bandwidth, api_datapath, api_flows, api_policy, plugin
+from ciliumpy import (
+    api,
+    api_bandwidth,
+    api_datapath,
+    api_flows,
+    api_policy,
+    api_services,
+    plugin,
+)
 from ciliumpy.api_common import APIInputError, api_error
 from ciliumpy.config import Config
 from ciliumpy.daemon import Agent
@@ -30,7 +38,7 @@ def create_app(config: Config, agent: Agent | None = None, start: bool = True) -
     app.extensions["ciliumpy"] = agent
     for blueprint in (plugin.bp, driver_blueprint(agent.driver, agent),
                       ipam_blueprint(agent.ipam, agent), api.bp, api_datapath.bp,
-                      api_bandwidth.bp, api_flows.bp, api_policy.bp):
+                      api_bandwidth.bp, api_flows.bp, api_policy.bp, api_services.bp):
         app.register_blueprint(blueprint)
 
     @app.before_request

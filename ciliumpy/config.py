@@ -173,6 +173,10 @@ class Config:
     flow_store_size: int = 65536  # flows kept for `ciliumpy observe` (Hubble's default ring)
     # Hubble's Observer gRPC API (plain TCP, no TLS yet): "" = off, "127.0.0.1:4245", ":4244"
     hubble_listen_address: str = ""
+    # socket load balancing: "all" translates the sockets of every network namespace of
+    # the machine; "own" only this agent's containers' and its own (several agents
+    # sharing one machine's cgroup root, as the multi-host test harness does)
+    socket_lb_scope: str = "all"
 
 
 VALIDATORS: dict[str, Callable[[Any], Any]] = {
@@ -208,6 +212,7 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "kafka_max_frame": _positive_int,
     "flow_store_size": _positive_int,
     "hubble_listen_address": _listen_address,
+    "socket_lb_scope": _choice("all", "own"),
 }
 
 OPTION_NAMES = [f.name for f in fields(Config)]

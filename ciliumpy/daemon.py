@@ -28,6 +28,7 @@ from ciliumpy.endpoints import EndpointManager
 from ciliumpy.flows.store import FlowStore
 from ciliumpy.identities import IdentityAllocator
 from ciliumpy.l7proxy import ProxySupervisor
+from ciliumpy.lb import ClusterEndpoint, ServiceManager, label_dict
 from ciliumpy.monitor import Monitor
 from ciliumpy.policy_manager import PolicyManager
 from ciliumpy.proxy_state import (
@@ -39,6 +40,7 @@ from ciliumpy.proxy_state import (
 from ciliumpy.reconciler import Reconciler
 from datapath import overlay
 from datapath.datapath import Datapath
+from datapath.lb import ServiceTables
 from datapath.links import Links, enable_forwarding
 from datapath.proxy_routing import ensure_proxy_routing
 from driver.model import Endpoint, Network, Store
@@ -119,6 +121,8 @@ class Agent:
         self._thread: threading.Thread | None = None
         self.hubble: HubbleServer | None = None  # with hubble_listen_address
         self.hubble_address = ""
+        self.services: ServiceManager | None = None  # at start: needs the datapath's maps
+        self._identity_labels: dict[int, dict[str, str]] = {}
 
     # ---- lifecycle ---------------------------------------------------------
     def start(self) -> None:
@@ -129,6 +133,7 @@ class Agent:
         self._start_overlay()
         self._program_host_addresses()
         self._reprogram_endpoints()
+        self._start_services()
         self.policy.start()
         self.proxy_state.start()
         self.proxy.start()
@@ -149,7 +154,7 @@ class Agent:
                                        self.config.datapath_mode, self.datapath, self.links,
                                        self.lease, self.store.endpoints,
                                        overlay_ifindex=self.overlay_ifindex,
-                                       on_ipcache_changed=self.proxy_state.kick)
+                                       on_ipcache_changed=self._ipcache_changed)
             self.cluster.start()
             self.cluster.kick()
         self.watcher = DockerWatcher(self.config.docker_host, self._container_seen,
@@ -165,7 +170,7 @@ class Agent:
         L7 proxy, which otherwise keeps serving for the next agent to adopt."""
         self._stop.set()
         for part in (self.hubble, self.watcher, self.identities, self.cluster,
-                     self.proxy_state, self.proxy if stop_proxy else None):
+                     self.services, self.proxy_state, self.proxy if stop_proxy else None):
             if part is not None:
                 part.stop()
 
@@ -187,6 +192,42 @@ class Agent:
         self.hubble.start()
         self.hubble_address = address
         self.register_node()
+
+    # ---- services --------------------------------------------------------------
+    def _start_services(self) -> None:
+        """The socket hooks attached, the service maps followed from the kvstore, and
+        the agent's own namespace (host processes) named to the hooks."""
+        tables = ServiceTables(self.datapath.maps)
+        tables.set_scope_all(self.config.socket_lb_scope == "all")
+        self.datapath.attach_socket_hooks()
+        self.services = ServiceManager(self.kv, tables, self._service_endpoints)
+        self.services.register_netns("host", "/proc/self/ns/net", self.node_ip,
+                                     self.config.node_ipv6 or None)
+        self.services.start()
+
+    def _service_endpoints(self) -> list[ClusterEndpoint]:
+        """Every endpoint of the cluster with its identity's labels (backend selection)."""
+        result = [ClusterEndpoint(label_dict(e.labels),
+                                  [a.split("/")[0] for a in e.addresses],
+                                  self.config.node_name, e.container_name or "")
+                  for e in self.store.endpoints() if e.ifindex and e.identity != INIT]
+        remote = dict(self.cluster.remote_ips) if self.cluster is not None else {}
+        for address, item in remote.items():
+            number = int(item.get("identity", 0))
+            if number not in self._identity_labels:
+                found = self.allocator.get(number)
+                if found is None:
+                    continue
+                self._identity_labels[number] = label_dict(found.labels)  # immutable
+            result.append(ClusterEndpoint(self._identity_labels[number], [address],
+                                          item.get("node", "")))
+        return result
+
+    def _ipcache_changed(self) -> None:
+        """Remote endpoints changed: the proxy's state and the services follow."""
+        self.proxy_state.kick()
+        if self.services is not None:
+            self.services.kick()
 
     # ---- datapath ------------------------------------------------------------
     def _start_overlay(self) -> None:
@@ -239,6 +280,14 @@ class Agent:
         if self.identities is not None:
             self.identities.container_seen(info)
         self.bandwidth.container_seen(info)
+        if self.services is not None and info.pid:
+            for endpoint_id in info.endpoints:
+                endpoint = self.store.endpoint(endpoint_id)
+                if endpoint is not None:
+                    self.services.register_netns(
+                        endpoint_id, f"/proc/{info.pid}/ns/net",
+                        endpoint.ipv4 and endpoint.ipv4.split("/")[0],
+                        endpoint.ipv6 and endpoint.ipv6.split("/")[0])
 
     def _identity_changed(self, endpoint: Endpoint) -> None:
         current = self.store.endpoint(endpoint.endpoint_id)
@@ -246,6 +295,8 @@ class Agent:
             self.endpoints.identity_changed(current)
         if self.cluster is not None:
             self.cluster.kick()
+        if self.services is not None:
+            self.services.kick()
 
     def _proxy_state(self) -> dict:
         """What the L7 proxy judges with (``ciliumpy.proxy_state``)."""
@@ -331,6 +382,9 @@ class Agent:
             self.identities.endpoint_removed(endpoint)
         if self.cluster is not None:
             self.cluster.kick()
+        if self.services is not None:
+            self.services.unregister_netns(endpoint.endpoint_id)
+            self.services.kick()
 
     def address_released(self, allocation: Allocation) -> None:
         """Docker released an address whose endpoint still exists: after an unclean

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
-from datapath import loader, maps
+from datapath import loader, maps, sock_lb
 from datapath.events import EventReader
 from datapath.tc import TC
 
@@ -112,6 +112,11 @@ class Datapath:
         on its egress (what the host itself routes to remote endpoints)."""
         self.tc.attach_overlay(ifindex, self.loaded.programs["from_overlay"],
                                self.loaded.programs["to_overlay"])
+
+    def attach_socket_hooks(self) -> str:
+        """The socket load-balancing hooks at the cgroup v2 root (``sock_lb``)."""
+        programs = self.loaded.programs
+        return sock_lb.attach(programs, loader.SOCK_PROGRAMS, self.pin_dir)
 
     def set_mode(self, tunnel_ifindex: int | None) -> None:
         """Tunnel mode with the overlay device, or routed (None): one map entry."""

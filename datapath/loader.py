@@ -24,9 +24,14 @@ log = logging.getLogger("ciliumpy.datapath")
 BPF_DIR = Path(__file__).parent / "bpf"
 SOURCES = ["lib/common.h", "lib/maps.h", "lib/parse.h", "lib/events.h", "lib/conntrack.h",
            "lib/policy.h", "lib/ingress.h", "lib/overlay.h", "lib/proxy.h", "lib/bandwidth.h",
-           "from_container.c", "to_container.c", "from_overlay.c", "to_overlay.c",
-           "flow_classify.c"]
-PROGRAMS = ("from_container", "to_container", "from_overlay", "to_overlay", "flow_classify")
+           "lib/lb.h", "from_container.c", "to_container.c", "from_overlay.c", "to_overlay.c",
+           "flow_classify.c", "sock_lb.c"]
+TC_PROGRAMS = ("from_container", "to_container", "from_overlay", "to_overlay", "flow_classify")
+# cgroup socket hooks (bpf/sock_lb.c) -> their attach type (enum bpf_attach_type)
+SOCK_PROGRAMS = {"sock4_connect": 10, "sock6_connect": 11, "sock4_sendmsg": 14,
+                 "sock6_sendmsg": 15, "sock4_recvmsg": 19, "sock6_recvmsg": 20,
+                 "sock4_getpeername": 29, "sock6_getpeername": 30}
+PROGRAMS = TC_PROGRAMS + tuple(SOCK_PROGRAMS)
 MAP_SPECS = {  # name -> (key type, value type, max entries, per-cpu)
     "cp_endpoints_v2": (maps.ct.c_uint32, maps.EpInfo, 4096, False),
     "cp_ipcache_v1": (maps.IpcacheKey, maps.IpcacheVal, 512000, False),
@@ -36,6 +41,12 @@ MAP_SPECS = {  # name -> (key type, value type, max entries, per-cpu)
     "cp_metrics_v1": (maps.ct.c_uint32, maps.MetricVal, 16, True),
     "cp_config_v1": (maps.ct.c_uint32, maps.DpConfig, 1, False),
     "cp_bandwidth_v1": (maps.ct.c_uint32, maps.BwState, 4096, False),
+    "cp_lb_services_v1": (maps.LbSvcKey, maps.LbSvcVal, 65536, False),
+    "cp_lb_maglev_v1": (maps.LbSlotKey, maps.ct.c_uint32, 4194304, False),
+    "cp_lb_backends_v1": (maps.ct.c_uint32, maps.LbBackend, 65536, False),
+    "cp_lb_revsk_v1": (maps.LbRevskKey, maps.LbSvcKey, 262144, False),
+    "cp_lb_netns_v1": (maps.ct.c_uint64, maps.LbNetnsVal, 16384, False),
+    "cp_lb_config_v1": (maps.ct.c_uint32, maps.ct.c_uint32, 1, False),
 }
 EVENTS_PIN = "cp_events_v1"
 
@@ -109,7 +120,11 @@ def load(pin_dir: str = "/sys/fs/bpf/ciliumpy") -> Loaded:
     try:
         bpf = BPF(text=source_text().encode(),
                   cflags=[f"-I{BPF_DIR}", f'-DPIN_DIR="{pin_dir}"'])
-        programs = {name: bpf.load_func(name.encode(), BPF.SCHED_CLS).fd for name in PROGRAMS}
+        programs = {name: bpf.load_func(name.encode(), BPF.SCHED_CLS).fd
+                    for name in TC_PROGRAMS}
+        programs.update({name: bpf.load_func(name.encode(), BPF.CGROUP_SOCK_ADDR,
+                                             attach_type=attach).fd
+                         for name, attach in SOCK_PROGRAMS.items()})
     except Exception as exc:
         raise CompileError(f"compiling the datapath failed: {exc} (see the clang/verifier "
                            "output above)") from None

@@ -95,6 +95,38 @@ class Event(ct.Structure):
                 ("pad", ct.c_uint8 * 6)]
 
 
+# ---- services (bpf/lib/lb.h) ---------------------------------------------------------
+LB_AFFINITY_CLIENT = 1
+
+
+class LbSvcKey(ct.Structure):
+    _fields_ = [("addr", ct.c_uint8 * 16), ("port", ct.c_uint16), ("proto", ct.c_uint8),
+                ("family", ct.c_uint8)]
+
+
+class LbSvcVal(ct.Structure):
+    _fields_ = [("svc_id", ct.c_uint32), ("table_size", ct.c_uint32), ("flags", ct.c_uint32),
+                ("pad", ct.c_uint32)]
+
+
+class LbSlotKey(ct.Structure):
+    _fields_ = [("svc_id", ct.c_uint32), ("slot", ct.c_uint32)]
+
+
+class LbBackend(ct.Structure):
+    _fields_ = [("addr", ct.c_uint8 * 16), ("port", ct.c_uint16), ("family", ct.c_uint8),
+                ("pad", ct.c_uint8)]
+
+
+class LbRevskKey(ct.Structure):
+    _fields_ = [("cookie", ct.c_uint64), ("addr", ct.c_uint8 * 16), ("port", ct.c_uint16),
+                ("family", ct.c_uint8), ("pad", ct.c_uint8), ("pad2", ct.c_uint32)]
+
+
+class LbNetnsVal(ct.Structure):
+    _fields_ = [("addr4", ct.c_uint32), ("addr6", ct.c_uint8 * 16)]
+
+
 def possible_cpus() -> int:
     with open("/sys/devices/system/cpu/possible") as handle:
         text = handle.read().strip()
@@ -128,6 +160,18 @@ class BPFMap:
         if lib.bpf_update_elem(self.fd, ct.byref(key), ct.byref(value), 0) != 0:
             errno = ct.get_errno()
             raise MapError(f"update of {self.name} failed: {os.strerror(errno) if errno else '?'}")
+
+    def update_batch(self, keys: list, values: list) -> None:
+        """Many entries in one syscall (hash maps; kernel 5.6+)."""
+        if not keys:
+            return
+        key_array = (self.key_type * len(keys))(*keys)
+        value_array = (self.value_type * len(values))(*values)
+        count = ct.c_uint32(len(keys))
+        if lib.bpf_update_batch(self.fd, key_array, value_array, ct.byref(count)) != 0:
+            errno = ct.get_errno()
+            raise MapError(f"batch update of {self.name} failed after {count.value} of "
+                           f"{len(keys)}: {os.strerror(errno) if errno else '?'}")
 
     def delete(self, key) -> bool:
         return lib.bpf_delete_elem(self.fd, ct.byref(key)) == 0

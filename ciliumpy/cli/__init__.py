@@ -1,7 +1,8 @@
 """The ``ciliumpy`` command line: the root group and its command groups.
 
 Each group lives in its own module (``agent``, ``status``, ``listing`` for the plain
-list groups, ``monitor``, ``observe``, ``bpf``, ``policy``); this module only builds the root group,
+list groups, ``monitor``, ``observe``, ``bpf``, ``policy``, ``service``); this module
+only builds the root group,
 whose ``--api-socket`` every client command reads from ``ctx.obj``. ``ciliumpy.cli:main``
 is the console entry point.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import click
 
 from ciliumpy.apiclient import DEFAULT_API_SOCKET
-from ciliumpy.cli import agent, bpf, listing, monitor, observe, policy, status, ui
+from ciliumpy.cli import agent, bpf, listing, monitor, observe, policy, service, status, ui
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,6 +30,6 @@ def main(ctx: click.Context, api_socket: str) -> None:
 
 # click lists commands sorted by name, so the order added here does not show in --help.
 for command in (agent.agent, status.status, *listing.GROUPS, monitor.monitor, bpf.bpf,
-                policy.policy, observe.observe, ui.ui):
+                policy.policy, observe.observe, service.service, ui.ui):
     main.add_command(command)
 del command

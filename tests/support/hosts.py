@@ -107,7 +107,10 @@ class Host:
             ["--node-name", self.name, "--node-ip", self.ip, "--node-ipv6", self.ipv6,
              "--kvstore", "consul", "--kvstore-opt", f"consul.address={consul}",
              "--datapath-mode", mode, "--docker-host", f"unix://{self.docker_sock}",
-             "--lease-ttl", "10", "--gc-interval", "5", *extra],
+             "--lease-ttl", "10", "--gc-interval", "5",
+             # the hosts share this machine's cgroup root: each agent's socket hooks
+             # translate only its own containers' and host's sockets
+             "--socket-lb-scope", "own", *extra],
             wrapper=self.wrapper, pin_dir=pin_dir)
         self.agent.start(timeout=60)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-OURS = ("ciliumpy", "state", "driver", "ipam", "datapath", "policies", "proxy")
+OURS = ("ciliumpy", "state", "driver", "ipam", "datapath", "policies", "proxy", "services")
 RULES = {
     "state": set(OURS) - {"state"},
     "driver": {"ciliumpy", "proxy"},
@@ -22,6 +22,9 @@ RULES = {
     "policies": {"ciliumpy", "state", "driver", "ipam", "datapath", "proxy", "sqlite3",
                  "docker", "consul", "socket", "subprocess", "requests", "pyroute2", "bcc"},
     "proxy": {"ciliumpy", "driver", "ipam"},
+    # pure like policies/: the service model and Maglev
+    "services": {"ciliumpy", "state", "driver", "ipam", "datapath", "proxy", "sqlite3",
+                 "docker", "consul", "socket", "subprocess", "requests", "pyroute2", "bcc"},
 }
 
 

@@ -1,0 +1,1 @@
+"""Services (load balancing) as pure logic: the model and Maglev."""
