@@ -28,6 +28,13 @@ def list_services():
     return jsonify(_manager().list())
 
 
+@bp.get("/v1/ports")
+def published_ports():
+    """This node's published ports (docker run -p): node-local, not in the kvstore."""
+    ports = the_agent().ports
+    return jsonify(ports.list() if ports is not None else [])
+
+
 @bp.get("/v1/services/<name>")
 def get_service(name: str):
     manager = _manager()

@@ -31,6 +31,7 @@ from ciliumpy.l7proxy import ProxySupervisor
 from ciliumpy.lb import ClusterEndpoint, ServiceManager, label_dict
 from ciliumpy.monitor import Monitor
 from ciliumpy.policy_manager import PolicyManager
+from ciliumpy.ports import PortPublisher
 from ciliumpy.proxy_state import (
     ProxyStateWriter,
     identities_from_ipcache,
@@ -122,6 +123,7 @@ class Agent:
         self.hubble: HubbleServer | None = None  # with hubble_listen_address
         self.hubble_address = ""
         self.services: ServiceManager | None = None  # at start: needs the datapath's maps
+        self.ports: PortPublisher | None = None
         self._identity_labels: dict[int, dict[str, str]] = {}
 
     # ---- lifecycle ---------------------------------------------------------
@@ -200,6 +202,11 @@ class Agent:
         tables = ServiceTables(self.datapath.maps)
         tables.set_scope_all(self.config.socket_lb_scope == "all")
         self.datapath.attach_socket_hooks()
+        device = self.links.index_of_address(self.node_ip)
+        if device:  # published ports reached from outside the host
+            self.datapath.attach_netdev(device)
+        self.ports = PortPublisher(self.store, tables)
+        self.ports.sync_all()  # before the services' first sync prunes unused backends
         self.services = ServiceManager(self.kv, tables, self._service_endpoints)
         self.services.register_netns("host", "/proc/self/ns/net", self.node_ip,
                                      self.config.node_ipv6 or None)
@@ -373,9 +380,21 @@ class Agent:
         if self.cluster is not None:
             self.cluster.kick()
 
+    def ports_changed(self, endpoint: Endpoint) -> None:
+        """ProgramExternalConnectivity/Revoke: publish (or withdraw) its ports; a port
+        that cannot be had raises driver.ports.PortError (the handler refuses)."""
+        if self.ports is None:
+            return
+        if endpoint.published:
+            self.ports.publish(endpoint)
+        else:
+            self.ports.unpublish(endpoint.endpoint_id)
+
     def endpoint_deleted(self, endpoint: Endpoint) -> None:
         # ReleaseAddress normally follows; if it never does, the GC frees the address.
         self.ipam.unbind(endpoint.endpoint_id)
+        if self.ports is not None:
+            self.ports.unpublish(endpoint.endpoint_id)
         self.endpoints.removed(endpoint)
         self.bandwidth.endpoint_removed(endpoint)
         if self.identities is not None:

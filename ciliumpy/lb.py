@@ -23,6 +23,7 @@ from typing import Any
 from ciliumpy import service_store
 from datapath import sock_lb
 from datapath.lb import Address, ServiceTables
+from datapath.maps import LB_HOST_PORT
 from services import maglev
 from services.model import Service, resolve_backends
 from state.kvstore.base import KVError, KVStore
@@ -154,8 +155,9 @@ class ServiceManager:
                 if self._program(service, frontend, endpoints):
                     rebuilt += 1
             self.conflicts = conflicts
-            for frontend in set(self.tables.frontends()) - set(wanted):
-                self.tables.delete_service(frontend)
+            for frontend, (_, _, flags) in self.tables.frontends().items():
+                if frontend not in wanted and not flags & LB_HOST_PORT:  # ports.py's
+                    self.tables.delete_service(frontend)
             for name in set(self.programmed) - set(wanted.values()):
                 del self.programmed[name]
             if self.syncs == 0:

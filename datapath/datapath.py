@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
@@ -112,6 +113,13 @@ class Datapath:
         on its egress (what the host itself routes to remote endpoints)."""
         self.tc.attach_overlay(ifindex, self.loaded.programs["from_overlay"],
                                self.loaded.programs["to_overlay"])
+
+    def attach_netdev(self, ifindex: int) -> int:
+        """from_netdev on the host device's ingress (published ports from outside), at
+        a tc priority derived from the pin dir (one per agent); returns it."""
+        prio = 100 + zlib.crc32(self.pin_dir.encode()) % 30000
+        self.tc.attach_netdev(ifindex, self.loaded.programs["from_netdev"], prio)
+        return prio
 
     def attach_socket_hooks(self) -> str:
         """The socket load-balancing hooks at the cgroup v2 root (``sock_lb``)."""

@@ -90,10 +90,13 @@ class ServiceTables:
             return dict(self._programmed)
 
     def set_service(self, frontend: Address, backends: list[Address], table: list[int],
-                    affinity_client: bool = False) -> int:
+                    affinity_client: bool = False, host_port: bool = False) -> int:
         """Points ``frontend`` at a Maglev ``table`` (slot -> index into ``backends``);
-        an empty table refuses connections. Returns the number of slots written."""
-        flags = maps.LB_AFFINITY_CLIENT if affinity_client else 0
+        an empty table refuses connections. ``host_port``: a published port (the
+        frontend's address is one of the host's, or 0.0.0.0 / :: for all of them).
+        Returns the number of slots written."""
+        flags = (maps.LB_AFFINITY_CLIENT if affinity_client else 0) | (
+            maps.LB_HOST_PORT if host_port else 0)
         with self._lock:
             ids = [self._backend_id(b) for b in backends]
             wanted = [ids[i] for i in table]

@@ -203,6 +203,14 @@ class Links:
                     return link.get_attr("IFLA_MTU")
         return None
 
+    def index_of_address(self, address: str) -> int | None:
+        """The interface that carries ``address`` (the host's own device)."""
+        with self._lock:
+            for item in self._ipr.get_addr():
+                if item.get_attr("IFA_ADDRESS") == address:
+                    return item["index"]
+        return None
+
     def list_names(self, prefix: str) -> list[str]:
         with self._lock:
             links = self._ipr.get_links()

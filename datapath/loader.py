@@ -25,8 +25,9 @@ BPF_DIR = Path(__file__).parent / "bpf"
 SOURCES = ["lib/common.h", "lib/maps.h", "lib/parse.h", "lib/events.h", "lib/conntrack.h",
            "lib/policy.h", "lib/ingress.h", "lib/overlay.h", "lib/proxy.h", "lib/bandwidth.h",
            "lib/lb.h", "from_container.c", "to_container.c", "from_overlay.c", "to_overlay.c",
-           "flow_classify.c", "sock_lb.c"]
-TC_PROGRAMS = ("from_container", "to_container", "from_overlay", "to_overlay", "flow_classify")
+           "flow_classify.c", "from_netdev.c", "sock_lb.c"]
+TC_PROGRAMS = ("from_container", "to_container", "from_overlay", "to_overlay", "flow_classify",
+               "from_netdev")
 # cgroup socket hooks (bpf/sock_lb.c) -> their attach type (enum bpf_attach_type)
 SOCK_PROGRAMS = {"sock4_connect": 10, "sock6_connect": 11, "sock4_sendmsg": 14,
                  "sock6_sendmsg": 15, "sock4_recvmsg": 19, "sock6_recvmsg": 20,
@@ -46,6 +47,7 @@ MAP_SPECS = {  # name -> (key type, value type, max entries, per-cpu)
     "cp_lb_backends_v1": (maps.ct.c_uint32, maps.LbBackend, 65536, False),
     "cp_lb_revsk_v1": (maps.LbRevskKey, maps.LbSvcKey, 262144, False),
     "cp_lb_netns_v1": (maps.ct.c_uint64, maps.LbNetnsVal, 16384, False),
+    "cp_lb_nat_v1": (maps.LbNatKey, maps.LbNatVal, 262144, False),
     "cp_lb_config_v1": (maps.ct.c_uint32, maps.ct.c_uint32, 1, False),
 }
 EVENTS_PIN = "cp_events_v1"

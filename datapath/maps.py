@@ -96,7 +96,7 @@ class Event(ct.Structure):
 
 
 # ---- services (bpf/lib/lb.h) ---------------------------------------------------------
-LB_AFFINITY_CLIENT = 1
+LB_AFFINITY_CLIENT, LB_HOST_PORT = 1, 2
 
 
 class LbSvcKey(ct.Structure):
@@ -121,6 +121,16 @@ class LbBackend(ct.Structure):
 class LbRevskKey(ct.Structure):
     _fields_ = [("cookie", ct.c_uint64), ("addr", ct.c_uint8 * 16), ("port", ct.c_uint16),
                 ("family", ct.c_uint8), ("pad", ct.c_uint8), ("pad2", ct.c_uint32)]
+
+
+class LbNatKey(ct.Structure):
+    _fields_ = [("saddr", ct.c_uint32), ("daddr", ct.c_uint32), ("sport", ct.c_uint16),
+                ("dport", ct.c_uint16), ("proto", ct.c_uint8), ("pad", ct.c_uint8 * 3)]
+
+
+class LbNatVal(ct.Structure):
+    _fields_ = [("addr", ct.c_uint32), ("port", ct.c_uint16), ("pad", ct.c_uint16),
+                ("ifindex", ct.c_uint32)]
 
 
 class LbNetnsVal(ct.Structure):

@@ -32,7 +32,13 @@ class TC:
         self._attach(ifindex, ((INGRESS_PARENT, from_overlay_fd, "from_overlay"),
                                (EGRESS_PARENT, to_overlay_fd, "to_overlay")))
 
-    def _attach(self, ifindex: int, filters) -> None:
+    def attach_netdev(self, ifindex: int, from_netdev_fd: int, prio: int) -> None:
+        """The host device's ingress filter, at a priority of this agent's own: agents
+        sharing the device each keep theirs (the program passes what is not its own
+        to the next filter)."""
+        self._attach(ifindex, ((INGRESS_PARENT, from_netdev_fd, "from_netdev"),), prio)
+
+    def _attach(self, ifindex: int, filters, prio: int = 1) -> None:
         with self._lock:
             try:
                 self._ipr.tc("add", "clsact", ifindex)
@@ -40,7 +46,7 @@ class TC:
                 if exc.code != errno.EEXIST:
                     raise TcError(f"clsact on ifindex {ifindex}: {exc.args[-1]}") from None
             for parent, fd, name in filters:
-                spec = {"fd": fd, "name": name, "parent": parent, "classid": 1, "prio": 1,
+                spec = {"fd": fd, "name": name, "parent": parent, "classid": 1, "prio": prio,
                         "direct_action": True}
                 try:
                     self._ipr.tc("replace-filter", "bpf", ifindex, ":1", **spec)

@@ -12,6 +12,7 @@ from typing import Protocol
 from flask import Blueprint
 
 from driver.model import Endpoint
+from driver.ports import PortError, parse_portmap
 from driver.service import Driver, DriverError, parse_network
 from state.wire import PluginError, docker_id, mapping, payload, reply, text
 
@@ -23,6 +24,9 @@ class EndpointEvents(Protocol):
     def endpoint_created(self, endpoint: Endpoint) -> None: ...
 
     def endpoint_deleted(self, endpoint: Endpoint) -> None: ...
+
+    def ports_changed(self, endpoint: Endpoint) -> None:
+        """Its published ports (``Endpoint.published``) changed: (un)publish them."""
 
 
 def _list(data: dict, name: str) -> list:
@@ -124,7 +128,35 @@ def blueprint(driver: Driver, events: EndpointEvents) -> Blueprint:
         return reply()
 
     @bp.post("/NetworkDriver.ProgramExternalConnectivity")
+    def program_external_connectivity():
+        data = payload()
+        endpoint_id, network_id = docker_id(data, "EndpointID"), docker_id(data, "NetworkID")
+        try:
+            ports = parse_portmap(mapping(data, "Options"))
+            before = driver.store.endpoint(endpoint_id)
+            endpoint = driver.set_published(endpoint_id, network_id, ports)
+            if endpoint is not None:
+                try:
+                    events.ports_changed(endpoint)
+                except PortError:  # not publishable: the endpoint stays as it was
+                    driver.set_published(endpoint_id, network_id, before.published)
+                    raise
+        except (DriverError, PortError) as exc:
+            raise PluginError(str(exc)) from None
+        return reply()
+
     @bp.post("/NetworkDriver.RevokeExternalConnectivity")
+    def revoke_external_connectivity():
+        data = payload()
+        try:
+            endpoint = driver.set_published(docker_id(data, "EndpointID"),
+                                            docker_id(data, "NetworkID"), [])
+        except DriverError as exc:
+            raise PluginError(str(exc)) from None
+        if endpoint is not None:
+            events.ports_changed(endpoint)
+        return reply()
+
     @bp.post("/NetworkDriver.DiscoverNew")
     @bp.post("/NetworkDriver.DiscoverDelete")
     def acknowledge():

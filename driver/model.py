@@ -60,6 +60,10 @@ class Endpoint:
     bandwidth_labels: dict[str, str] = field(default_factory=dict)
     label_overrides: dict[str, str | None] = field(default_factory=dict)
     bandwidth: dict[str, Any] = field(default_factory=dict)
+    # published ports (docker run -p), from ProgramExternalConnectivity: each
+    # {"proto": "TCP"|"UDP", "port", "host_ip", "host_port", "host_port_end"} as Docker
+    # asked, plus "assigned" (the host port chosen) once the agent has published it
+    published: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def addresses(self) -> list[str]:

@@ -263,6 +263,19 @@ class Driver:
             raise DriverError(f"endpoint {endpoint.endpoint_id[:12]} is not on network "
                               f"{network_id[:12]}")
 
+    def set_published(self, endpoint_id: str, network_id: str,
+                      ports: list[dict]) -> Endpoint | None:
+        """Records the endpoint's published ports (ProgramExternalConnectivity; [] on
+        RevokeExternalConnectivity). An unknown endpoint is nothing to do (as Leave)."""
+        endpoint = self.store.endpoint(endpoint_id)
+        if endpoint is None:
+            return None
+        self._check_network(endpoint, network_id)
+        if endpoint.published != ports:
+            endpoint.published = ports
+            self.store.put_endpoint(endpoint)
+        return endpoint
+
     def leave(self, endpoint_id: str, network_id: str | None = None) -> None:
         endpoint = self.store.endpoint(endpoint_id)
         if endpoint is not None:

@@ -102,6 +102,19 @@ def get(ctx: click.Context, name: str, output: str) -> None:
                   for b in data["status"]["backends"]))
 
 
+@service.command("ports")
+@output_option
+@click.pass_context
+def ports(ctx: click.Context, output: str) -> None:
+    """Published ports of this host's containers (docker run -p): host address and port,
+    the container's. Docker cannot show a plugin's ports in `docker port`."""
+    show_list(ctx, "/v1/ports", output,
+              ["CONTAINER", "PROTO", "HOST", "CONTAINER ADDRESS"],
+              lambda p: (p.get("container_name") or p["endpoint_id"][:12], p["protocol"],
+                         f"{p['host_ip']}:{p['host_port']}",
+                         f"{p['container_ip']}:{p['container_port']}"))
+
+
 @service.command("delete")
 @click.argument("name")
 @click.pass_context

@@ -12,6 +12,7 @@
 #include "lib/overlay.h"
 #include "lib/proxy.h"
 #include "lib/bandwidth.h"
+#include "lib/lb.h"
 
 /* An established connection to a local endpoint whose ingress already accepted it:
  * hand the packet to that container directly (bpf_redirect_peer), skipping the host's
@@ -80,7 +81,7 @@ int from_container(struct __sk_buff *skb)
 	__u32 dst_id;
 	__u16 proxy = 0;
 	__u8 reason;
-	int parsed, both = 0, redirected;
+	int parsed, both = 0, redirected, nat_dev = 0;
 
 	if (!ep)
 		return TC_ACT_OK; /* not a ciliumpy endpoint */
@@ -109,12 +110,17 @@ int from_container(struct __sk_buff *skb)
 						dst ? dst->identity : ID_WORLD);
 		count(REASON_FORWARDED, DIR_EGRESS, f.len);
 		if (both) {
-			redirected = deliver_local(skb, &f, dst);
+			nat_dev = lb4_reply_from_host(skb, &f); /* a published port's reply */
+			if (nat_dev < 0)
+				return TC_ACT_SHOT;
+			redirected = nat_dev ? -1 : deliver_local(skb, &f, dst);
 			if (redirected >= 0)
 				return redirected;
 		}
 		redirected = encap_to_remote(skb, dst, ep->identity);
-		return redirected >= 0 ? redirected : TC_ACT_OK;
+		if (redirected >= 0)
+			return redirected;
+		return nat_dev ? lb_redirect_neigh(nat_dev, NULL, 0, 0) : TC_ACT_OK;
 	}
 	dst_id = dst ? dst->identity : ID_WORLD;
 	if (ep->flags & EP_ENFORCE_EGRESS) {

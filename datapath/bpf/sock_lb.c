@@ -5,7 +5,27 @@
  * the destination's policy sees the backend's own identity. getpeername() and UDP
  * recvmsg() show the frontend again (the reverse entry of the socket). */
 #include "lib/common.h"
+#include "lib/maps.h"
+#include "lib/policy.h"
 #include "lib/lb.h"
+
+/* A published port (docker run -p) answers on the host's addresses: when no service
+ * has this exact frontend and the destination is the host itself (loopback, or an
+ * address the ipcache holds as the host's), the port's any-address entry. */
+static __always_inline struct lb_svc_val *lb_host_port(struct lb_svc_key *key, int loopback)
+{
+	struct lb_svc_val *svc;
+	struct ipcache_val *dst;
+
+	if (!loopback) {
+		dst = ipcache_lookup(key->family, key->addr);
+		if (!dst || dst->identity != ID_HOST)
+			return NULL;
+	}
+	__builtin_memset(key->addr, 0, 16);
+	svc = cp_lb_services.lookup(key);
+	return svc && (svc->flags & LB_HOST_PORT) ? svc : NULL;
+}
 
 /* Whether this agent translates this socket's namespace, and the namespace's client
  * address (for "affinity client" and for predictable 5-tuple hashing). */
@@ -63,6 +83,8 @@ static __always_inline int lb4_translate(struct bpf_sock_addr *ctx)
 	key.proto = ctx->protocol;
 	key.family = LB_FAMILY_V4;
 	svc = cp_lb_services.lookup(&key);
+	if (!svc)
+		svc = lb_host_port(&key, (bpf_ntohl(daddr) >> 24) == 127);
 	if (!svc || !lb_in_scope(ctx, &client))
 		return 1;
 	if (sk) {
@@ -78,6 +100,7 @@ static __always_inline int lb4_translate(struct bpf_sock_addr *ctx)
 	__builtin_memcpy(&backend_addr, be->addr, 4);
 	ctx->user_ip4 = backend_addr;
 	ctx->user_port = be->port;
+	__builtin_memcpy(key.addr, &daddr, 4); /* the address the socket asked for */
 	lb_remember(ctx, be, &key);
 	return 1;
 }
@@ -106,6 +129,8 @@ static __always_inline int lb6_translate(struct bpf_sock_addr *ctx)
 	key.proto = ctx->protocol;
 	key.family = LB_FAMILY_V6;
 	svc = cp_lb_services.lookup(&key);
+	if (!svc)
+		svc = lb_host_port(&key, !(d[0] | d[1] | d[2]) && d[3] == bpf_htonl(1));
 	if (!svc || !lb_in_scope(ctx, &client))
 		return 1;
 	if (sk) {
@@ -128,6 +153,7 @@ static __always_inline int lb6_translate(struct bpf_sock_addr *ctx)
 	ctx->user_ip6[2] = b[2];
 	ctx->user_ip6[3] = b[3];
 	ctx->user_port = be->port;
+	__builtin_memcpy(key.addr, d, 16); /* the address the socket asked for */
 	lb_remember(ctx, be, &key);
 	return 1;
 }

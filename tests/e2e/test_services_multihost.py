@@ -9,6 +9,7 @@ within a second or two."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -81,3 +82,18 @@ def test_service_spans_hosts(cluster, mode, tmp_path):  # noqa: F811
          interval=0.1)
     assert time.monotonic() - stopped < 3.0, "the remote backend lingered"
     assert {fetch(h1, client, VIP) for _ in range(6)} == {"web-on-2"}
+
+    # a published port of host1 (docker run -p), from outside every host (a client on
+    # the underlay) and from a container on host3: from_netdev on host1's device
+    h1.docker.run("cpy-mh", "--hostname", "pub-on-1", "-p", "18080:80", command=SERVE)
+    outside = ("import urllib.request as u; print(u.urlopen('http://" + h1.ip + ":18080/', "
+               "timeout=3).read().decode().strip())")
+
+    def from_underlay() -> str:
+        proc = subprocess.run(["nsenter", f"--net=/run/netns/{cluster.underlay}", "python3",
+                               "-c", outside], capture_output=True, text=True, timeout=30)
+        return proc.stdout.strip()
+
+    wait(lambda: from_underlay() == "pub-on-1", 10, "the published port from the underlay")
+    assert {from_underlay() for _ in range(5)} == {"pub-on-1"}
+    assert fetch(h3, other, f"{h1.ip}:18080") == "pub-on-1"

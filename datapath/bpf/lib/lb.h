@@ -14,6 +14,7 @@
 #endif
 
 #define LB_AFFINITY_CLIENT 1 /* hash the client address and the service only */
+#define LB_HOST_PORT 2       /* a published port: the host's addresses (addr 0 = any) */
 #define LB_FAMILY_V4 4
 #define LB_FAMILY_V6 6
 #ifndef ECONNREFUSED
@@ -70,6 +71,29 @@ BPF_TABLE_PINNED("lru_hash", struct lb_revsk_key, struct lb_svc_key, cp_lb_revsk
 		 PIN_DIR "/cp_lb_revsk_v1");
 BPF_TABLE_PINNED("hash", __u64, struct lb_netns_val, cp_lb_netns, 16384,
 		 PIN_DIR "/cp_lb_netns_v1");
+/* Published ports reached from outside the host (tc, IPv4): a connection's backend,
+ * and for its replies the host address and port they must come from. One map, both
+ * directions: (client, host, client port, host port) -> backend and (backend, client,
+ * backend port, client port) -> host. Addresses and ports in network order. */
+struct lb_nat_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct lb_nat_val {
+	__u32 addr;
+	__u16 port;
+	__u16 pad;
+	__u32 ifindex; /* replies: the device the connection came in on */
+};
+
+BPF_TABLE_PINNED("lru_hash", struct lb_nat_key, struct lb_nat_val, cp_lb_nat, 262144,
+		 PIN_DIR "/cp_lb_nat_v1");
+
 /* slot 0: 1 = translate sockets of namespaces not in cp_lb_netns too (one agent per
  * machine); 0 = only this agent's (several agents share the machine's cgroup root) */
 BPF_TABLE_PINNED("array", __u32, __u32, cp_lb_config, 1, PIN_DIR "/cp_lb_config_v1");
@@ -118,6 +142,72 @@ static __always_inline struct lb_backend *lb_pick(struct lb_svc_val *svc, __u32 
 	if (!backend_id)
 		return NULL;
 	return cp_lb_backends.lookup(backend_id);
+}
+
+/* Rewrites one IPv4 address (source or destination) and the matching port of a TCP
+ * or UDP packet, checksums included. */
+static __always_inline int lb4_rewrite(struct __sk_buff *skb, __u8 proto, int source,
+				       __u32 old_addr, __u32 new_addr, __u16 old_port,
+				       __u16 new_port)
+{
+	int addr_off = ETH_HLEN + (source ? __builtin_offsetof(struct iphdr, saddr)
+					  : __builtin_offsetof(struct iphdr, daddr));
+	__u8 first;
+	int l4, csum_off, mangled = 0;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &first, 1) < 0)
+		return -1;
+	l4 = ETH_HLEN + (first & 0x0f) * 4;
+	if (proto == IPPROTO_TCP) {
+		csum_off = l4 + __builtin_offsetof(struct tcphdr, check);
+	} else {
+		csum_off = l4 + __builtin_offsetof(struct udphdr, check);
+		mangled = BPF_F_MARK_MANGLED_0; /* a UDP checksum of 0 means none: keep it */
+	}
+	if (bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr,
+				BPF_F_PSEUDO_HDR | mangled | 4) < 0 ||
+	    bpf_l3_csum_replace(skb, ETH_HLEN + __builtin_offsetof(struct iphdr, check), old_addr,
+				new_addr, 4) < 0 ||
+	    bpf_skb_store_bytes(skb, addr_off, &new_addr, 4, 0) < 0)
+		return -1;
+	if (bpf_l4_csum_replace(skb, csum_off, old_port, new_port, mangled | 2) < 0 ||
+	    bpf_skb_store_bytes(skb, l4 + (source ? 0 : 2), &new_port, 2, 0) < 0)
+		return -1;
+	return 0;
+}
+
+/* The kernel's bpf_redirect_neigh takes (ifindex, params, plen, flags); bcc 0.26's
+ * helpers.h declares three of them, which leaves R4 unset for the verifier. */
+static long (*lb_redirect_neigh)(__u32 ifindex, void *params, int plen, __u64 flags) =
+	(void *)BPF_FUNC_redirect_neigh;
+
+/* A reply of a published-port connection leaving its backend: from the host's
+ * address and port again (from_container, once conntrack knows the connection).
+ * Returns the device the connection came in on (> 0), 0 when the packet is no such
+ * reply, -1 when rewriting failed. The caller sends it on without the stack, which
+ * would drop it: a packet from a veth with one of the host's own addresses as its
+ * source is a martian. */
+static __always_inline int lb4_reply_from_host(struct __sk_buff *skb, struct flow *f)
+{
+	struct lb_nat_key rev = {};
+	struct lb_nat_val *host, from = {};
+
+	if (f->family != 4 || (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP))
+		return 0;
+	__builtin_memcpy(&rev.saddr, f->saddr, 4);
+	__builtin_memcpy(&rev.daddr, f->daddr, 4);
+	rev.sport = bpf_htons(f->sport);
+	rev.dport = bpf_htons(f->dport);
+	rev.proto = f->proto;
+	host = cp_lb_nat.lookup(&rev);
+	if (!host)
+		return 0;
+	from.addr = host->addr;
+	from.port = host->port;
+	from.ifindex = host->ifindex;
+	if (lb4_rewrite(skb, f->proto, 1, rev.saddr, from.addr, rev.sport, from.port) < 0)
+		return -1;
+	return from.ifindex ? from.ifindex : -1;
 }
 
 #endif
