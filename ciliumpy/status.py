@@ -38,7 +38,17 @@ def agent_status(agent: Agent) -> dict[str, Any]:
         "cluster": agent.cluster.view() if agent.cluster else None,
         "proxy": agent.proxy.view(),
         "bandwidth": agent.bandwidth.view(),
+        "services": services_status(agent),
     }
+
+
+def services_status(agent: Agent) -> dict[str, Any] | None:
+    if agent.services is None:
+        return None
+    view = agent.services.view()
+    view["published_ports"] = len(agent.ports.list()) if agent.ports else 0
+    view["socket_lb_scope"] = agent.config.socket_lb_scope
+    return view
 
 
 def datapath_status(agent: Agent) -> dict[str, Any]:

@@ -30,6 +30,7 @@ def status(ctx: click.Context, output: str) -> None:
         ("Docker", reachable),
         ("L7 proxy", _proxy_line(data.get("proxy"))),
         ("Bandwidth", _bandwidth_line(data.get("bandwidth"))),
+        ("Services", _services_line(data.get("services"))),
         ("Networks", data["networks"]),
         ("Endpoints", f"{data['endpoints']} "
                       + " ".join(f"{k}={v}" for k, v in sorted(data["endpoint_states"].items()))),
@@ -37,6 +38,17 @@ def status(ctx: click.Context, output: str) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key + ':':<{width + 1}} {value}")
+
+
+def _services_line(services: dict | None) -> str:
+    if not services:
+        return "starting"
+    line = (f"{services['services']} ({services['programmed']} programmed, "
+            f"{services['backends']} backends), {services['published_ports']} published "
+            f"ports, socket LB scope {services['socket_lb_scope']}")
+    if services.get("error"):
+        line += f" - {services['error']}"
+    return line
 
 
 def _bandwidth_line(bandwidth: dict | None) -> str:

@@ -107,7 +107,15 @@ def test_compose_example(agent, docker_ready, tmp_path):
         address = next(iter(web_ip.values()))["IPAddress"]
         assert "ciliumpy test page" in client.exec(api[0]["container_id"], "wget", "-qO-",
                                                    f"http://{address}/").stdout
+        # the api replicas join service shop-api by their ciliumpy.service label
+        agent.api_put("/v1/services/shop-api", {"frontend": "10.96.88.20:8080"})
+        joined = wait_for(lambda: len(agent.api("/v1/services/shop-api")["status"][
+            "backends"]) == 2, timeout=5)
+        assert joined, agent.api("/v1/services/shop-api")
+        assert "ciliumpy test page" in client.exec(web[0]["container_id"], "wget", "-qO-",
+                                                   "http://10.96.88.20:8080/").stdout
     finally:
+        agent.api_delete("/v1/services/shop-api")
         down = compose("down")
         assert down.returncode == 0, down.stderr
 

@@ -107,6 +107,16 @@ class Agent:
     def api_post(self, path: str, body: dict):
         return call(path, method="POST", body=body, socket_path=self.api_socket, timeout=60)
 
+    def api_put(self, path: str, body: dict):
+        return call(path, method="PUT", body=body, socket_path=self.api_socket, timeout=60)
+
+    def api_delete(self, path: str) -> None:
+        """A DELETE whose 404 (nothing to delete) is fine."""
+        try:
+            call(path, method="DELETE", socket_path=self.api_socket, timeout=60)
+        except APIError:
+            pass
+
     def plugin(self, method: str, body: dict | None = None, raw: bytes | None = None
                ) -> tuple[int, dict]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None
