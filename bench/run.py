@@ -1,6 +1,18 @@
 """`make bench`: every benchmark, one after the other."""
 
-from bench import bandwidth, datapath, docker_run, flows, kafka, l7, overlay, plumbing, policy
+from bench import (
+    bandwidth,
+    datapath,
+    docker_run,
+    flows,
+    kafka,
+    l7,
+    lb,
+    maglev,
+    overlay,
+    plumbing,
+    policy,
+)
 
 if __name__ == "__main__":
     plumbing.main()
@@ -12,3 +24,5 @@ if __name__ == "__main__":
     kafka.main()
     bandwidth.main()
     flows.main()
+    lb.main()
+    maglev.main()

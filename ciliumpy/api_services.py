@@ -56,7 +56,7 @@ def put_service(name: str):
         raise APIInputError(str(exc)) from None
     manager = _manager()
     try:
-        created = service_store.put(manager.kv, service)
+        created = service_store.put(manager.kv, service, dict(manager.services))
     except service_store.ServiceConflict as exc:
         return api_error(str(exc), 409)
     except KVError as exc:

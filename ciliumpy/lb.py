@@ -98,10 +98,9 @@ class ServiceManager:
                         self.services = loaded
                     watch = self.kv.watch(service_store.PREFIX, index)
                     self.kick()
-                if watch.next(timeout=5.0):
-                    loaded = service_store.load_all(self.kv)
-                    with self._lock:
-                        self.services = loaded
+                events = watch.next(timeout=5.0)
+                if events:
+                    self._apply(events)
                     self.kick()
                 self.error = None
             except KVError as exc:
@@ -112,6 +111,20 @@ class ServiceManager:
                 log.exception("following services failed; reloading")
                 watch = None
                 self._stop.wait(1.0)
+
+    def _apply(self, events: list) -> None:
+        """Watch events one by one (a reload would parse every service per change)."""
+        with self._lock:
+            for event in events:
+                name = event.key[len(service_store.PREFIX):]
+                if event.kind != "put":
+                    self.services.pop(name, None)
+                    continue
+                service = service_store.parse(event.value, name)
+                if service is None:
+                    self.services.pop(name, None)
+                else:
+                    self.services[service.name] = service
 
     def _sync_loop(self) -> None:
         while not self._stop.is_set():

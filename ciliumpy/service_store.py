@@ -18,24 +18,31 @@ class ServiceConflict(ValueError):
     """Another service already uses this frontend."""
 
 
+def parse(value: str, name: str) -> Service | None:
+    """A stored service; None (with a warning) when it does not parse (written by a
+    newer agent, or by hand), so that it never stops the others."""
+    try:
+        return Service.from_json(json.loads(value))
+    except (ValueError, TypeError) as exc:
+        log.warning("service %s in the kvstore is invalid, skipped: %s", name, exc)
+        return None
+
+
 def load_all(kv: KVStore) -> dict[str, Service]:
-    """Every stored service; one that does not parse (written by a newer agent, or by
-    hand) is skipped with a warning rather than stopping the others."""
+    """Every stored service that parses."""
     result = {}
     for pair in kv.list(PREFIX):
-        try:
-            service = Service.from_json(json.loads(pair.value))
-        except (ValueError, TypeError) as exc:
-            log.warning("service %s in the kvstore is invalid, skipped: %s",
-                        pair.key[len(PREFIX):], exc)
-            continue
-        result[service.name] = service
+        service = parse(pair.value, pair.key[len(PREFIX):])
+        if service is not None:
+            result[service.name] = service
     return result
 
 
-def put(kv: KVStore, service: Service) -> bool:
-    """Stores ``service``; True if it is new. Refuses a frontend another service has."""
-    existing = load_all(kv)
+def put(kv: KVStore, service: Service, existing: dict[str, Service] | None = None) -> bool:
+    """Stores ``service``; True if it is new. Refuses a frontend another service has
+    (among ``existing``: the caller's view of the stored services; read from the kvstore
+    when not given, which costs a parse of every service)."""
+    existing = load_all(kv) if existing is None else existing
     for other in existing.values():
         if other.name != service.name and other.frontend == service.frontend:
             raise ServiceConflict(f"frontend {service.frontend} is already service "
