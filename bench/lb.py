@@ -19,13 +19,14 @@ runs an accept-and-close server in its namespace. Contenders are interleaved rou
 round, ``RUNS`` rounds. Results: results/lb.md. The bench runs its own agent under the
 plugin name ``cpybench`` and removes what it made, by id.
 
-    .venv/bin/python -m bench.lb [RUNS]
+    .venv/bin/python -m bench.lb [RUNS] [N,N,...]
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -148,7 +149,9 @@ def wait_programmed(api: str, count: int) -> float:
     raise RuntimeError(f"{count} services never programmed")
 
 
-def main(runs: int = 3) -> None:
+def main(runs: int = 3, counts: tuple[int, ...] = COUNTS) -> None:
+    # a SIGTERM (timeout, Ctrl-C of make) still removes the agent and containers
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = Path(tempfile.mkdtemp(prefix="ciliumpy-bench-lb-"))
     agent, network, containers, servers = None, None, [], []
     try:
@@ -170,7 +173,7 @@ def main(runs: int = 3) -> None:
         ipvs = kernel_has_ipvs()
         rows, setup = [], {}
         created = 0
-        for count in COUNTS:
+        for count in counts:
             started = time.monotonic()
             create_services(api, created, count, backends)
             created = count
@@ -203,7 +206,7 @@ def main(runs: int = 3) -> None:
              "client in a container making short connections (connect, server's close, "
              "close) to two backends' accept-and-close servers",
              "ciliumpy at N relative to N=1: " + ", ".join(
-                 f"{c:,}: {f:.2f}" for c, f in zip(COUNTS, flat, strict=True)),
+                 f"{c:,}: {f:.2f}" for c, f in zip(counts, flat, strict=True)),
              "goals: >= 1.7x iptables at 10,000 services; flat within 5% from 1 to 10,000; "
              ">= direct-to-backend within 5%",
              "ipvs: this kernel is built without CONFIG_IP_VS, so it cannot be measured"
@@ -216,4 +219,5 @@ def main(runs: int = 3) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3,
+         tuple(int(n) for n in sys.argv[2].split(",")) if len(sys.argv) > 2 else COUNTS)
