@@ -25,6 +25,7 @@ from ciliumpy.docker_view import DockerView
 from ciliumpy.docker_watcher import ContainerInfo, DockerWatcher
 from ciliumpy.endpoint_identity import EndpointIdentities
 from ciliumpy.endpoints import EndpointManager
+from ciliumpy.flow_reader import EventReaderProcess
 from ciliumpy.flows.store import FlowStore
 from ciliumpy.identities import IdentityAllocator
 from ciliumpy.l7proxy import ProxySupervisor
@@ -95,7 +96,7 @@ class Agent:
         self.monitor = Monitor(self.allocator.get, self._endpoint_view)
         self._names: tuple[float, dict[str, str]] = (0.0, {})
         self.flows = FlowStore(config.node_name, self._container_of, config.flow_store_size)
-        self.monitor.listeners.append(self.flows.add)
+        self.monitor.batch_listeners.append(self.flows.add_events)
         self.hubble_metrics = metrics_hubble.listen(self.flows)
         self.policy = PolicyManager(self.kv, self.datapath, self.allocator,
                                     config.policy_enforcement,
@@ -122,6 +123,7 @@ class Agent:
         self._thread: threading.Thread | None = None
         self.hubble: HubbleServer | None = None  # with hubble_listen_address
         self.hubble_address = ""
+        self.event_reader: EventReaderProcess | None = None  # at start
         self.services: ServiceManager | None = None  # at start: needs the datapath's maps
         self.ports: PortPublisher | None = None
         self._identity_labels: dict[int, dict[str, str]] = {}
@@ -130,7 +132,11 @@ class Agent:
     def start(self) -> None:
         enable_forwarding()
         ensure_proxy_routing()
-        self.datapath.start(on_event=self.monitor.ingest)
+        self.datapath.start()
+        # the ring is read by a process of its own (ciliumpy.flow_reader), not a thread here
+        self.event_reader = EventReaderProcess(self.datapath.loaded.events_fd,
+                                               self.monitor.ingest_batch)
+        self.event_reader.start()
         self.bandwidth.start()
         self._start_overlay()
         self._program_host_addresses()
@@ -171,7 +177,7 @@ class Agent:
         """Stops the background work; ``stop_proxy`` (a clean agent stop) also ends the
         L7 proxy, which otherwise keeps serving for the next agent to adopt."""
         self._stop.set()
-        for part in (self.hubble, self.watcher, self.identities, self.cluster,
+        for part in (self.event_reader, self.hubble, self.watcher, self.identities, self.cluster,
                      self.services, self.proxy_state, self.proxy if stop_proxy else None):
             if part is not None:
                 part.stop()

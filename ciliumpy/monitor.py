@@ -2,7 +2,12 @@
 both identities and the endpoint's container, each L7 request (from the proxy, labelled
 there) its request fields; all are kept in a bounded ring (the last ``capacity``
 events), pushed to every live ``ciliumpy monitor`` stream, and L7 requests are counted
-for ``/metrics`` (by verdict, and a latency histogram)."""
+for ``/metrics`` (by verdict, and a latency histogram).
+
+Datapath events arrive in batches (``ingest_batch``: what the event reader process wrote
+since the last read): labels and endpoints come from caches, and the listeners, the ring
+and the streams take a batch under one lock, so a busy datapath costs a few
+microseconds an event here."""
 
 from __future__ import annotations
 
@@ -16,6 +21,9 @@ from policies.identities import RESERVED, Identity
 
 # L7 request latency buckets (seconds), as Prometheus histograms spell them
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+ENDPOINTS_FOR = 1.0  # seconds an ifindex -> endpoint answer is reused
+# an event's kernel time (CLOCK_MONOTONIC) further than this from now is not trusted
+CLOCK_SLACK = 60.0
 
 
 class Monitor:
@@ -27,6 +35,9 @@ class Monitor:
         self.seen = 0
         self._subscribers: list[queue.Queue] = []
         self.listeners: list[Callable[[dict], None]] = []  # each event, in the reader thread
+        # each batch of events (a list), in the reader thread: the flow store
+        self.batch_listeners: list[Callable[[list[dict]], None]] = []
+        self._endpoints: tuple[float, dict[int, dict | None]] = (0.0, {})
         self._labels: dict[int, list[str]] = {}
         self._lock = threading.Lock()
         self.l7_requests: collections.Counter = collections.Counter()  # (verdict, protocol)
@@ -50,13 +61,32 @@ class Monitor:
         return self._labels[number]
 
     def ingest(self, event: dict) -> None:
-        event["time"] = time.time()
-        event["src_labels"] = self.labels_of(event["src_identity"])
-        event["dst_labels"] = self.labels_of(event["dst_identity"])
-        endpoint = self.endpoint_lookup(event["ifindex"])
-        if endpoint:
-            event["endpoint"] = endpoint
-        self._publish(event)
+        self.ingest_batch([event])
+
+    def ingest_batch(self, events: list[dict]) -> None:
+        """Decoded datapath events (``datapath.events``), oldest first: dated, labelled,
+        given their endpoint, then published together."""
+        wall, mono = time.time(), time.monotonic()
+        expires, endpoints = self._endpoints
+        if mono > expires:  # the endpoint table changes rarely: asked again each second
+            endpoints = {}
+            self._endpoints = (mono + ENDPOINTS_FOR, endpoints)
+        labels_of = self.labels_of
+        for event in events:
+            # the kernel's time of the event (bpf_ktime_get_ns is CLOCK_MONOTONIC), not
+            # the time this batch was read
+            stamp = wall - mono + event.get("ktime_ns", 0) / 1e9
+            event["time"] = stamp if abs(stamp - wall) < CLOCK_SLACK else wall
+            event["src_labels"] = labels_of(event["src_identity"])
+            event["dst_labels"] = labels_of(event["dst_identity"])
+            ifindex = event["ifindex"]
+            if ifindex in endpoints:
+                endpoint = endpoints[ifindex]
+            else:
+                endpoint = endpoints[ifindex] = self.endpoint_lookup(ifindex)
+            if endpoint:
+                event["endpoint"] = endpoint
+        self._publish(events)
 
     def ingest_l7(self, raw: dict) -> None:
         """One request as the L7 proxy saw it, in the datapath events' field names."""
@@ -85,7 +115,7 @@ class Monitor:
                 index = next((i for i, bound in enumerate(LATENCY_BUCKETS) if seconds <= bound),
                              len(LATENCY_BUCKETS))
                 self.l7_latency[index] += 1
-        self._publish(event)
+        self._publish([event])
 
     def kafka_snapshot(self) -> dict:
         """Kafka requests by (verdict, api key, topic)."""
@@ -97,17 +127,21 @@ class Monitor:
         with self._lock:
             return dict(self.l7_requests), list(self.l7_latency), self.l7_latency_sum
 
-    def _publish(self, event: dict) -> None:
+    def _publish(self, events: list[dict]) -> None:
         for listener in self.listeners:
-            listener(event)
+            for event in events:
+                listener(event)
+        for batch_listener in self.batch_listeners:
+            batch_listener(events)
         with self._lock:
-            self.seen += 1
-            self.events.append(event)
+            self.seen += len(events)
+            self.events.extend(events)
             for subscriber in self._subscribers:
-                try:
-                    subscriber.put_nowait(event)
-                except queue.Full:
-                    self.lost += 1
+                for event in events:
+                    try:
+                        subscriber.put_nowait(event)
+                    except queue.Full:
+                        self.lost += 1
 
     def forget_identity(self, number: int) -> None:
         self._labels.pop(number, None)

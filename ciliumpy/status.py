@@ -65,7 +65,8 @@ def datapath_status(agent: Agent) -> dict[str, Any]:
             "policy_enforced_revision": agent.policy.enforced,
             "policy_error": agent.policy.error,
             "events_seen": agent.monitor.seen,
-            "events_lost": agent.datapath.events_lost()}
+            "events_lost": agent.datapath.events_lost(),
+            "event_reader": agent.event_reader.view() if agent.event_reader else None}
 
 
 def kv_healthy(agent: Agent) -> bool:

@@ -29,6 +29,7 @@ def status(ctx: click.Context, output: str) -> None:
         ("Plugin socket", data["plugin_socket"]),
         ("Docker", reachable),
         ("L7 proxy", _proxy_line(data.get("proxy"))),
+        ("Event reader", _reader_line(data["datapath"])),
         ("Bandwidth", _bandwidth_line(data.get("bandwidth"))),
         ("Services", _services_line(data.get("services"))),
         ("Networks", data["networks"]),
@@ -56,6 +57,20 @@ def _bandwidth_line(bandwidth: dict | None) -> str:
         return "-"
     return (f"{bandwidth['mode']} ({bandwidth['kernel']}), "
             f"{bandwidth['limited_endpoints']} limited endpoints")
+
+
+def _reader_line(datapath: dict) -> str:
+    """The process reading the datapath's ring buffer, and the events lost."""
+    reader = datapath.get("event_reader")
+    if not reader:
+        return "-"
+    state = "running" if reader.get("running") else "DOWN (no new flows)"
+    line = (f"{state} (pid {reader.get('pid')}, restarts {reader.get('restarts', 0)}), "
+            f"{datapath.get('events_seen', 0)} events, {datapath.get('events_lost', 0)} lost "
+            "(ring full)")
+    if reader.get("last_error"):
+        line += f" - last: {reader['last_error']}"
+    return line
 
 
 def _proxy_line(proxy: dict | None) -> str:

@@ -48,6 +48,8 @@ def test_status_table_and_json(agent):
     assert table.returncode == 0, table.stderr
     assert "KVStore:" in table.stdout and "embedded (healthy)" in table.stdout
     assert "Datapath:" in table.stdout
+    reader = [line for line in table.stdout.splitlines() if line.startswith("Event reader:")]
+    assert reader and "running (pid " in reader[0], table.stdout
     data = json.loads(cli("status", "-o", "json", agent=agent).stdout)
     assert data["kvstore"]["backend"] == "embedded"
     assert data["kvstore"]["healthy"] and data["kvstore"]["lease"]

@@ -106,3 +106,34 @@ def test_observe_filters_and_forms_on_real_traffic(agent, l7, tmp_path):  # noqa
     finally:
         follower.terminate()
         follower.wait(10)
+
+
+def test_a_dead_event_reader_is_restarted_and_loses_nothing(agent, l7):  # noqa: F811
+    """The ring buffer is read by a process of the agent's own (ciliumpy.flow_reader):
+    killed, its death shows in the status, it is started again, and the events the
+    datapath queued meanwhile still become flows."""
+    names, ip = l7["names"], l7["ip"]
+    other = l7["pid"]["other"]
+    reader = agent.api("/v1/status")["datapath"]["event_reader"]
+    assert reader["running"] and reader["pid"], reader
+    assert agent.worker_pids() and reader["pid"] not in agent.worker_pids(), \
+        "the ring is read outside the gunicorn worker"
+    restarts = reader["restarts"]
+    start = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    os.kill(reader["pid"], 9)
+    # traffic while no reader runs: queued in the ring, read by the next reader
+    curl(other, f"http://{ip['backend']}/while-dead", "-m", "1")
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        now = agent.api("/v1/status")["datapath"]["event_reader"]
+        if now["running"] and now["pid"] != reader["pid"]:
+            break
+        time.sleep(0.2)
+    assert now["restarts"] == restarts + 1 and now["pid"] != reader["pid"], now
+    assert now["last_exit"] == -9 and "exited with -9" in now["last_error"], now
+    deadline = time.time() + 10
+    while not (found := flows(agent, "--from-pod", names["other"], "--since", start)):
+        assert time.time() < deadline, "the events queued while the reader was dead are lost"
+        time.sleep(0.3)
+    assert all(f["source"]["pod_name"] == names["other"] for f in found)
+    assert agent.api("/v1/status")["datapath"]["events_lost"] == 0, "the ring never filled"
