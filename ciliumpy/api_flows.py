@@ -85,8 +85,9 @@ def flows():
         try:
             for flow in stored:
                 yield json_line(flow) + "\n"
-            for flow in store.follow(whitelist, blacklist, stop):
-                yield (json_line(flow) + "\n") if flow else "\n"
+            # a batch of new flows is one write to the client, not one per flow
+            for batch in store.follow_batches(whitelist, blacklist, stop):
+                yield "".join(json_line(flow) + "\n" for flow in batch) if batch else "\n"
         finally:
             stop.set()
 

@@ -55,6 +55,7 @@ DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 # monitorAPI message types -> the flow handler's type name
 TYPE_NAMES = {1: "Drop", 3: "Capture", 4: "Trace", 5: "PolicyVerdict", 129: "L7"}
 L4_PROTOCOLS = ("TCP", "UDP", "ICMPv4", "ICMPv6", "SCTP", "VRRP", "IGMP")
+_L4_SET = frozenset(L4_PROTOCOLS)
 KAFKA_DENIED_CODE = 29  # TOPIC_AUTHORIZATION_FAILED
 
 # (name without _total, help, labels): exactly as Cilium registers them
@@ -95,6 +96,9 @@ def flow_protocol(flow: dict) -> str:
         return "HTTP" if "http" in l7 else "Unknown L7"
     if kind in (1, 3, 4, 5):
         l4 = flow.get("l4") or {}
+        if len(l4) == 1:  # what the flow model builds: its one key is the protocol
+            name = next(iter(l4))
+            return name if name in _L4_SET else "Unknown L4"
         return next((name for name in L4_PROTOCOLS if name in l4), "Unknown L4")
     return "Unknown flow"
 

@@ -32,10 +32,11 @@ REACHED_EDT_RATE_LIMITING_DROP_HORIZON (162, the drop of Cilium's bandwidth mana
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable
-from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+
+from ciliumpy.flows.stamps import timestamp
 
 MESSAGE_TYPES = {"drop": 1, "debug": 2, "capture": 3, "trace": 4, "policy-verdict": 5,
                  "l7": 129, "agent": 130}  # pkg/monitor/api/types.go MessageTypeNames
@@ -112,24 +113,6 @@ L7_VERDICTS = {"FORWARDED": "FORWARDED", "DENIED": "DROPPED", "ERROR": "ERROR",
 ContainerOf = Callable[[str], "str | None"]
 
 
-def timestamp(seconds: float) -> str:
-    """``seconds`` (unix, float) as protojson prints a Timestamp: UTC, ``Z``, and 0, 3, 6
-    or 9 fractional digits (the float's shortest decimal form, rounded to nanoseconds)."""
-    exact = Decimal(repr(float(seconds)))
-    whole = int(exact // 1)
-    nanos = int(((exact - whole) * 1_000_000_000).to_integral_value(ROUND_HALF_EVEN))
-    if nanos >= 1_000_000_000:
-        whole, nanos = whole + 1, nanos - 1_000_000_000
-    text = datetime.fromtimestamp(whole, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    if nanos % 1_000_000 == 0:
-        frac = f".{nanos // 1_000_000:03d}" if nanos else ""
-    elif nanos % 1000 == 0:
-        frac = f".{nanos // 1000:06d}"
-    else:
-        frac = f".{nanos:09d}"
-    return f"{text}{frac}Z"
-
-
 def flow_from_event(event: dict, node_name: str, container_of: ContainerOf) -> dict | None:
     """The one Hubble flow standing for a monitor event: for an L7 exchange that was
     answered, the response record (it carries the status and latency), else the request
@@ -155,16 +138,16 @@ def flows_from_event(event: dict, node_name: str, container_of: ContainerOf) -> 
     return [_l34_flow(event, node_name, container_of)]
 
 
+# Parts that repeat from flow to flow (both sides' endpoints, the IP block, the event
+# type, the TCP flags) are built once and the same dict is shared by every flow that has
+# them: a flow is then a few new dicts, not a dozen, which keeps building it and the
+# garbage collector's walks over a full store cheap. Flows are never changed after they
+# are built (readers copy what they change), so sharing is safe.
+@functools.lru_cache(maxsize=4096)
 def _ip_block(src: str | None, dst: str | None) -> dict | None:
     if not src and not dst:
         return None
-    version = 0
-    for address in (src, dst):
-        try:
-            version = ipaddress.ip_address(address or "").version
-            break
-        except ValueError:
-            continue
+    version = _ip_version(src) or _ip_version(dst)
     block = {"source": src or "", "destination": dst or ""}
     block = {k: v for k, v in block.items() if v}
     if version:
@@ -172,7 +155,29 @@ def _ip_block(src: str | None, dst: str | None) -> dict | None:
     return block
 
 
+@functools.lru_cache(maxsize=4096)
+def _ip_version(address: str | None) -> int:
+    """4, 6, or 0 for no address; cached: a flow's addresses repeat (parsing one costs
+    more than the rest of the flow)."""
+    try:
+        return ipaddress.ip_address(address or "").version
+    except ValueError:
+        return 0
+
+
 def _endpoint(identity: object, labels: object, name: str | None, ep_id: int = 0) -> dict:
+    try:
+        return _shared_endpoint(identity, tuple(labels or ()), name, ep_id)  # type: ignore
+    except TypeError:  # something unhashable: built for this flow alone
+        return _make_endpoint(identity, labels, name, ep_id)
+
+
+@functools.lru_cache(maxsize=4096)
+def _shared_endpoint(identity: object, labels: tuple, name: str | None, ep_id: int) -> dict:
+    return _make_endpoint(identity, labels, name, ep_id)
+
+
+def _make_endpoint(identity: object, labels: object, name: str | None, ep_id: int) -> dict:
     out: dict = {}
     if ep_id:
         out["ID"] = int(ep_id)
@@ -204,6 +209,24 @@ def _ports(sport: int, dport: int) -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=512)
+def _tcp_flags(bits: int) -> tuple[dict, str]:
+    """(flow.proto's TCPFlags of a header's flag bits, the Summary naming them)."""
+    flags = {name: True for name, bit in TCP_FLAG_BITS.items() if bits & bit}
+    names = [name for name in TCP_SUMMARY_ORDER if bits & TCP_FLAG_BITS[name]]
+    return flags, "TCP Flags: " + ", ".join(names)
+
+
+@functools.lru_cache(maxsize=1024)
+def _event_type(kind: int, sub_type: int) -> dict:
+    return {"type": kind, "sub_type": sub_type} if sub_type else {"type": kind}
+
+
+@functools.lru_cache(maxsize=4096)
+def _interface(index: int) -> dict:
+    return {"index": index}
+
+
 def _layer4(event: dict, ip_version: int) -> tuple[dict | None, str]:
     """(the l4 block, the Summary) of a datapath event."""
     proto = str(event.get("protocol") or "").upper()
@@ -212,11 +235,10 @@ def _layer4(event: dict, ip_version: int) -> tuple[dict | None, str]:
         tcp = _ports(sport, dport)
         bits = event.get("tcp_flags")
         if isinstance(bits, int):
-            flags = {name: True for name, bit in TCP_FLAG_BITS.items() if bits & bit}
+            flags, summary = _tcp_flags(bits)
             if flags:
                 tcp["flags"] = flags
-            names = [name for name in TCP_SUMMARY_ORDER if bits & TCP_FLAG_BITS[name]]
-            return {"TCP": tcp}, "TCP Flags: " + ", ".join(names)
+            return {"TCP": tcp}, summary
         return {"TCP": tcp}, "TCP"
     if proto in ("UDP", "SCTP"):
         return {proto: _ports(sport, dport)}, proto
@@ -275,9 +297,7 @@ def _l34_flow(event: dict, node_name: str, container_of: ContainerOf) -> dict:
     elif kind == "trace":
         sub_type = 5 if egress else 0
         point = TRACE_POINT_ENUM[sub_type]
-    event_type = {"type": MESSAGE_TYPES[kind]}
-    if sub_type:
-        event_type["sub_type"] = sub_type
+    event_type = _event_type(MESSAGE_TYPES[kind], sub_type)
     direction = event.get("direction")
     match_type = event.get("policy_match_type") if kind == "policy-verdict" else None
     return _assemble({
@@ -290,7 +310,7 @@ def _l34_flow(event: dict, node_name: str, container_of: ContainerOf) -> dict:
         "trace_observation_point": point,
         "drop_reason_desc": DROP_REASON_NAMES.get(drop) if drop else None,
         "is_reply": None if denied else False,
-        "interface": {"index": ep_id} if kind == "trace" and ep_id else None,
+        "interface": _interface(ep_id) if kind == "trace" and ep_id else None,
         "Summary": summary,
     })
 

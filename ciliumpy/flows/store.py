@@ -1,6 +1,7 @@
 """The agent's flow store: a bounded ring of Hubble flows built from every monitor event
 (datapath drops, policy verdicts, new connections, L7 requests) as it arrives, in the
-event reader's thread, and the queries ``ciliumpy observe`` and ``/v1/flows`` make:
+event intake's thread (a batch at a time: one lock, one wake-up of the followers), and
+the queries ``ciliumpy observe`` and ``/v1/flows`` make:
 time window, first/last N, Hubble filters, and following new flows."""
 
 from __future__ import annotations
@@ -55,17 +56,25 @@ class FlowStore:
     def add(self, event: dict) -> None:
         """One monitor event: no flow, one, or two (an answered L7 request is a request
         and a response record, as in Hubble)."""
-        flows = flows_from_event(event, self.node_name, self.container_of)
-        if not flows:
+        self.add_events([event])
+
+    def add_events(self, events: list[dict]) -> None:
+        """Monitor events, oldest first: their flows stored and handed to the listeners."""
+        now = time.time()
+        node, container_of = self.node_name, self.container_of
+        fresh: list[tuple[float, dict]] = []
+        for event in events:
+            stamp = event.get("time") or now
+            for flow in flows_from_event(event, node, container_of):
+                fresh.append((stamp, flow))
+        if not fresh:
             return
-        stamp = event.get("time") or time.time()
         for listener in self.listeners:
-            for flow in flows:
+            for _, flow in fresh:
                 listener(flow)
         with self._changed:
-            for flow in flows:
-                self._ring.append((stamp, flow))
-            self._seen += len(flows)
+            self._ring.extend(fresh)
+            self._seen += len(fresh)
             self._changed.notify_all()
 
     def view(self) -> dict:
@@ -107,6 +116,18 @@ class FlowStore:
                stop: threading.Event, keepalive: float = 1.0) -> Iterator[dict | None]:
         """New matching flows as they arrive; None every ``keepalive`` seconds without
         one (lets a server notice a closed client)."""
+        for batch in self.follow_batches(whitelist, blacklist, stop, keepalive):
+            if not batch:
+                yield None
+            yield from batch
+
+    def follow_batches(self, whitelist: list[FlowFilter], blacklist: list[FlowFilter],
+                       stop: threading.Event, keepalive: float = 1.0
+                       ) -> Iterator[list[dict]]:
+        """New matching flows as they arrive, in the batches they were stored in (one
+        write to a client for many flows); an empty list every ``keepalive`` seconds
+        without any new flow. A follower more than ``capacity`` flows behind skips
+        those the ring no longer holds."""
         with self._changed:
             position = self._seen
         while not stop.is_set():
@@ -118,7 +139,8 @@ class FlowStore:
                 held = [self._ring[-i] for i in range(fresh, 0, -1)]
                 position = self._seen
             if not held:
-                yield None
-            for _, flow in held:
-                if matches(flow, whitelist, blacklist):
-                    yield flow
+                yield []
+                continue
+            found = [flow for _, flow in held if matches(flow, whitelist, blacklist)]
+            if found:
+                yield found
