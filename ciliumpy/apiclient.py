@@ -68,6 +68,15 @@ def stream(path: str, socket_path: str = DEFAULT_API_SOCKET, method: str = "GET"
            body: Any = None):
     """Yields the JSON objects of a newline-delimited stream (keep-alive blank lines
     are skipped) until the agent closes it."""
+    for line in stream_lines(path, socket_path, method, body):
+        yield json.loads(line)
+
+
+def stream_lines(path: str, socket_path: str = DEFAULT_API_SOCKET, method: str = "GET",
+                 body: Any = None):
+    """The lines of a newline-delimited stream as text, without their newline and
+    undecoded (a caller printing them as they are skips decoding and re-encoding);
+    keep-alive blank lines are skipped."""
     conn = _UnixConnection(socket_path, timeout=None)
     try:
         conn.request(method, path, body=json.dumps(body).encode() if body is not None else None)
@@ -82,7 +91,7 @@ def stream(path: str, socket_path: str = DEFAULT_API_SOCKET, method: str = "GET"
         for line in response:
             line = line.strip()
             if line:
-                yield json.loads(line)
+                yield line.decode()
     except OSError as exc:
         raise _unreachable(exc, socket_path) from None
     finally:

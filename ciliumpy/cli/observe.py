@@ -8,9 +8,12 @@ which this command prints as ``compact`` (Hubble's one line), ``dict``, ``json``
 
 from __future__ import annotations
 
+import json
+import sys
+
 import click
 
-from ciliumpy.apiclient import stream
+from ciliumpy.apiclient import stream_lines
 from ciliumpy.cli.output import agent_errors
 from ciliumpy.flows.formats import compact, dict_form, json_line, table
 
@@ -79,10 +82,18 @@ def observe(ctx: click.Context, since: str | None, until: str | None, last: int 
         body["since"] = "2000-01-01T00:00:00Z"
     rows: list[dict] = []
     printed = 0
+    # one node's -o json lines are already Hubble's: printed as they come, undecoded
+    passthrough = output in ("json", "jsonpb") and not cluster
     try:
         with agent_errors():
-            for record in stream("/v1/flows", socket_path=ctx.obj["api_socket"],
-                                 method="POST", body=body):
+            for line in stream_lines("/v1/flows", socket_path=ctx.obj["api_socket"],
+                                     method="POST", body=body):
+                if passthrough and not line.startswith('{"warning"'):
+                    sys.stdout.write(line + "\n")
+                    if follow:  # a follower sees each flow as it comes
+                        sys.stdout.flush()
+                    continue
+                record = json.loads(line)
                 if "warning" in record:  # a node that did not answer: a partial answer
                     click.echo(f"warning: {record['warning']}", err=True)
                     continue
@@ -98,6 +109,7 @@ def observe(ctx: click.Context, since: str | None, until: str | None, last: int 
                 else:
                     click.echo(compact(flow, node_name=cluster))
                 printed += 1
+            sys.stdout.flush()
     except KeyboardInterrupt:
         pass  # Ctrl-C is the normal way to stop following
     if output == "table" and not follow:

@@ -164,3 +164,34 @@ def test_api_errors_become_click_errors(tmp_path):
     result = CliRunner().invoke(ask, [])
     assert result.exit_code == 1
     assert "the agent is not running" in result.output
+
+
+def test_every_command_loads_lazily_and_help_lists_them_all():
+    """The root group imports a command only when it runs; --help still lists every
+    command, each resolves to a click command, and the default socket is the client's."""
+    import subprocess
+    import sys
+
+    import click
+    from click.testing import CliRunner
+
+    from ciliumpy import apiclient, cli
+    from ciliumpy.cli import listing
+
+    assert cli.DEFAULT_API_SOCKET == apiclient.DEFAULT_API_SOCKET
+    for group in listing.GROUPS:
+        assert group.name in cli.COMMANDS
+    ctx = click.Context(cli.main)
+    for name in cli.COMMANDS:
+        assert isinstance(cli.main.get_command(ctx, name), click.Command), name
+    assert cli.main.get_command(ctx, "no-such-command") is None
+    result = CliRunner().invoke(cli.main, ["--help"])
+    assert result.exit_code == 0
+    for name in cli.COMMANDS:
+        assert f"  {name} " in result.output, (name, result.output)
+    # a fresh interpreter: starting the CLI imports no command module
+    probe = ("import sys, ciliumpy.cli; "
+             "print(sorted(m for m in sys.modules if m.startswith('ciliumpy.cli.')))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert loaded == "[]", loaded
