@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from importlib import resources
 from typing import Any
 
@@ -68,14 +69,19 @@ def flows():
     cluster = body.get("cluster", False)
     if not isinstance(cluster, bool):
         raise APIInputError("cluster must be true or false")
-    if cluster and follow:
-        raise APIInputError("follow is not supported with cluster yet: ask one node")
     store = the_agent().flows
     if last is None and first is None and since is None and not follow:
         last = 20  # Hubble's default without a window
+    asked_at = time.time()
+    if cluster and follow and until is None:
+        until = asked_at  # the history; what comes after is followed
     stored = store.query(whitelist, blacklist, since, until, last, first)
     if cluster:
-        return _cluster(stored, whitelist, blacklist, since, until, last, first)
+        history = _cluster(stored, whitelist, blacklist, since, until, last, first)
+        if not follow:
+            return Response("".join(history), mimetype="application/x-ndjson")
+        return Response(_cluster_follow(the_agent(), history, whitelist, blacklist, asked_at),
+                        mimetype="application/x-ndjson")
     if not follow:
         return Response("".join(json_line(flow) + "\n" for flow in stored),
                         mimetype="application/x-ndjson")
@@ -94,15 +100,11 @@ def flows():
     return Response(generate(), mimetype="application/x-ndjson")
 
 
-def _cluster(stored: list[dict], whitelist: list, blacklist: list, since: float | None,
-             until: float | None, last: int | None, first: int | None) -> Response:
-    """This node's flows and every other registered node's (asked through their Hubble
-    API), merged in time order; a ``{"warning": ...}`` line per node that could not
-    answer, before the flows."""
+def _peers(agent) -> tuple[list[tuple[str, str]], list[str]]:
+    """(name, Hubble API address) of every other registered node, and a warning for
+    each node that cannot be asked."""
     from ciliumpy import nodes
-    from ciliumpy.hubble import relay
 
-    agent = the_agent()
     peers, warnings = [], []
     try:
         registered = nodes.list_nodes(agent.kv)
@@ -117,13 +119,62 @@ def _cluster(stored: list[dict], whitelist: list, blacklist: list, since: float 
         else:
             warnings.append(f"node {node.name} serves no Hubble API (hubble-listen-address "
                             "is not set there)")
+    return peers, warnings
+
+
+def _warning(text: str) -> str:
+    return json.dumps({"warning": text}) + "\n"
+
+
+def _cluster(stored: list[dict], whitelist: list, blacklist: list, since: float | None,
+             until: float | None, last: int | None, first: int | None) -> list[str]:
+    """This node's flows and every other registered node's (asked through their Hubble
+    API), merged in time order, as lines; a ``{"warning": ...}`` line per node that
+    could not answer, before the flows."""
+    from ciliumpy.hubble import relay
+
+    peers, warnings = _peers(the_agent())
     remote = relay.ask_nodes(peers, relay.request_for(whitelist, blacklist, since, until,
                                                         last, first))
     local = [json.loads(json_line(flow)) for flow in stored]
     merged = relay.merge(local, remote, last, first)
-    lines = [json.dumps({"warning": w}) for w in warnings + remote.warnings]
-    lines += [json.dumps(record) for record in merged]
-    return Response("".join(line + "\n" for line in lines), mimetype="application/x-ndjson")
+    return ([_warning(w) for w in warnings + remote.warnings]
+            + [json.dumps(record) + "\n" for record in merged])
+
+
+def _cluster_follow(agent, history: list[str], whitelist: list, blacklist: list,
+                    asked_at: float):
+    """The merged history, then every node's new flows (this node's from its store, the
+    others' through their Hubble API with ``follow``), merged in short windows; a
+    warning line when a node stops or starts answering."""
+    from ciliumpy.hubble import relay
+    from ciliumpy.hubble.follow import MergedFollow
+
+    store = agent.flows  # this runs after the handler returned: no the_agent() here
+
+    def local(put, stop: threading.Event) -> None:
+        for batch in store.follow_batches(whitelist, blacklist, stop, after=asked_at):
+            for flow in batch:
+                put(relay.flow_time(flow) or time.time(), json_line(flow) + "\n")
+
+    def remote(name: str, response) -> str | None:
+        if response.HasField("flow"):
+            return json.dumps(relay.record(name, response)) + "\n"
+        if response.HasField("lost_events"):
+            return _warning(f"node {name}: {response.lost_events.num_events_lost} flows lost "
+                            "(this stream fell behind)")
+        return None
+
+    follow = MergedFollow(lambda: _peers(agent)[0],
+                          relay.request_for(whitelist, blacklist, asked_at, None, None, None),
+                          remote, local=local, skip=agent.config.node_name)
+    try:
+        yield from history
+        for window in follow.windows():
+            lines = [_warning(n.message) for n in window.notices] + window.items
+            yield "".join(lines) if lines else "\n"  # a blank line: is the client there?
+    finally:
+        follow.close()
 
 
 @bp.get("/v1/flows/status")

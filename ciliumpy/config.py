@@ -173,6 +173,8 @@ class Config:
     flow_store_size: int = 65536  # flows kept for `ciliumpy observe` (Hubble's default ring)
     # Hubble's Observer gRPC API (plain TCP, no TLS yet): "" = off, "127.0.0.1:4245", ":4244"
     hubble_listen_address: str = ""
+    # Hubble Relay's Observer API: every node's flows merged ("" = off; Relay's port 4245)
+    hubble_relay_listen_address: str = ""
     # socket load balancing: "all" translates the sockets of every network namespace of
     # the machine; "own" only this agent's containers' and its own (several agents
     # sharing one machine's cgroup root, as the multi-host test harness does)
@@ -212,6 +214,7 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "kafka_max_frame": _positive_int,
     "flow_store_size": _positive_int,
     "hubble_listen_address": _listen_address,
+    "hubble_relay_listen_address": _listen_address,
     "socket_lb_scope": _choice("all", "own"),
 }
 
@@ -291,6 +294,14 @@ def load(
 
 
 def _check_consistency(config: Config) -> None:
+    if config.hubble_relay_listen_address and not config.hubble_listen_address:
+        raise ConfigError(
+            "option 'hubble-relay-listen-address' needs 'hubble-listen-address': the relay "
+            "reads this node's flows through its Hubble API, as every other node's")
+    if (config.hubble_relay_listen_address
+            and config.hubble_relay_listen_address == config.hubble_listen_address):
+        raise ConfigError("options 'hubble-listen-address' and 'hubble-relay-listen-address' "
+                          "must be different addresses")
     if config.datapath_mode != "routed" and config.kvstore != "consul":
         raise ConfigError(
             f"option 'datapath-mode' = {config.datapath_mode!r} spans hosts and needs a "

@@ -123,6 +123,7 @@ class Agent:
         self._thread: threading.Thread | None = None
         self.hubble: HubbleServer | None = None  # with hubble_listen_address
         self.hubble_address = ""
+        self.hubble_relay: HubbleServer | None = None  # with hubble_relay_listen_address
         self.event_reader: EventReaderProcess | None = None  # at start
         self.services: ServiceManager | None = None  # at start: needs the datapath's maps
         self.ports: PortPublisher | None = None
@@ -177,8 +178,9 @@ class Agent:
         """Stops the background work; ``stop_proxy`` (a clean agent stop) also ends the
         L7 proxy, which otherwise keeps serving for the next agent to adopt."""
         self._stop.set()
-        for part in (self.event_reader, self.hubble, self.watcher, self.identities, self.cluster,
-                     self.services, self.proxy_state, self.proxy if stop_proxy else None):
+        for part in (self.event_reader, self.hubble_relay, self.hubble, self.watcher,
+                     self.identities, self.cluster, self.services, self.proxy_state,
+                     self.proxy if stop_proxy else None):
             if part is not None:
                 part.stop()
 
@@ -200,6 +202,19 @@ class Agent:
         self.hubble.start()
         self.hubble_address = address
         self.register_node()
+        if self.config.hubble_relay_listen_address:
+            from ciliumpy.hubble.relay_server import RelayServicer
+
+            self.hubble_relay = HubbleServer(self.config.hubble_relay_listen_address,
+                                             RelayServicer(self.hubble_peers,
+                                                           started=self.started),
+                                             name="Hubble Relay API")
+            self.hubble_relay.start()
+
+    def hubble_peers(self) -> list[tuple[str, str]]:
+        """(name, Hubble API address) of every registered node serving one, this one
+        included: what the relay asks."""
+        return [(node.name, node.hubble) for node in nodes.list_nodes(self.kv) if node.hubble]
 
     # ---- services --------------------------------------------------------------
     def _start_services(self) -> None:

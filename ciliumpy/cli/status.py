@@ -32,6 +32,7 @@ def status(ctx: click.Context, output: str) -> None:
         ("Event reader", _reader_line(data["datapath"])),
         ("Bandwidth", _bandwidth_line(data.get("bandwidth"))),
         ("Services", _services_line(data.get("services"))),
+        ("Hubble", _hubble_line(data.get("hubble"))),
         ("Networks", data["networks"]),
         ("Endpoints", f"{data['endpoints']} "
                       + " ".join(f"{k}={v}" for k, v in sorted(data["endpoint_states"].items()))),
@@ -57,6 +58,16 @@ def _bandwidth_line(bandwidth: dict | None) -> str:
         return "-"
     return (f"{bandwidth['mode']} ({bandwidth['kernel']}), "
             f"{bandwidth['limited_endpoints']} limited endpoints")
+
+
+def _hubble_line(hubble: dict | None) -> str:
+    """Where Hubble's API (and the relay's) is served."""
+    if not hubble or not hubble.get("address"):
+        return "off (--hubble-listen-address)"
+    line = f"Observer API on {hubble['address']}"
+    if hubble.get("relay"):
+        line += f", relay (every node) on {hubble['relay']}"
+    return line
 
 
 def _reader_line(datapath: dict) -> str:

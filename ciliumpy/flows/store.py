@@ -122,14 +122,22 @@ class FlowStore:
             yield from batch
 
     def follow_batches(self, whitelist: list[FlowFilter], blacklist: list[FlowFilter],
-                       stop: threading.Event, keepalive: float = 1.0
-                       ) -> Iterator[list[dict]]:
+                       stop: threading.Event, keepalive: float = 1.0,
+                       after: float | None = None) -> Iterator[list[dict]]:
         """New matching flows as they arrive, in the batches they were stored in (one
         write to a client for many flows); an empty list every ``keepalive`` seconds
         without any new flow. A follower more than ``capacity`` flows behind skips
-        those the ring no longer holds."""
+        those the ring no longer holds. ``after``: start with the stored flows newer
+        than this time (a follower that read the history up to it misses nothing)."""
         with self._changed:
             position = self._seen
+            if after is not None:  # from the newest back to the first one not after it
+                newer = 0
+                for stamp, _ in reversed(self._ring):
+                    if stamp <= after:
+                        break
+                    newer += 1
+                position -= newer
         while not stop.is_set():
             with self._changed:
                 if self._seen == position:

@@ -16,6 +16,7 @@ import grpc
 
 from ciliumpy.flows.filters import FlowFilter
 from ciliumpy.hubble.convert import filter_to_proto, flow_from_proto, to_timestamp
+from ciliumpy.hubble.follow import response_time
 from ciliumpy.hubble.gen.observer import observer_pb2, observer_pb2_grpc
 
 DEFAULT_TIMEOUT = 5.0
@@ -26,6 +27,15 @@ class Answer:
     flows: list[dict] = field(default_factory=list)  # Hubble's -o json records
     warnings: list[str] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)  # the nodes that answered
+    # (node name, response) as the nodes sent them, oldest first (the relay's gRPC form)
+    responses: list[tuple[str, observer_pb2.GetFlowsResponse]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (node, why)
+
+
+def record(name: str, response: observer_pb2.GetFlowsResponse) -> dict:
+    """A node's GetFlows response as Hubble's ``-o json`` record."""
+    return {"flow": flow_from_proto(response.flow), "node_name": response.node_name or name,
+            "time": response.flow.time.ToJsonString()}
 
 
 def flow_time(record: dict) -> float:
@@ -62,27 +72,25 @@ def _ask(name: str, address: str, request: observer_pb2.GetFlowsRequest, timeout
     try:
         with grpc.insecure_channel(address) as channel:
             stub = observer_pb2_grpc.ObserverStub(channel)
-            records = []
-            for response in stub.GetFlows(request, timeout=timeout):
-                if response.HasField("flow"):
-                    records.append({"flow": flow_from_proto(response.flow),
-                                    "node_name": response.node_name or name,
-                                    "time": response.flow.time.ToJsonString()})
+            responses = [(name, response) for response in stub.GetFlows(request, timeout=timeout)
+                         if response.HasField("flow")]
     except grpc.RpcError as exc:
         reason = exc.code().name if exc.code() else "error"
+        why = f"{reason}: {exc.details() or ''}".rstrip(": ")
         with lock:
-            answer.warnings.append(f"node {name} ({address}) did not answer: {reason}: "
-                                   f"{exc.details() or ''}".rstrip(": "))
+            answer.warnings.append(f"node {name} ({address}) did not answer: {why}")
+            answer.failed.append((name, why))
         return
     with lock:
-        answer.flows.extend(records)
+        answer.responses.extend(responses)
         answer.nodes.append(name)
 
 
 def ask_nodes(peers: list[tuple[str, str]], request: observer_pb2.GetFlowsRequest,
-              timeout: float = DEFAULT_TIMEOUT) -> Answer:
+              timeout: float = DEFAULT_TIMEOUT, records: bool = True) -> Answer:
     """``peers``: (node name, host:port) pairs. Flows of every node that answered within
-    ``timeout``, oldest first, and a warning per node that did not."""
+    ``timeout``, oldest first (``responses``; also as ``-o json`` records in ``flows``
+    when ``records``), and a warning per node that did not."""
     answer, lock = Answer(), threading.Lock()
     threads = [threading.Thread(target=_ask, args=(name, address, request, timeout, answer,
                                                    lock), daemon=True)
@@ -91,17 +99,24 @@ def ask_nodes(peers: list[tuple[str, str]], request: observer_pb2.GetFlowsReques
         thread.start()
     for thread in threads:
         thread.join(timeout + 1.0)
-    answer.flows.sort(key=flow_time)
+    with lock:  # a thread past its join deadline may still add: take a copy
+        answer.responses.sort(key=lambda pair: response_time(pair[1]))
+        if records:
+            answer.flows = [record(name, response) for name, response in answer.responses]
     return answer
+
+
+def cut(items: list, last: int | None, first: int | None) -> list:
+    """The oldest ``first`` or the newest ``last`` of time-ordered items."""
+    if first is not None:
+        return items[:first]
+    if last is not None:
+        return items[-last:] if last else []
+    return items
 
 
 def merge(local: list[dict], remote: Answer, last: int | None, first: int | None
           ) -> list[dict]:
     """This node's records and the others', in time order, cut to the newest ``last``
     or the oldest ``first``."""
-    merged = sorted(local + remote.flows, key=flow_time)
-    if first is not None:
-        return merged[:first]
-    if last is not None:
-        return merged[-last:] if last else []
-    return merged
+    return cut(sorted(local + remote.flows, key=flow_time), last, first)

@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import grpc
 from google.protobuf import json_format
@@ -56,6 +56,9 @@ from ciliumpy.hubble.convert import (
 from ciliumpy.hubble.gen.flow import flow_pb2
 from ciliumpy.hubble.gen.observer import observer_pb2, observer_pb2_grpc
 from ciliumpy.hubble.gen.relay import relay_pb2
+
+if TYPE_CHECKING:
+    from ciliumpy.hubble.relay_server import RelayServicer
 
 log = logging.getLogger("ciliumpy.hubble")
 VERSION = f"{__version__}+ciliumpy"
@@ -302,8 +305,10 @@ def grpc_address(listen: str) -> str:
 class HubbleServer:
     """The Observer service on ``listen`` (``host:port``, ``:port``), plain TCP."""
 
-    def __init__(self, listen: str, servicer: ObserverServicer, workers: int = 8) -> None:
+    def __init__(self, listen: str, servicer: ObserverServicer | RelayServicer,
+                 workers: int = 8, name: str = "Hubble API") -> None:
         self.listen, self.servicer, self.workers = listen, servicer, workers
+        self.name = name
         self.port = 0  # the bound port, once serving
         self._server: grpc.Server | None = None
         self._lock = threading.Lock()
@@ -315,7 +320,8 @@ class HubbleServer:
         try:
             self._bind()
         except RuntimeError as exc:
-            log.warning("Hubble API: cannot listen on %s yet (%s); retrying", self.listen, exc)
+            log.warning("%s: cannot listen on %s yet (%s); retrying", self.name, self.listen,
+                        exc)
             threading.Thread(target=self._retry, name="hubble-bind", daemon=True).start()
 
     def _bind(self) -> None:
@@ -332,7 +338,7 @@ class HubbleServer:
                 return
             server.start()
             self._server, self.port = server, port
-        log.info("Hubble API (Observer) on %s", self.listen)
+        log.info("%s (Observer) on %s", self.name, self.listen)
 
     def _retry(self) -> None:
         deadline = time.monotonic() + BIND_RETRY_FOR
@@ -342,7 +348,7 @@ class HubbleServer:
                 return
             except RuntimeError as exc:
                 if time.monotonic() > deadline:
-                    log.error("Hubble API off: cannot listen on %s: %s", self.listen, exc)
+                    log.error("%s off: cannot listen on %s: %s", self.name, self.listen, exc)
                     return
 
     def stop(self, grace: float = 1.0) -> None:

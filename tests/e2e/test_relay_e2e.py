@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
+from datetime import UTC, datetime
 
 import pytest
 
+from ciliumpy.hubble import relay
 from tests.e2e.test_multihost import HTTPD, SUBNET_V4, cluster, http_ok  # noqa: F401
 from tests.support.agent import CLI
-from tests.support.hosts import wait
+from tests.support.hosts import ROOT, wait
 
 
 def observe(agent, *args: str) -> subprocess.CompletedProcess:
@@ -31,7 +34,8 @@ def records(proc: subprocess.CompletedProcess) -> list[dict]:
 
 @pytest.mark.timeout(600)
 def test_observe_cluster_merges_every_node_and_survives_a_dead_one(cluster, tmp_path):  # noqa: F811
-    cluster.start_agents("vxlan", "--hubble-listen-address", ":4244")
+    cluster.start_agents("vxlan", "--hubble-listen-address", ":4244",
+                         "--hubble-relay-listen-address", ":4245")
     h1, h2, h3 = cluster.hosts
     for host in cluster.hosts:
         host.docker.network_create("cpy-rl", "--subnet", SUBNET_V4)
@@ -72,6 +76,40 @@ def test_observe_cluster_merges_every_node_and_survives_a_dead_one(cluster, tmp_
     assert len(records(observe(h1.agent, "--from-label", "app=intruder", "--last", "2",
                                "-o", "json"))) == 2
 
+    # following every node: `observe --cluster -f` and the relay's gRPC API (from a
+    # Hubble client in node1's namespace) both see the intruder's new flows of node2
+    # (its egress) and node3 (the drop), history first
+    follower = subprocess.Popen([*CLI, "observe", "--cluster", "-f", "-o", "json",
+                                 "--from-label", "app=intruder"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, CILIUMPY_API_SOCKET=h1.agent.api_socket))
+    relay_follow = hubble_client(h1, "flows", "--follow", "12", "--number", "1",
+                                 "--from-label", "app=intruder")
+    time.sleep(3)  # both streams are open
+    sent_at = time.time()
+    assert not http_ok(h2, intruder, server_ip)
+    relay_lines = [json.loads(line) for line in relay_follow.communicate(timeout=60)[0]
+                   .splitlines()]
+    assert relay_follow.returncode == 0
+    time.sleep(1)
+    follower.terminate()
+    out, err = follower.communicate(timeout=20)
+    followed = [json.loads(line) for line in out.splitlines() if line.strip()]
+    new = [r for r in followed if relay.flow_time(r) >= sent_at]
+    assert {h2.name, h3.name} <= {r["node_name"] for r in new}, (followed, err)
+    assert [relay.flow_time(r) for r in followed] == sorted(relay.flow_time(r)
+                                                             for r in followed)
+    relay_flows = [r for r in relay_lines if "verdict" in r]
+    assert relay_flows[0]["time"] < datetime.fromtimestamp(sent_at, UTC).isoformat(), \
+        "the newest stored flow first (number 1)"
+    assert {h2.name, h3.name} <= {r["node_name"] for r in relay_flows[1:]}, relay_lines
+    assert "DROPPED" in {r["verdict"] for r in relay_flows if r["node_name"] == h3.name}
+    nodes_seen = {n["name"]: n for n in map(json.loads,
+                                            hubble_client(h1, "nodes").communicate(
+                                                timeout=60)[0].splitlines())}
+    assert set(nodes_seen) == {h1.name, h2.name, h3.name}
+    assert {n["state"] for n in nodes_seen.values()} == {"NODE_CONNECTED"}
+
     # node3's agent dies: its flows are gone from the answer, which still comes, promptly
     h3.agent.kill9()
     started = time.monotonic()
@@ -81,3 +119,23 @@ def test_observe_cluster_merges_every_node_and_survives_a_dead_one(cluster, tmp_
     assert f"warning: node {h3.name} ({h3.ip}:4244) did not answer" in partial.stderr
     left = {r["node_name"] for r in records(partial)}
     assert h2.name in left and h3.name not in left
+
+    # the relay says the same in Hubble's terms: a node_status event, node3 unavailable
+    answer = [json.loads(line) for line in hubble_client(h1, "flows", "--from-label",
+                                                         "app=intruder").communicate(
+        timeout=60)[0].splitlines()]
+    status = [r["node_status"] for r in answer if "node_status" in r]
+    assert status and status[0]["state"] == "NODE_UNAVAILABLE", answer
+    assert status[0]["nodes"] == [h3.name]
+    assert h2.name in {r["node_name"] for r in answer if "verdict" in r}
+    nodes_seen = {n["name"]: n["state"] for n in map(json.loads, hubble_client(
+        h1, "nodes").communicate(timeout=60)[0].splitlines())}
+    assert nodes_seen[h3.name] == "NODE_UNAVAILABLE" and nodes_seen[h2.name] == "NODE_CONNECTED"
+
+
+def hubble_client(host, *args: str) -> subprocess.Popen:
+    """The test Hubble client (tests.support.hubble_client) in ``host``'s namespace,
+    asking the relay on that host."""
+    return subprocess.Popen(["nsenter", f"--net=/run/netns/{host.netns}", sys.executable, "-m",
+                             "tests.support.hubble_client", f"{host.ip}:4245", *args],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
