@@ -4,6 +4,7 @@ from bench import (
     bandwidth,
     datapath,
     docker_run,
+    dsr,
     flows,
     kafka,
     l7,
@@ -26,3 +27,4 @@ if __name__ == "__main__":
     flows.main()
     lb.main()
     maglev.main()
+    dsr.main()

@@ -129,7 +129,7 @@ class LbNatKey(ct.Structure):
 
 
 class LbNatVal(ct.Structure):
-    _fields_ = [("addr", ct.c_uint32), ("port", ct.c_uint16), ("pad", ct.c_uint16),
+    _fields_ = [("addr", ct.c_uint32), ("port", ct.c_uint16), ("flags", ct.c_uint16),
                 ("ifindex", ct.c_uint32)]
 
 

@@ -1,19 +1,29 @@
 /* tc ingress of the host's own network device (the one holding the node address):
- * connections from outside the host to a published port (docker run -p) go to the
- * port's container. The first packet of a connection picks the backend (Maglev, like
- * the socket hooks) and records both directions in cp_lb_nat; every packet of it then
- * gets the backend's address and port, and from_container gives its replies the host's
- * address and port back. Everything else continues untouched to the next filter
- * (TC_ACT_UNSPEC), so agents sharing a device do not hide each other's ports. IPv4. */
+ * connections from outside the host to a frontend on one of the host's addresses (a
+ * published port, docker run -p, or a service whose frontend is the host's address)
+ * go to a backend. The first packet of a connection picks the backend (Maglev, like
+ * the socket hooks) and records it in cp_lb_nat; every packet of it then gets the
+ * backend's address and port.
+ *
+ * A backend on this host: the reverse entry lets from_container give its replies the
+ * frontend's address back. A backend on another node: direct server return. The
+ * connection's first packet carries the frontend in an IP option (lb.h) and every
+ * packet goes to that node without this host's stack (into the overlay with the
+ * world identity, or routed natively); the backend's node answers the client itself,
+ * from the frontend's address, so replies never come back through here.
+ *
+ * Everything else continues untouched to the next filter (TC_ACT_UNSPEC), so agents
+ * sharing a device do not hide each other's ports. IPv4. */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
 #include "lib/policy.h"
+#include "lib/overlay.h"
 #include "lib/lb.h"
 
-/* The published port's service for this destination: its own address, else any of
- * the host's (address 0), and only for the host's addresses. */
-static __always_inline struct lb_svc_val *host_port_service(struct flow *f)
+/* The service of this destination when it is one of the host's addresses: a service
+ * on that very address, else a published port on any of them (address 0). */
+static __always_inline struct lb_svc_val *host_frontend(struct flow *f)
 {
 	struct lb_svc_key key = {};
 	struct lb_svc_val *svc;
@@ -26,11 +36,38 @@ static __always_inline struct lb_svc_val *host_port_service(struct flow *f)
 	key.proto = f->proto;
 	key.family = LB_FAMILY_V4;
 	svc = cp_lb_services.lookup(&key);
-	if (!svc) {
-		__builtin_memset(key.addr, 0, 4);
-		svc = cp_lb_services.lookup(&key);
-	}
+	if (svc)
+		return svc;
+	__builtin_memset(key.addr, 0, 4);
+	svc = cp_lb_services.lookup(&key);
 	return svc && (svc->flags & LB_HOST_PORT) ? svc : NULL;
+}
+
+/* A backend that is an endpoint of another node (DSR), not one of this host's. */
+static __always_inline int backend_is_remote(__u32 addr)
+{
+	struct ipcache_val *be = lb_ipcache4(addr);
+
+	return be && !be->ifindex && be->identity != ID_HOST && be->identity != ID_WORLD &&
+	       be->identity != ID_REMOTE_NODE;
+}
+
+/* A DSR packet, already addressed to its backend: the option on a connection's first
+ * packet, then to the backend's node, never through this host's stack. */
+static __always_inline int send_direct(struct __sk_buff *skb, struct flow *f,
+				       struct lb_nat_key *fwd, __u32 backend)
+{
+	int first = f->proto == IPPROTO_UDP ||
+		    (f->tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN;
+	int redirected;
+
+	if (first && lb4_dsr_insert(skb, fwd->daddr, fwd->dport) < 0)
+		return TC_ACT_SHOT;
+	redirected = encap_to_remote(skb, lb_ipcache4(backend), ID_WORLD);
+	if (redirected >= 0)
+		return redirected;
+	redirected = lb4_route_ifindex(skb, fwd->saddr, backend);
+	return redirected > 0 ? lb_redirect_neigh(redirected, NULL, 0, 0) : TC_ACT_SHOT;
 }
 
 int from_netdev(struct __sk_buff *skb)
@@ -53,28 +90,35 @@ int from_netdev(struct __sk_buff *skb)
 	if (known) {
 		pick.addr = known->addr;
 		pick.port = known->port;
+		pick.flags = known->flags;
 	} else {
-		svc = host_port_service(&f);
+		svc = host_frontend(&f);
 		if (!svc)
 			return TC_ACT_UNSPEC;
 		be = lb_pick(svc, lb_flow_hash(bpf_ntohl(fwd.saddr), bpf_ntohl(fwd.daddr), f.sport,
 					       f.dport, f.proto));
 		if (!be)
-			return TC_ACT_UNSPEC; /* no container: the host answers (a reset) */
+			return TC_ACT_UNSPEC; /* no backend: the host answers (a reset) */
 		__builtin_memcpy(&pick.addr, be->addr, 4);
 		pick.port = be->port;
+		if (backend_is_remote(pick.addr))
+			pick.flags = LB_NAT_DSR; /* its node answers: no reverse entry here */
 		cp_lb_nat.update(&fwd, &pick);
-		rev.saddr = pick.addr;
-		rev.daddr = fwd.saddr;
-		rev.sport = pick.port;
-		rev.dport = fwd.sport;
-		rev.proto = f.proto;
-		back.addr = fwd.daddr;
-		back.port = fwd.dport;
-		back.ifindex = skb->ifindex;
-		cp_lb_nat.update(&rev, &back);
+		if (!(pick.flags & LB_NAT_DSR)) {
+			rev.saddr = pick.addr;
+			rev.daddr = fwd.saddr;
+			rev.sport = pick.port;
+			rev.dport = fwd.sport;
+			rev.proto = f.proto;
+			back.addr = fwd.daddr;
+			back.port = fwd.dport;
+			back.ifindex = skb->ifindex;
+			cp_lb_nat.update(&rev, &back);
+		}
 	}
 	if (lb4_rewrite(skb, f.proto, 0, fwd.daddr, pick.addr, fwd.dport, pick.port) < 0)
 		return TC_ACT_SHOT;
+	if (pick.flags & LB_NAT_DSR)
+		return send_direct(skb, &f, &fwd, pick.addr);
 	return TC_ACT_OK;
 }

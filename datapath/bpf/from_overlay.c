@@ -2,7 +2,9 @@
  * decapsulated. The VNI is the sender's security identity: the destination endpoint's
  * ingress policy is enforced on it right here (no ipcache lookup for the source), and
  * an accepted packet goes straight into the container with bpf_redirect_peer, skipping
- * the host stack and the host veth, or to the L7 proxy when its port has L7 rules. */
+ * the host stack and the host veth, or to the L7 proxy when its port has L7 rules. A
+ * connection another node balanced to this endpoint with direct server return is
+ * learnt here (lb.h, lb4_dsr_learn). */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
@@ -11,6 +13,7 @@
 #include "lib/policy.h"
 #include "lib/ingress.h"
 #include "lib/proxy.h"
+#include "lib/lb.h"
 
 int from_overlay(struct __sk_buff *skb)
 {
@@ -42,6 +45,7 @@ int from_overlay(struct __sk_buff *skb)
 	if (!f.passthrough && ingress_verdict(ep, ifindex, &f, src_id ? src_id : ID_WORLD, 0,
 					      &proxy) != TC_ACT_OK)
 		return TC_ACT_SHOT;
+	lb4_dsr_learn(skb, &f); /* a DSR connection: its replies leave from the frontend */
 	if (proxy) {
 		if (redirect_to_proxy(skb, &f, proxy) == TC_ACT_OK)
 			return TC_ACT_OK;

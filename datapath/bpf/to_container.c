@@ -10,6 +10,7 @@
 #include "lib/policy.h"
 #include "lib/ingress.h"
 #include "lib/proxy.h"
+#include "lib/lb.h"
 
 int to_container(struct __sk_buff *skb)
 {
@@ -42,5 +43,7 @@ int to_container(struct __sk_buff *skb)
 		     ep->identity, &f);
 		return TC_ACT_SHOT;
 	}
+	if (verdict == TC_ACT_OK)
+		lb4_dsr_learn(skb, &f); /* routed natively from a DSR frontend's node */
 	return verdict;
 }

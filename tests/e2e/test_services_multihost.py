@@ -97,3 +97,46 @@ def test_service_spans_hosts(cluster, mode, tmp_path):  # noqa: F811
     wait(lambda: from_underlay() == "pub-on-1", 10, "the published port from the underlay")
     assert {from_underlay() for _ in range(5)} == {"pub-on-1"}
     assert fetch(h3, other, f"{h1.ip}:18080") == "pub-on-1"
+
+    # direct server return: a service on host1's own address whose only backend is on
+    # host2, reached from the underlay. host1 balances and forwards; host2 answers the
+    # client itself, from host1's address, so the reply bytes never cross host1.
+    big = h2.docker.run("cpy-mh", "-l", "app=dsrbig", command=(
+        "sh", "-c", "mkdir -p /tmp/w && dd if=/dev/urandom of=/tmp/w/big bs=1024 "
+        f"count={DSR_KIB} 2>/dev/null && md5sum /tmp/w/big > /tmp/w/sum && "
+        "exec httpd -f -p 80 -h /tmp/w"))
+    cli(h1.agent, "service", "create", "dsrweb", "--frontend", f"{h1.ip}:18090",
+        "--selector", "app=dsrbig", "--target-port", "80")
+    wait(lambda: [b["address"] for b in service(h1, "dsrweb")["status"]["backends"]]
+         == [h2.docker.ip(big, "cpy-mh")], 10, "host1 to program the DSR service")
+    expected = h2.exec(big, "cat", "/tmp/w/sum").stdout.split()[0]
+    script = ("import hashlib, time, urllib.request as u; t = time.perf_counter(); "
+              f"body = u.urlopen('http://{h1.ip}:18090/big', timeout=10).read(); "
+              "print(hashlib.md5(body).hexdigest(), len(body), time.perf_counter() - t)")
+
+    def download() -> list[str]:
+        proc = subprocess.run(["nsenter", f"--net=/run/netns/{cluster.underlay}", "python3",
+                               "-c", script], capture_output=True, text=True, timeout=30)
+        return proc.stdout.split() or [proc.stderr.strip()[-300:]]
+
+    wait(lambda: download()[0] == expected, 10, "the DSR service from the underlay")
+    sent1, sent2 = tx_bytes(h1), tx_bytes(h2)
+    for _ in range(DSR_ROUNDS):
+        digest, size, _seconds = download()
+        assert digest == expected and int(size) == DSR_KIB * 1024
+    through1, through2 = tx_bytes(h1) - sent1, tx_bytes(h2) - sent2
+    served = DSR_ROUNDS * DSR_KIB * 1024
+    assert through2 >= served, f"host2 sent {through2} bytes for {served} served"
+    assert through1 < served * 0.1, f"host1 sent {through1} bytes: the replies crossed it"
+    print(f"DSR {mode}: {served} bytes served from host2; host1 sent {through1} "
+          f"({through1 / served:.1%}), host2 sent {through2}")
+
+
+DSR_KIB, DSR_ROUNDS = 1024, 4
+
+
+def tx_bytes(host) -> int:
+    """Bytes the host's underlay device (eth0) has sent."""
+    out = subprocess.run(["ip", "-n", host.netns, "-j", "-s", "link", "show", "eth0"],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)[0]["stats64"]["tx"]["bytes"]

@@ -39,12 +39,22 @@ static __always_inline __u64 ct_timeout(struct ct_val *v)
 	return CT_TIMEOUT_OTHER;
 }
 
+/* Whether an entry has outlived its timeout at ``now``. Both directions of a flow are
+ * handled by hooks on different CPUs at once: one may store a last_seen later than
+ * the ``now`` another read a moment before, and an unsigned difference would then
+ * look like an expired entry (a reply taken for a new connection). */
+static __always_inline int ct_expired(struct ct_val *v, __u64 now)
+{
+	return now > v->last_seen && now - v->last_seen > ct_timeout(v);
+}
+
 /* Updates state and counters of a live entry; 0 if the entry expired. */
 static __always_inline int ct_touch(struct ct_val *v, struct flow *f, __u64 now, int reply)
 {
-	if (now - v->last_seen > ct_timeout(v))
+	if (ct_expired(v, now))
 		return 0;
-	v->last_seen = now;
+	if (now > v->last_seen)
+		v->last_seen = now;
 	v->packets += 1;
 	v->bytes += f->len;
 	if (f->proto == IPPROTO_TCP) {
@@ -113,9 +123,10 @@ static __always_inline void ct_allow(struct flow *f, __u32 my_flag, __u32 src_id
 
 	ct_key_of(f, &key, 0);
 	v = cp_ct.lookup(&key);
-	if (v && now - v->last_seen <= ct_timeout(v)) {
+	if (v && !ct_expired(v, now)) {
 		v->flags |= my_flag; /* both hooks run per packet in order: no race on one flow */
-		v->last_seen = now;
+		if (now > v->last_seen)
+			v->last_seen = now;
 		if (proxy_port)
 			v->proxy_port = proxy_port;
 		return;

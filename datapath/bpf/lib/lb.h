@@ -8,6 +8,7 @@
 #define CILIUMPY_LB_H
 
 #include "lib/common.h"
+#include "lib/policy.h"
 
 #ifndef PIN_DIR
 #define PIN_DIR "/sys/fs/bpf/ciliumpy"
@@ -87,8 +88,28 @@ struct lb_nat_key {
 struct lb_nat_val {
 	__u32 addr;
 	__u16 port;
-	__u16 pad;
-	__u32 ifindex; /* replies: the device the connection came in on */
+	__u16 flags;   /* LB_NAT_* */
+	__u32 ifindex; /* replies: the device the connection came in on (0: route it) */
+};
+
+/* Direct server return: a connection from outside to a frontend on this host whose
+ * backend is on another node goes there without this host in its reply path. The
+ * frontend travels to the backend's node in an IPv4 option of the connection's first
+ * packet (TCP SYN; every UDP datagram), Cilium's DSR option: type 0x9a (copied,
+ * number 26), length 8, then the frontend's port and address. The backend's node
+ * learns from it (lb4_dsr_learn) and its replies leave from the frontend's address,
+ * straight to the client (lb4_reply_from_host). */
+#define LB_NAT_DSR 1 /* cp_lb_nat forward entry: the backend is remote, DSR */
+#define LB_DSR_OPT_TYPE 0x9a
+#define LB_DSR_OPT_LEN 8
+#define LB_TCP_SYN 0x02
+#define LB_TCP_ACK 0x10
+
+struct lb_dsr_opt {
+	__u8 type;
+	__u8 len;
+	__u16 port; /* network order */
+	__u32 addr; /* network order */
 };
 
 BPF_TABLE_PINNED("lru_hash", struct lb_nat_key, struct lb_nat_val, cp_lb_nat, 262144,
@@ -181,12 +202,40 @@ static __always_inline int lb4_rewrite(struct __sk_buff *skb, __u8 proto, int so
 static long (*lb_redirect_neigh)(__u32 ifindex, void *params, int plen, __u64 flags) =
 	(void *)BPF_FUNC_redirect_neigh;
 
+/* The ipcache entry of an IPv4 address (network order); ipcache_lookup reads 16
+ * bytes whatever the family. */
+static __always_inline struct ipcache_val *lb_ipcache4(__u32 addr)
+{
+	__u8 padded[16] = {};
+
+	__builtin_memcpy(padded, &addr, 4);
+	return ipcache_lookup(4, padded);
+}
+
+/* The device this host's routing table sends ``daddr`` out of (addresses in network
+ * order), or -1: a lookup as if the packet came in on its current device. */
+static __always_inline int lb4_route_ifindex(struct __sk_buff *skb, __u32 saddr, __u32 daddr)
+{
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	fib.family = 2; /* AF_INET */
+	fib.ipv4_src = saddr;
+	fib.ipv4_dst = daddr;
+	fib.ifindex = skb->ifindex;
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return -1;
+	return fib.ifindex;
+}
+
 /* A reply of a published-port connection leaving its backend: from the host's
- * address and port again (from_container, once conntrack knows the connection).
- * Returns the device the connection came in on (> 0), 0 when the packet is no such
- * reply, -1 when rewriting failed. The caller sends it on without the stack, which
- * would drop it: a packet from a veth with one of the host's own addresses as its
- * source is a martian. */
+ * address and port again (from_container, once conntrack knows the connection); or a
+ * reply of a DSR connection (learnt by lb4_dsr_learn): from the frontend's address,
+ * on another node. Returns the device to send it from (> 0), 0 when the packet is no
+ * such reply, -1 when rewriting failed. The caller sends it on without the stack,
+ * which would drop it: a packet from a veth with one of the host's own addresses (or
+ * another node's) as its source is a martian. */
 static __always_inline int lb4_reply_from_host(struct __sk_buff *skb, struct flow *f)
 {
 	struct lb_nat_key rev = {};
@@ -207,7 +256,82 @@ static __always_inline int lb4_reply_from_host(struct __sk_buff *skb, struct flo
 	from.ifindex = host->ifindex;
 	if (lb4_rewrite(skb, f->proto, 1, rev.saddr, from.addr, rev.sport, from.port) < 0)
 		return -1;
-	return from.ifindex ? from.ifindex : -1;
+	if (from.ifindex)
+		return from.ifindex;
+	return lb4_route_ifindex(skb, from.addr, rev.daddr); /* DSR: this node's route */
+}
+
+/* The first packet of a DSR connection (after the DNAT to its remote backend) gets the
+ * frontend in an IP option. 1 = inserted, 0 = not (the header has options already: no
+ * room is taken from them), -1 = the packet could not be changed. */
+static __always_inline int lb4_dsr_insert(struct __sk_buff *skb, __u32 addr, __u16 port)
+{
+	struct lb_dsr_opt opt = {};
+	__u32 old_word, new_word;
+	__u8 *bytes = (__u8 *)&new_word;
+	__u16 total;
+	__s64 sum;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &old_word, 4) < 0)
+		return -1;
+	new_word = old_word; /* version and IHL, TOS, total length */
+	if ((bytes[0] & 0x0f) != 5)
+		return 0;
+	total = ((__u16)bytes[2] << 8 | bytes[3]) + LB_DSR_OPT_LEN;
+	bytes[0] += LB_DSR_OPT_LEN / 4;
+	bytes[2] = total >> 8;
+	bytes[3] = total & 0xff;
+	opt.type = LB_DSR_OPT_TYPE;
+	opt.len = LB_DSR_OPT_LEN;
+	opt.port = port;
+	opt.addr = addr;
+	sum = bpf_csum_diff(&old_word, 4, &new_word, 4, 0);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&opt, sizeof(opt), sum);
+	if (bpf_skb_adjust_room(skb, LB_DSR_OPT_LEN, BPF_ADJ_ROOM_NET, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN, &new_word, 4, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(struct iphdr), &opt, sizeof(opt), 0) < 0 ||
+	    bpf_l3_csum_replace(skb, ETH_HLEN + __builtin_offsetof(struct iphdr, check), 0, sum,
+				0) < 0)
+		return -1;
+	return 1;
+}
+
+/* On the backend's node, a packet accepted for a local endpoint: when it carries the
+ * DSR option, its replies must come from the frontend the option names. Only another
+ * node's address is believed as a frontend (a client must not choose the address the
+ * replies come from). */
+static __always_inline void lb4_dsr_learn(struct __sk_buff *skb, struct flow *f)
+{
+	struct lb_nat_key rev = {};
+	struct lb_nat_val from = {};
+	struct lb_dsr_opt opt;
+	struct ipcache_val *node;
+	__u8 first;
+
+	if (f->family != 4)
+		return;
+	if (f->proto == IPPROTO_TCP) {
+		if ((f->tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) != LB_TCP_SYN)
+			return;
+	} else if (f->proto != IPPROTO_UDP) {
+		return;
+	}
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &first, 1) < 0 || (first & 0x0f) < 7 ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(struct iphdr), &opt, sizeof(opt)) < 0 ||
+	    opt.type != LB_DSR_OPT_TYPE || opt.len != LB_DSR_OPT_LEN)
+		return;
+	node = lb_ipcache4(opt.addr);
+	if (!node || node->identity != ID_REMOTE_NODE)
+		return;
+	__builtin_memcpy(&rev.saddr, f->daddr, 4);
+	__builtin_memcpy(&rev.daddr, f->saddr, 4);
+	rev.sport = bpf_htons(f->dport);
+	rev.dport = bpf_htons(f->sport);
+	rev.proto = f->proto;
+	from.addr = opt.addr;
+	from.port = opt.port;
+	from.flags = LB_NAT_DSR;
+	cp_lb_nat.update(&rev, &from);
 }
 
 #endif
