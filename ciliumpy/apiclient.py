@@ -77,6 +77,15 @@ def stream_lines(path: str, socket_path: str = DEFAULT_API_SOCKET, method: str =
     """The lines of a newline-delimited stream as text, without their newline and
     undecoded (a caller printing them as they are skips decoding and re-encoding);
     keep-alive blank lines are skipped."""
+    for chunk in stream_chunks(path, socket_path, method, body):
+        yield from chunk.decode().splitlines()
+
+
+def stream_chunks(path: str, socket_path: str = DEFAULT_API_SOCKET, method: str = "GET",
+                  body: Any = None):
+    """A newline-delimited stream as it arrives: each item is whole lines (bytes, each
+    ending in a newline, blank keep-alive lines removed), as many as had come, so a
+    caller can write a burst with one write."""
     conn = _UnixConnection(socket_path, timeout=None)
     try:
         conn.request(method, path, body=json.dumps(body).encode() if body is not None else None)
@@ -88,10 +97,21 @@ def stream_lines(path: str, socket_path: str = DEFAULT_API_SOCKET, method: str =
             except ValueError:
                 decoded = {}
             raise _refused(response.status, decoded)
-        for line in response:
-            line = line.strip()
-            if line:
-                yield line.decode()
+        pending = b""
+        while True:
+            data = response.read1(1 << 16)
+            if not data:
+                break
+            data = pending + data
+            cut = data.rfind(b"\n") + 1  # whole lines only; the rest waits for more
+            whole, pending = data[:cut], data[cut:]
+            lines = whole
+            if b"\n\n" in whole or whole.startswith(b"\n"):  # keep-alive blank lines
+                lines = b"".join(line + b"\n" for line in whole.split(b"\n") if line.strip())
+            if lines:
+                yield lines
+        if pending.strip():
+            yield pending.strip() + b"\n"
     except OSError as exc:
         raise _unreachable(exc, socket_path) from None
     finally:

@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from ciliumpy.apiclient import stream_lines
+from ciliumpy.apiclient import stream_chunks, stream_lines
 from ciliumpy.cli.output import agent_errors
 from ciliumpy.flows.formats import compact, dict_form, json_line, table
 
@@ -81,18 +81,20 @@ def observe(ctx: click.Context, since: str | None, until: str | None, last: int 
     if all_flows:
         body["since"] = "2000-01-01T00:00:00Z"
     rows: list[dict] = []
+    lines: list[str] = []
     printed = 0
-    # one node's -o json lines are already Hubble's: printed as they come, undecoded
-    passthrough = output in ("json", "jsonpb") and not cluster
     try:
         with agent_errors():
+            if output in ("json", "jsonpb") and not cluster:
+                # one node's lines are Hubble's -o json already: written as they come,
+                # undecoded, one write per burst
+                for chunk in stream_chunks("/v1/flows", socket_path=ctx.obj["api_socket"],
+                                           method="POST", body=body):
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.buffer.flush()
+                return
             for line in stream_lines("/v1/flows", socket_path=ctx.obj["api_socket"],
                                      method="POST", body=body):
-                if passthrough and not line.startswith('{"warning"'):
-                    sys.stdout.write(line + "\n")
-                    if follow:  # a follower sees each flow as it comes
-                        sys.stdout.flush()
-                    continue
                 record = json.loads(line)
                 if "warning" in record:  # a node that did not answer: a partial answer
                     click.echo(f"warning: {record['warning']}", err=True)
@@ -106,11 +108,14 @@ def observe(ctx: click.Context, since: str | None, until: str | None, last: int 
                     rows.append(flow)
                 elif output == "table":
                     click.echo(table([flow], node_name=cluster).splitlines()[-1])
-                else:
+                elif follow:
                     click.echo(compact(flow, node_name=cluster))
+                else:  # printed together at the end: one write, not one per flow
+                    lines.append(compact(flow, node_name=cluster))
                 printed += 1
-            sys.stdout.flush()
     except KeyboardInterrupt:
         pass  # Ctrl-C is the normal way to stop following
+    if lines:
+        click.echo("\n".join(lines))
     if output == "table" and not follow:
         click.echo(table(rows, node_name=cluster))

@@ -24,6 +24,7 @@ escapes the other C0/C1 controls) so a request path cannot drive the terminal.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from datetime import UTC, datetime
@@ -53,18 +54,27 @@ def stamp(value: object) -> str:
     found = _TIME.fullmatch(value) if isinstance(value, str) else None
     if not found:
         return "N/A"
-    year, month, day, hour, minute, second = (int(g) for g in found.groups()[:6])
-    offset = found[8]
+    second = _second(found[1], found[2], found[3], found[4], found[5], found[6], found[8])
+    if second is None:
+        return "N/A"
+    return f"{second}.{(found[7] or '').ljust(3, '0')[:3]}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _second(year: str, month: str, day: str, hour: str, minute: str, second: str,
+            offset: str) -> str | None:
+    """``Jan  2 15:04:05`` in UTC for one second of a timestamp (flows printed together
+    share their seconds: the date arithmetic is done once per second, not per flow)."""
     try:
-        when = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+        when = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
+                        tzinfo=UTC)
         if offset != "Z":
             sign = 1 if offset[0] == "+" else -1
             when -= sign * (datetime(1, 1, 1, int(offset[1:3]), int(offset[4:6]))
                             - datetime(1, 1, 1))
     except ValueError:
-        return "N/A"
-    millis = (found[7] or "").ljust(3, "0")[:3]
-    return f"{when:%b} {when.day:2d} {when:%H:%M:%S}.{millis}"
+        return None
+    return f"{when:%b} {when.day:2d} {when:%H:%M:%S}"
 
 
 def identity(number: object) -> str:
