@@ -20,6 +20,8 @@ from ciliumpy.flows.formats import json_line
 from ciliumpy.flows.store import parse_time
 
 bp = Blueprint("flows", __name__)
+CLUSTER_MAP_WINDOW = 300.0  # seconds of flows the cluster-wide map shows by default
+CLUSTER_MAP_FLOWS = 20000  # newest flows taken from each node for it
 
 
 def _count(body: dict, name: str) -> int | None:
@@ -194,7 +196,27 @@ def service_map():
     except ValueError as exc:
         raise APIInputError(str(exc)) from None
     stored = the_agent().flows.query(whitelist, blacklist, since=since)
-    return jsonify({**servicemap.build(stored), "flows": len(stored)})
+    warnings: list[str] = []
+    if request.args.get("cluster") in ("1", "true"):
+        stored, warnings = _cluster_flows(stored, whitelist, blacklist, since)
+    return jsonify({**servicemap.build(stored), "flows": len(stored), "warnings": warnings})
+
+
+def _cluster_flows(stored: list[dict], whitelist: list, blacklist: list, since: float | None
+                   ) -> tuple[list[dict], list[str]]:
+    """This node's flows and every other node's (the service map of the whole cluster):
+    the last ``CLUSTER_MAP_WINDOW`` unless a window is given, at most
+    ``CLUSTER_MAP_FLOWS`` per node, so a page refreshing every 2 s stays cheap."""
+    from ciliumpy.hubble import relay
+
+    if since is None:
+        since = time.time() - CLUSTER_MAP_WINDOW
+        stored = [f for f in stored if relay.flow_time(f) >= since]
+    peers, warnings = _peers(the_agent())
+    remote = relay.ask_nodes(peers, relay.request_for(whitelist, blacklist, since, None,
+                                                        CLUSTER_MAP_FLOWS, None))
+    return stored[-CLUSTER_MAP_FLOWS:] + [r["flow"] for r in remote.flows], \
+        warnings + remote.warnings
 
 
 @bp.get("/ui/")

@@ -110,6 +110,18 @@ def test_observe_cluster_merges_every_node_and_survives_a_dead_one(cluster, tmp_
     assert set(nodes_seen) == {h1.name, h2.name, h3.name}
     assert {n["state"] for n in nodes_seen.values()} == {"NODE_CONNECTED"}
 
+    # the service map of every node, asked on node1 (which saw none of the intruder's
+    # packets): the intruder -> server edge, dropped (node3 dropped it)
+    local_map = h1.agent.api("/v1/servicemap")
+    whole = h1.agent.api("/v1/servicemap?cluster=1")
+    assert whole["warnings"] == [] and whole["flows"] > local_map["flows"]
+    edges = {(e["source"], e["target"]): e for e in whole["edges"]}
+    assert ("intruder", "server") not in {(e["source"], e["target"])
+                                          for e in local_map["edges"]}
+    assert edges[("intruder", "server")]["dropped"] > 0, whole["edges"]
+    assert edges[("intruder", "server")]["delivered"] == 0
+    assert edges[("client", "server")]["delivered"] > 0
+
     # node3's agent dies: its flows are gone from the answer, which still comes, promptly
     h3.agent.kill9()
     started = time.monotonic()
