@@ -56,7 +56,8 @@ def put_service(name: str):
         raise APIInputError(str(exc)) from None
     manager = _manager()
     try:
-        created = service_store.put(manager.kv, service, dict(manager.services))
+        created = service_store.put(manager.kv, service, manager.services,
+                                    claimants=manager.claimants)
     except service_store.ServiceConflict as exc:
         return api_error(str(exc), 409)
     except KVError as exc:

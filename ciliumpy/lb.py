@@ -7,8 +7,12 @@ can be predicted (``affinity: client``).
 
 Every node computes the same tables from the same inputs (backends sorted, Maglev
 deterministic), so a client gets the same backend whichever node it runs on. A change
-(a service, a container starting or stopping anywhere) is applied within the time the
-kvstore takes to tell us, coalesced; only services whose backends changed are rebuilt.
+costs O(what it touches), not O(every service): a service stored or deleted is
+resolved alone; endpoints appearing or disappearing re-resolve only the services whose
+selector they match or that they join (``services.index``); a frontend claimed by
+several services is settled among those. Everything is resolved at start and after a
+kvstore outage (the watch may have missed changes); the resync timer only diffs the
+endpoints, which catches a change nobody kicked us for.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from datapath import sock_lb
 from datapath.lb import Address, ServiceTables
 from datapath.maps import LB_HOST_PORT
 from services import maglev
+from services.index import EndpointIndex, SelectorIndex
 from services.model import Service, resolve_backends
 from state.kvstore.base import KVError, KVStore
 
@@ -50,6 +55,10 @@ class Programmed:
     seconds: float = 0.0
 
 
+def _frontend(service: Service) -> Address:
+    return Address(service.frontend.address, service.frontend.port, service.frontend.protocol)
+
+
 def label_dict(labels: list[str] | tuple[str, ...] | None) -> dict[str, str]:
     """``source:key=value`` identity labels as key -> value (selectors name keys)."""
     result = {}
@@ -68,7 +77,18 @@ class ServiceManager:
         self.programmed: dict[str, Programmed] = {}
         self.conflicts: dict[str, str] = {}
         self.error: str | None = None
-        self.syncs = 0
+        self.syncs = 0  # full syncs
+        self.resolved = 0  # services resolved: what changes cost (the tests count it)
+        self._selectors = SelectorIndex()
+        self._endpoints = EndpointIndex()
+        self._claims: dict[Address, set[str]] = {}  # frontend -> services naming it
+        self._claimed: dict[str, Address] = {}  # service -> the frontend it was filed under
+        self._owners: dict[Address, str] = {}  # frontend -> the service programmed there
+        # pending work, taken by ``process``
+        self._loaded = False  # the kvstore was read: never prune against a partial set
+        self._full = False
+        self._dirty: set[str] = set()
+        self._endpoints_changed = False
         self._netns: dict[str, int] = {}  # endpoint id -> its namespace's cookie
         self._lock = threading.RLock()
         self._kick = threading.Event()
@@ -84,7 +104,9 @@ class ServiceManager:
         self._kick.set()
 
     def kick(self) -> None:
-        """Endpoints changed somewhere: resolve the services again (coalesced)."""
+        """Endpoints changed somewhere: the services they concern follow (coalesced)."""
+        # no lock: callers may hold theirs, and a flag set before the event is never lost
+        self._endpoints_changed = True
         self._kick.set()
 
     def _follow(self) -> None:
@@ -93,15 +115,12 @@ class ServiceManager:
             try:
                 if watch is None:
                     index = self.kv.index()
-                    loaded = service_store.load_all(self.kv)
-                    with self._lock:
-                        self.services = loaded
+                    self.reload(service_store.load_all(self.kv))
                     watch = self.kv.watch(service_store.PREFIX, index)
-                    self.kick()
                 events = watch.next(timeout=5.0)
                 if events:
                     self._apply(events)
-                    self.kick()
+                    self._kick.set()
                 self.error = None
             except KVError as exc:
                 self.error = f"following services: {exc} (keeping what is programmed)"
@@ -112,75 +131,181 @@ class ServiceManager:
                 watch = None
                 self._stop.wait(1.0)
 
+    def reload(self, services: dict[str, Service]) -> None:
+        """Every stored service, read at start or after an outage (the watch may have
+        missed changes): everything is resolved again."""
+        with self._lock:
+            self.services = services
+            self._loaded = self._full = True
+        self._kick.set()
+
     def _apply(self, events: list) -> None:
-        """Watch events one by one (a reload would parse every service per change)."""
+        """Watch events one by one (a reload would parse every service per change); only
+        the services named are resolved again."""
         with self._lock:
             for event in events:
                 name = event.key[len(service_store.PREFIX):]
-                if event.kind != "put":
-                    self.services.pop(name, None)
-                    continue
-                service = service_store.parse(event.value, name)
-                if service is None:
-                    self.services.pop(name, None)
-                else:
+                service = (service_store.parse(event.value, name)
+                           if event.kind == "put" else None)
+                if service is not None and self.services.get(name) == service:
+                    continue  # the echo of what the API stored: applied already
+                self.services.pop(name, None)
+                self._dirty.add(name)
+                if service is not None:
                     self.services[service.name] = service
+                    self._dirty.add(service.name)
 
     def _sync_loop(self) -> None:
         while not self._stop.is_set():
-            self._kick.wait(RESYNC_SECONDS)
+            woken = self._kick.wait(RESYNC_SECONDS)
             self._kick.clear()
             if self._stop.is_set():
                 return
+            if not woken:  # a change nobody told us about: diffing endpoints is O(them)
+                with self._lock:
+                    self._endpoints_changed = True
             try:
-                self.sync()
+                self.process()
             except Exception:
-                log.exception("programming services failed")
+                log.exception("programming services failed; everything again next time")
+                with self._lock:
+                    self._full = True
+                self._stop.wait(1.0)
+                self._kick.set()
 
     def stored(self, service: Service) -> None:
         """The API stored ``service``: apply it now rather than at the watch's echo."""
         with self._lock:
             self.services[service.name] = service
-        self.kick()
+            self._dirty.add(service.name)
+        self._kick.set()
+
+    def claimants(self, service: Service) -> set[str]:
+        """The services naming ``service``'s frontend, as this agent knows them now
+        (changes not yet processed included): what a new service's conflict check needs,
+        in O(pending changes) rather than a pass over every service."""
+        frontend = _frontend(service)
+        with self._lock:
+            names = set(self._claims.get(frontend, ()))
+            for name in self._dirty:  # stored or removed, not processed yet
+                pending = self.services.get(name)
+                if pending is not None and _frontend(pending) == frontend:
+                    names.add(name)
+                else:
+                    names.discard(name)
+            return names
 
     def removed(self, name: str) -> None:
         with self._lock:
             self.services.pop(name, None)
-        self.kick()
+            self._dirty.add(name)
+        self._kick.set()
 
     # ---- programming -------------------------------------------------------------
+    def process(self) -> int:
+        """What is pending: everything after a (re)load, otherwise the services that
+        changed and those whose endpoints changed. Returns the services resolved."""
+        with self._lock:
+            if not self._loaded:
+                return 0
+            before = self.resolved
+            if self._full or self.syncs == 0:
+                self._full, self._endpoints_changed = False, False
+                self._dirty.clear()
+                self.sync()
+                return self.resolved - before
+            names, self._dirty = self._dirty, set()
+            if self._endpoints_changed:
+                self._endpoints_changed = False
+                names |= self._selectors.affected(self._endpoints.update(self.endpoints()))
+            for name in sorted(names):
+                self._update(name)
+            return self.resolved - before
+
     def sync(self) -> int:
         """Every service resolved and programmed where it changed; frontends of services
-        that are gone removed. Returns the number of services rebuilt."""
+        that are gone removed; the indexes rebuilt. Returns the number of services
+        rebuilt. At start and after a kvstore outage: O(services)."""
         with self._lock:
-            endpoints = self.endpoints()
-            rebuilt = 0
-            wanted: dict[Address, str] = {}
-            conflicts = {}
-            for name in sorted(self.services):
-                service = self.services[name]
-                frontend = Address(service.frontend.address, service.frontend.port,
-                                   service.frontend.protocol)
-                if frontend in wanted:
-                    conflicts[name] = f"frontend {service.frontend} is {wanted[frontend]}'s"
-                    continue
-                wanted[frontend] = name
-                if self._program(service, frontend, endpoints):
+            self._endpoints = EndpointIndex()
+            self._endpoints.update(self.endpoints())
+            self._selectors = SelectorIndex()
+            self._claims, self._claimed, self._owners = {}, {}, {}
+            for name, service in self.services.items():
+                self._selectors.add(service)
+                self._claim(name, _frontend(service))
+            self.conflicts, rebuilt = {}, 0
+            for frontend, names in self._claims.items():
+                owner = self._owners[frontend] = min(names)  # the same choice on every node
+                for other in names - {owner}:
+                    self.conflicts[other] = self._conflict(other, owner)
+                if self._program(self.services[owner], frontend):
                     rebuilt += 1
-            self.conflicts = conflicts
             for frontend, (_, _, flags) in self.tables.frontends().items():
-                if frontend not in wanted and not flags & LB_HOST_PORT:  # ports.py's
+                if frontend not in self._owners and not flags & LB_HOST_PORT:  # ports.py's
                     self.tables.delete_service(frontend)
-            for name in set(self.programmed) - set(wanted.values()):
+            for name in set(self.programmed) - set(self._owners.values()):
                 del self.programmed[name]
             if self.syncs == 0:
                 self.tables.prune()  # backends only an earlier run's tables used
             self.syncs += 1
             return rebuilt
 
-    def _program(self, service: Service, frontend: Address,
-                 endpoints: list[ClusterEndpoint]) -> bool:
-        backends = resolve_backends(service, endpoints)
+    def _claim(self, name: str, frontend: Address) -> None:
+        self._claims.setdefault(frontend, set()).add(name)
+        self._claimed[name] = frontend
+
+    def _conflict(self, name: str, owner: str) -> str:
+        return f"frontend {self.services[name].frontend} is {owner}'s"
+
+    def _update(self, name: str) -> None:
+        """One service stored, deleted, or its endpoints changed: re-filed, and the
+        frontends it left or names settled. O(that service and its frontend's)."""
+        service = self.services.get(name)
+        old = self._claimed.pop(name, None)
+        new = _frontend(service) if service is not None else None
+        if service is None:
+            self._selectors.remove(name)
+            self.conflicts.pop(name, None)
+        else:
+            self._selectors.add(service)
+        if old is not None and old != new:
+            self._claims[old].discard(name)
+            if not self._claims[old]:
+                del self._claims[old]
+        if new is not None:
+            self._claim(name, new)
+        for frontend in (old, new) if old != new else (new,):  # the old one first
+            if frontend is not None:
+                self._settle(frontend, name)
+        if new is None or self._owners.get(new) != name:
+            self.programmed.pop(name, None)
+
+    def _settle(self, frontend: Address, changed: str) -> None:
+        """``frontend`` goes to the first of the services naming it by name (the full
+        sync's choice); the others are conflicts. Its owner is resolved only if it is
+        new or is the service that ``changed``."""
+        names = self._claims.get(frontend)
+        previous = self._owners.get(frontend)
+        if not names:
+            if previous is not None:
+                del self._owners[frontend]
+                entry = self.tables.frontend(frontend)
+                if entry is not None and not entry[2] & LB_HOST_PORT:  # ports.py's
+                    self.tables.delete_service(frontend)
+            return
+        owner = self._owners[frontend] = min(names)
+        if previous is not None and previous != owner:
+            self.programmed.pop(previous, None)  # it named only this frontend
+        for other in names - {owner}:
+            self.conflicts[other] = self._conflict(other, owner)
+        self.conflicts.pop(owner, None)
+        if owner != previous or owner == changed:
+            self._program(self.services[owner], frontend)
+
+    def _program(self, service: Service, frontend: Address) -> bool:
+        backends = resolve_backends(service, self._endpoints.candidates(service))
+        self.resolved += 1
         signature = (frontend, service.affinity, service.maglev_size,
                      tuple((str(b.address), b.port, b.weight) for b in backends))
         current = self.programmed.get(service.name)

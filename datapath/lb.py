@@ -5,14 +5,17 @@ Every change is incremental: a backend set that changes rewrites only the table 
 whose backend changed; a service whose table size changes gets a new table id, fully
 written before its frontend points at it, so a connect() never meets half a table.
 Backends are shared between services by (address, port) with reference counts. The
-mirrors are rebuilt from the maps after a restart.
+mirrors are rebuilt from the maps after a restart. Table and backend ids come from
+free lists, so adding the 10,000th service costs what adding the first did.
 """
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 import socket
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from datapath import maps
@@ -69,6 +72,8 @@ class ServiceTables:
         self._uses: dict[int, set[Address]] = {}  # table id -> its backends
         self._backend_ids: dict[Address, int] = {}
         self._refs: dict[int, int] = {}
+        self._table_ids = _IdPool()
+        self._backend_id_pool = _IdPool()
         self._lock = threading.Lock()
         self._rebuild()
 
@@ -79,6 +84,8 @@ class ServiceTables:
             ip = ipaddress.ip_address(bytes(value.addr)[:4] if value.family == 4
                                       else bytes(value.addr))
             self._backend_ids[Address(ip, socket.ntohs(value.port))] = key.value
+        self._table_ids.adopt(entry[0] for entry in self._programmed.values())
+        self._backend_id_pool.adopt(self._backend_ids.values())
         # slot contents are not read back (millions of entries): the first change of a
         # service after a restart rewrites its whole table; until then it stays as is.
         # Backends start unreferenced: the agent's first sync re-references the ones its
@@ -88,6 +95,11 @@ class ServiceTables:
     def frontends(self) -> dict[Address, tuple[int, int, int]]:
         with self._lock:
             return dict(self._programmed)
+
+    def frontend(self, frontend: Address) -> tuple[int, int, int] | None:
+        """One frontend's (table id, size, flags), or None: O(1), unlike ``frontends``."""
+        with self._lock:
+            return self._programmed.get(frontend)
 
     def set_service(self, frontend: Address, backends: list[Address], table: list[int],
                     affinity_client: bool = False, host_port: bool = False) -> int:
@@ -130,8 +142,7 @@ class ServiceTables:
             return True
 
     def _new_table_id(self) -> int:
-        used = {entry[0] for entry in self._programmed.values()} | set(self._tables)
-        return next(n for n in range(1, len(used) + 2) if n not in used)
+        return self._table_ids.take()
 
     def _write_slots(self, table_id: int, wanted: list[int]) -> int:
         current = self._tables.get(table_id)
@@ -148,6 +159,7 @@ class ServiceTables:
         for slot in range(size):
             self.slots.delete(maps.LbSlotKey(table_id, slot))
         self._tables.pop(table_id, None)
+        self._table_ids.give(table_id)  # no frontend points at it any more
 
     # ---- backends ---------------------------------------------------------------
     def _backend_id(self, backend: Address) -> int:
@@ -155,8 +167,7 @@ class ServiceTables:
         backend = Address(backend.ip, backend.port)
         backend_id = self._backend_ids.get(backend)
         if backend_id is None:
-            used = set(self._backend_ids.values())
-            backend_id = next(n for n in range(1, len(used) + 2) if n not in used)
+            backend_id = self._backend_id_pool.take()
             self.backends.update(maps.ct.c_uint32(backend_id), _backend_value(backend))
             self._backend_ids[backend] = backend_id
         self._refs[backend_id] = self._refs.get(backend_id, 0) + 1
@@ -171,13 +182,16 @@ class ServiceTables:
         if self._refs[backend_id] <= 0:
             self.backends.delete(maps.ct.c_uint32(backend_id))
             del self._backend_ids[backend], self._refs[backend_id]
+            self._backend_id_pool.give(backend_id)
 
     def prune(self) -> int:
         """Removes backends no service references (after a restart's first sync)."""
         with self._lock:
             unused = [b for b, n in self._backend_ids.items() if not self._refs.get(n)]
             for backend in unused:
-                self.backends.delete(maps.ct.c_uint32(self._backend_ids.pop(backend)))
+                backend_id = self._backend_ids.pop(backend)
+                self.backends.delete(maps.ct.c_uint32(backend_id))
+                self._backend_id_pool.give(backend_id)
             return len(unused)
 
     def backend_count(self) -> int:
@@ -200,3 +214,35 @@ class ServiceTables:
     def delete_netns(self, cookie: int) -> None:
         self.netns.delete(maps.ct.c_uint64(cookie))
 
+
+
+class _IdPool:
+    """Ids from 1, the smallest free one first (ids stay dense, as the maps' sizes
+    assume) in O(log n), rather than a scan of every id in use per new one."""
+
+    def __init__(self) -> None:
+        self._used: set[int] = set()
+        self._free: list[int] = []  # a heap of freed ids, all below _next
+        self._next = 1  # every id from here up is free unless in _used
+
+    def adopt(self, ids: Iterable[int]) -> None:
+        """Ids an earlier run left in the maps are in use (the gaps between them are
+        found by ``take`` as it passes them: no range is built, whatever the ids)."""
+        self._used, self._free, self._next = set(ids), [], 1
+
+    def take(self) -> int:
+        if self._free:
+            number = heapq.heappop(self._free)
+        else:
+            while self._next in self._used:
+                self._next += 1
+            number, self._next = self._next, self._next + 1
+        self._used.add(number)
+        return number
+
+    def give(self, number: int) -> None:
+        if number not in self._used:  # given twice: it would be handed out twice
+            return
+        self._used.discard(number)
+        if number < self._next:  # from _next up, ``take`` finds it free by itself
+            heapq.heappush(self._free, number)

@@ -6,6 +6,7 @@ identical on every node (sorted)."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import reprlib
@@ -65,6 +66,12 @@ class Frontend:
 
     def __str__(self) -> str:
         return f"{_show(self.address, self.port)}/{self.protocol}"
+
+    @functools.cached_property
+    def key(self) -> tuple[bytes, int, str]:
+        """Equal exactly when the frontends are, and compared in C: checking a new
+        service against 10,000 others calls no Python ``__eq__``."""
+        return self.address.packed, self.port, self.protocol
 
 
 @dataclass(frozen=True, order=True)
