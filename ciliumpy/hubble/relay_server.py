@@ -25,7 +25,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import NoReturn
 
 import grpc
 
@@ -35,6 +34,7 @@ from ciliumpy.hubble.convert import filters_from_proto, to_timestamp
 from ciliumpy.hubble.follow import MergedFollow, Notice
 from ciliumpy.hubble.gen.observer import observer_pb2, observer_pb2_grpc
 from ciliumpy.hubble.gen.relay import relay_pb2
+from ciliumpy.hubble.server import Unrecorded
 
 VERSION = f"ciliumpy-relay {__version__}"
 STATUS_TIMEOUT = 2.0  # seconds a node has to answer ServerStatus for GetNodes
@@ -50,7 +50,7 @@ def node_status(name: str, up: bool, message: str) -> observer_pb2.GetFlowsRespo
         time=to_timestamp(time.time()))
 
 
-class RelayServicer(observer_pb2_grpc.ObserverServicer):
+class RelayServicer(Unrecorded, observer_pb2_grpc.ObserverServicer):
     """The Observer service over every node that ``peers()`` lists (name, host:port)."""
 
     def __init__(self, peers: Peers, timeout: float = relay.DEFAULT_TIMEOUT,
@@ -175,18 +175,6 @@ class RelayServicer(observer_pb2_grpc.ObserverServicer):
                 node.seen_flows = status.seen_flows
             nodes.append(node)
         return observer_pb2.GetNodesResponse(nodes=nodes)
-
-    def GetNamespaces(self, request: observer_pb2.GetNamespacesRequest,
-                      context: grpc.ServicerContext) -> observer_pb2.GetNamespacesResponse:
-        return observer_pb2.GetNamespacesResponse()
-
-    def GetAgentEvents(self, request: observer_pb2.GetAgentEventsRequest,
-                       context: grpc.ServicerContext) -> NoReturn:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "the relay does not serve agent events")
-
-    def GetDebugEvents(self, request: observer_pb2.GetDebugEventsRequest,
-                       context: grpc.ServicerContext) -> NoReturn:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "the relay does not serve debug events")
 
 
 __all__ = ["RelayServicer", "Notice", "node_status"]

@@ -129,7 +129,24 @@ class _Hub:
             pass
 
 
-class ObserverServicer(observer_pb2_grpc.ObserverServicer):
+class Unrecorded:
+    """The Observer methods ciliumpy has nothing for, the same on a node and the relay:
+    no namespaces (endpoints have none), no agent or debug events (not recorded)."""
+
+    def GetNamespaces(self, request: observer_pb2.GetNamespacesRequest,
+                      context: grpc.ServicerContext) -> observer_pb2.GetNamespacesResponse:
+        return observer_pb2.GetNamespacesResponse()
+
+    def GetAgentEvents(self, request: observer_pb2.GetAgentEventsRequest,
+                       context: grpc.ServicerContext) -> NoReturn:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "ciliumpy records no agent events")
+
+    def GetDebugEvents(self, request: observer_pb2.GetDebugEventsRequest,
+                       context: grpc.ServicerContext) -> NoReturn:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "ciliumpy records no debug events")
+
+
+class ObserverServicer(Unrecorded, observer_pb2_grpc.ObserverServicer):
     """The Observer service over ``store``. ``address`` is where clients reach it (for
     GetNodes); ``nodes``, when given, lists the nodes (a relay's view) instead of this
     one alone."""
@@ -279,18 +296,6 @@ class ObserverServicer(observer_pb2_grpc.ObserverServicer):
             state=relay_pb2.NODE_CONNECTED, tls=observer_pb2.TLS(enabled=False),
             uptime_ns=self._uptime_ns(time.time()), num_flows=view["flows"],
             max_flows=view["capacity"], seen_flows=view["seen"])
-
-    def GetNamespaces(self, request: observer_pb2.GetNamespacesRequest,
-                      context: grpc.ServicerContext) -> observer_pb2.GetNamespacesResponse:
-        return observer_pb2.GetNamespacesResponse()
-
-    def GetAgentEvents(self, request: observer_pb2.GetAgentEventsRequest,
-                       context: grpc.ServicerContext) -> NoReturn:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "ciliumpy records no agent events")
-
-    def GetDebugEvents(self, request: observer_pb2.GetDebugEventsRequest,
-                       context: grpc.ServicerContext) -> NoReturn:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "ciliumpy records no debug events")
 
     def _uptime_ns(self, now: float) -> int:
         return max(0, int((now - self.started) * 1e9))
