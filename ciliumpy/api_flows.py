@@ -137,7 +137,8 @@ def _cluster(stored: list[dict], whitelist: list, blacklist: list, since: float 
 
     peers, warnings = _peers(the_agent())
     remote = relay.ask_nodes(peers, relay.request_for(whitelist, blacklist, since, until,
-                                                        last, first))
+                                                        last, first),
+                             tls=the_agent().hubble_tls)
     local = [json.loads(json_line(flow)) for flow in stored]
     merged = relay.merge(local, remote, last, first)
     return ([_warning(w) for w in warnings + remote.warnings]
@@ -169,7 +170,8 @@ def _cluster_follow(agent, history: list[str], whitelist: list, blacklist: list,
 
     follow = MergedFollow(lambda: _peers(agent)[0],
                           relay.request_for(whitelist, blacklist, asked_at, None, None, None),
-                          remote, local=local, skip=agent.config.node_name)
+                          remote, local=local, skip=agent.config.node_name,
+                          tls=agent.hubble_tls)
     try:
         yield from history
         for window in follow.windows():
@@ -214,7 +216,8 @@ def _cluster_flows(stored: list[dict], whitelist: list, blacklist: list, since: 
         stored = [f for f in stored if relay.flow_time(f) >= since]
     peers, warnings = _peers(the_agent())
     remote = relay.ask_nodes(peers, relay.request_for(whitelist, blacklist, since, None,
-                                                        CLUSTER_MAP_FLOWS, None))
+                                                        CLUSTER_MAP_FLOWS, None),
+                             tls=the_agent().hubble_tls)
     return stored[-CLUSTER_MAP_FLOWS:] + [r["flow"] for r in remote.flows], \
         warnings + remote.warnings
 

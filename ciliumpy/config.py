@@ -107,6 +107,18 @@ def _kv_options(value: Any) -> dict[str, str]:
     return result
 
 
+def _boolean(value: Any) -> bool:
+    """true/false as YAML, flags and environment spell them."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
 def _listen_address(value: Any) -> str:
     """``host:port``, ``[v6]:port`` or ``:port`` (every address), as Hubble's
     ``--listen-address``; empty = off. Normalized, port 1..65535."""
@@ -175,6 +187,14 @@ class Config:
     hubble_listen_address: str = ""
     # Hubble Relay's Observer API: every node's flows merged ("" = off; Relay's port 4245)
     hubble_relay_listen_address: str = ""
+    # TLS for both (Cilium's option names): this node's certificate and key, and the CAs
+    # that sign the clients' certificates (then required: mutual TLS) and the other
+    # nodes' (the relay checks them). A non-loopback address needs TLS or
+    # hubble-disable-tls: flows name every connection on the node.
+    hubble_tls_cert_file: str = ""
+    hubble_tls_key_file: str = ""
+    hubble_tls_client_ca_files: list[str] = field(default_factory=list)
+    hubble_disable_tls: bool = False
     # socket load balancing: "all" translates the sockets of every network namespace of
     # the machine; "own" only this agent's containers' and its own (several agents
     # sharing one machine's cgroup root, as the multi-host test harness does)
@@ -215,6 +235,10 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "flow_store_size": _positive_int,
     "hubble_listen_address": _listen_address,
     "hubble_relay_listen_address": _listen_address,
+    "hubble_tls_cert_file": _text,
+    "hubble_tls_key_file": _text,
+    "hubble_tls_client_ca_files": _string_list,
+    "hubble_disable_tls": _boolean,
     "socket_lb_scope": _choice("all", "own"),
 }
 
@@ -293,7 +317,44 @@ def load(
     return config
 
 
+def _loopback(listen: str) -> bool:
+    """Whether a listen address (``host:port``, ``[v6]:port``, ``:port``) is reachable
+    from this machine only."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # "" (every address) or a host name
+        return False
+
+
+def _check_hubble_tls(config: Config) -> None:
+    if bool(config.hubble_tls_cert_file) != bool(config.hubble_tls_key_file):
+        raise ConfigError("options 'hubble-tls-cert-file' and 'hubble-tls-key-file' go "
+                          "together: give both, or neither")
+    tls = bool(config.hubble_tls_cert_file)
+    if tls and config.hubble_disable_tls:
+        raise ConfigError("option 'hubble-disable-tls' contradicts 'hubble-tls-cert-file': "
+                          "choose one")
+    for listen in (config.hubble_listen_address, config.hubble_relay_listen_address):
+        if listen and not tls and not config.hubble_disable_tls and not _loopback(listen):
+            raise ConfigError(
+                f"Hubble's API on {listen} would serve every flow of this node over plain "
+                "TCP to anyone who reaches it: give --hubble-tls-cert-file and "
+                "--hubble-tls-key-file (and --hubble-tls-client-ca-files for mutual TLS), "
+                "listen on a loopback address, or accept it with --hubble-disable-tls")
+    if tls and config.hubble_relay_listen_address and not config.hubble_tls_client_ca_files:
+        raise ConfigError("the relay checks the other nodes' certificates against "
+                          "'hubble-tls-client-ca-files': give the CA that signs them")
+    for path in (config.hubble_tls_cert_file, config.hubble_tls_key_file,
+                 *config.hubble_tls_client_ca_files):
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"Hubble TLS file {path} does not exist")
+
+
 def _check_consistency(config: Config) -> None:
+    _check_hubble_tls(config)
     if config.hubble_relay_listen_address and not config.hubble_listen_address:
         raise ConfigError(
             "option 'hubble-relay-listen-address' needs 'hubble-listen-address': the relay "

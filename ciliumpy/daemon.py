@@ -124,6 +124,7 @@ class Agent:
         self.hubble: HubbleServer | None = None  # with hubble_listen_address
         self.hubble_address = ""
         self.hubble_relay: HubbleServer | None = None  # with hubble_relay_listen_address
+        self.hubble_tls = None  # ciliumpy.hubble.tls.HubbleTLS, with hubble-tls-cert-file
         self.event_reader: EventReaderProcess | None = None  # at start
         self.services: ServiceManager | None = None  # at start: needs the datapath's maps
         self.ports: PortPublisher | None = None
@@ -192,13 +193,18 @@ class Agent:
         if not listen:
             return
         from ciliumpy.hubble.server import HubbleServer, ObserverServicer
+        from ciliumpy.hubble.tls import HubbleTLS
+
+        self.hubble_tls = HubbleTLS.from_files(self.config.hubble_tls_cert_file,
+                                               self.config.hubble_tls_key_file,
+                                               self.config.hubble_tls_client_ca_files)
 
         host, _, port = listen.rpartition(":")
         # where clients and other nodes' relays reach it (published with the node)
         address = listen if host not in ("", "0.0.0.0", "[::]") else f"{self.node_ip}:{port}"
         servicer = ObserverServicer(self.flows, self.config.node_name, address,
                                     started=self.started)
-        self.hubble = HubbleServer(listen, servicer)
+        self.hubble = HubbleServer(listen, servicer, tls=self.hubble_tls)
         self.hubble.start()
         self.hubble_address = address
         self.register_node()
@@ -207,8 +213,9 @@ class Agent:
 
             self.hubble_relay = HubbleServer(self.config.hubble_relay_listen_address,
                                              RelayServicer(self.hubble_peers,
-                                                           started=self.started),
-                                             name="Hubble Relay API")
+                                                           started=self.started,
+                                                           tls=self.hubble_tls),
+                                             name="Hubble Relay API", tls=self.hubble_tls)
             self.hubble_relay.start()
 
     def hubble_peers(self) -> list[tuple[str, str]]:

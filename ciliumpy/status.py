@@ -40,7 +40,8 @@ def agent_status(agent: Agent) -> dict[str, Any]:
         "bandwidth": agent.bandwidth.view(),
         "services": services_status(agent),
         "hubble": {"address": agent.hubble_address or None,
-                   "relay": agent.config.hubble_relay_listen_address or None},
+                   "relay": agent.config.hubble_relay_listen_address or None,
+                   "tls": agent.hubble_tls is not None},
     }
 
 

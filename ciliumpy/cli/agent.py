@@ -25,6 +25,10 @@ def _agent_options(func):
             # at load time; printing the sentinel showed a memory address in --help
             shown = ("" if default is MISSING or callable(default) or default is None
                      else f" [default: {default}]")
+            if isinstance(default, bool):  # a flag, as Cilium's (--hubble-disable-tls)
+                func = click.option(flag, is_flag=True, default=None,
+                                    help=f"Option {cfg.option_flag(name)}.")(func)
+                continue
             func = click.option(flag, default=None, help=f"Option {cfg.option_flag(name)}."
                                 + shown)(func)
     return click.option("--config", "config_file", default=None,

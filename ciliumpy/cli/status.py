@@ -64,7 +64,7 @@ def _hubble_line(hubble: dict | None) -> str:
     """Where Hubble's API (and the relay's) is served."""
     if not hubble or not hubble.get("address"):
         return "off (--hubble-listen-address)"
-    line = f"Observer API on {hubble['address']}"
+    line = f"Observer API on {hubble['address']} ({'TLS' if hubble.get('tls') else 'plain TCP'})"
     if hubble.get("relay"):
         line += f", relay (every node) on {hubble['relay']}"
     return line

@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 
 from ciliumpy.hubble.gen.observer import observer_pb2, observer_pb2_grpc
+from ciliumpy.hubble.tls import HubbleTLS, channel
 
 WINDOW = 0.2  # seconds of arrivals sorted together
 RETRY = 2.0  # seconds before a node that failed is asked again
@@ -71,8 +72,9 @@ class MergedFollow:
 
     def __init__(self, peers: Peers, request: observer_pb2.GetFlowsRequest, convert: Convert,
                  local: Callable[[Callable[[float, Any], None], threading.Event], None]
-                 | None = None, skip: str = "") -> None:
+                 | None = None, skip: str = "", tls: HubbleTLS | None = None) -> None:
         self.peers, self.convert, self.local, self.skip = peers, convert, local, skip
+        self.tls = tls
         self.request = observer_pb2.GetFlowsRequest()
         self.request.CopyFrom(request)
         self.request.follow = True
@@ -149,14 +151,14 @@ class MergedFollow:
         failed = False
         while not self.stop.is_set():
             try:
-                with grpc.insecure_channel(address) as channel:
+                with channel(address, self.tls) as channel_:
                     # connected before it is announced: a call is only tried when read
                     try:
-                        grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT)
+                        grpc.channel_ready_future(channel_).result(timeout=CONNECT_TIMEOUT)
                     except grpc.FutureTimeoutError:
                         raise _Unreachable(f"not connected within {CONNECT_TIMEOUT:.0f} s") \
                             from None
-                    call = observer_pb2_grpc.ObserverStub(channel).GetFlows(request)
+                    call = observer_pb2_grpc.ObserverStub(channel_).GetFlows(request)
                     with self._lock:
                         self._calls[name] = call
                     if self.stop.is_set():

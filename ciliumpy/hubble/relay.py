@@ -18,6 +18,7 @@ from ciliumpy.flows.filters import FlowFilter
 from ciliumpy.hubble.convert import filter_to_proto, flow_from_proto, to_timestamp
 from ciliumpy.hubble.follow import response_time
 from ciliumpy.hubble.gen.observer import observer_pb2, observer_pb2_grpc
+from ciliumpy.hubble.tls import HubbleTLS, channel
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -68,10 +69,10 @@ def request_for(whitelist: list[FlowFilter], blacklist: list[FlowFilter],
 
 
 def _ask(name: str, address: str, request: observer_pb2.GetFlowsRequest, timeout: float,
-         answer: Answer, lock: threading.Lock) -> None:
+         answer: Answer, lock: threading.Lock, tls: HubbleTLS | None) -> None:
     try:
-        with grpc.insecure_channel(address) as channel:
-            stub = observer_pb2_grpc.ObserverStub(channel)
+        with channel(address, tls) as channel_:
+            stub = observer_pb2_grpc.ObserverStub(channel_)
             responses = [(name, response) for response in stub.GetFlows(request, timeout=timeout)
                          if response.HasField("flow")]
     except grpc.RpcError as exc:
@@ -87,13 +88,14 @@ def _ask(name: str, address: str, request: observer_pb2.GetFlowsRequest, timeout
 
 
 def ask_nodes(peers: list[tuple[str, str]], request: observer_pb2.GetFlowsRequest,
-              timeout: float = DEFAULT_TIMEOUT, records: bool = True) -> Answer:
+              timeout: float = DEFAULT_TIMEOUT, records: bool = True,
+              tls: HubbleTLS | None = None) -> Answer:
     """``peers``: (node name, host:port) pairs. Flows of every node that answered within
     ``timeout``, oldest first (``responses``; also as ``-o json`` records in ``flows``
     when ``records``), and a warning per node that did not."""
     answer, lock = Answer(), threading.Lock()
     threads = [threading.Thread(target=_ask, args=(name, address, request, timeout, answer,
-                                                   lock), daemon=True)
+                                                   lock, tls), daemon=True)
                for name, address in peers]
     for thread in threads:
         thread.start()

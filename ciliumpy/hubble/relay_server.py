@@ -35,6 +35,7 @@ from ciliumpy.hubble.follow import MergedFollow, Notice
 from ciliumpy.hubble.gen.observer import observer_pb2, observer_pb2_grpc
 from ciliumpy.hubble.gen.relay import relay_pb2
 from ciliumpy.hubble.server import Unrecorded
+from ciliumpy.hubble.tls import HubbleTLS, channel
 
 VERSION = f"ciliumpy-relay {__version__}"
 STATUS_TIMEOUT = 2.0  # seconds a node has to answer ServerStatus for GetNodes
@@ -54,8 +55,8 @@ class RelayServicer(Unrecorded, observer_pb2_grpc.ObserverServicer):
     """The Observer service over every node that ``peers()`` lists (name, host:port)."""
 
     def __init__(self, peers: Peers, timeout: float = relay.DEFAULT_TIMEOUT,
-                 started: float | None = None) -> None:
-        self.peers, self.timeout = peers, timeout
+                 started: float | None = None, tls: HubbleTLS | None = None) -> None:
+        self.peers, self.timeout, self.tls = peers, timeout, tls
         self.started = time.time() if started is None else started
         self._closed = threading.Event()
         self._follows: set[MergedFollow] = set()
@@ -90,7 +91,8 @@ class RelayServicer(Unrecorded, observer_pb2_grpc.ObserverServicer):
                 history.until.CopyFrom(to_timestamp(asked_at))
         peers = self.peers()
         if history is not None:
-            answer = relay.ask_nodes(peers, history, self.timeout, records=False)
+            answer = relay.ask_nodes(peers, history, self.timeout, records=False,
+                                     tls=self.tls)
             for name, why in answer.failed:
                 yield node_status(name, False, f"node {name} did not answer: {why}")
             number = request.number or None
@@ -108,7 +110,8 @@ class RelayServicer(Unrecorded, observer_pb2_grpc.ObserverServicer):
         live.number = 0
         if not request.HasField("since") or request.since.ToNanoseconds() < asked_at * 1e9:
             live.since.CopyFrom(to_timestamp(asked_at))
-        follow = MergedFollow(self.peers, live, lambda _name, response: response)
+        follow = MergedFollow(self.peers, live, lambda _name, response: response,
+                              tls=self.tls)
         with self._lock:
             self._follows.add(follow)
         context.add_callback(follow.close)  # the client cancelled or the deadline passed
@@ -133,8 +136,8 @@ class RelayServicer(Unrecorded, observer_pb2_grpc.ObserverServicer):
 
         def ask(name: str, address: str) -> None:
             try:
-                with grpc.insecure_channel(address) as channel:
-                    found[name] = observer_pb2_grpc.ObserverStub(channel).ServerStatus(
+                with channel(address, self.tls) as channel_:
+                    found[name] = observer_pb2_grpc.ObserverStub(channel_).ServerStatus(
                         observer_pb2.ServerStatusRequest(), timeout=STATUS_TIMEOUT)
             except grpc.RpcError:
                 pass

@@ -59,6 +59,7 @@ from ciliumpy.hubble.gen.relay import relay_pb2
 
 if TYPE_CHECKING:
     from ciliumpy.hubble.relay_server import RelayServicer
+    from ciliumpy.hubble.tls import HubbleTLS
 
 log = logging.getLogger("ciliumpy.hubble")
 VERSION = f"{__version__}+ciliumpy"
@@ -311,9 +312,10 @@ class HubbleServer:
     """The Observer service on ``listen`` (``host:port``, ``:port``), plain TCP."""
 
     def __init__(self, listen: str, servicer: ObserverServicer | RelayServicer,
-                 workers: int = 8, name: str = "Hubble API") -> None:
+                 workers: int = 8, name: str = "Hubble API",
+                 tls: HubbleTLS | None = None) -> None:
         self.listen, self.servicer, self.workers = listen, servicer, workers
-        self.name = name
+        self.name, self.tls = name, tls
         self.port = 0  # the bound port, once serving
         self._server: grpc.Server | None = None
         self._lock = threading.Lock()
@@ -335,7 +337,9 @@ class HubbleServer:
             maximum_concurrent_rpcs=self.workers,  # beyond: RESOURCE_EXHAUSTED, not a hang
             options=[("grpc.so_reuseport", 0)])  # never share the port with another agent
         observer_pb2_grpc.add_ObserverServicer_to_server(self.servicer, server)
-        port = server.add_insecure_port(grpc_address(self.listen))  # RuntimeError if busy
+        address = grpc_address(self.listen)
+        port = (server.add_secure_port(address, self.tls.server_credentials()) if self.tls
+                else server.add_insecure_port(address))  # RuntimeError if busy
         if not port:
             raise RuntimeError("bind failed")
         with self._lock:
@@ -343,7 +347,8 @@ class HubbleServer:
                 return
             server.start()
             self._server, self.port = server, port
-        log.info("%s (Observer) on %s", self.name, self.listen)
+        log.info("%s (Observer) on %s%s", self.name, self.listen,
+                 " (TLS)" if self.tls else "")
 
     def _retry(self) -> None:
         deadline = time.monotonic() + BIND_RETRY_FOR

@@ -229,11 +229,12 @@ def test_a_node_that_dies_and_returns_mid_follow(mesh):
 
 
 def test_the_relay_option_needs_the_node_api():
+    plain = {"hubble_disable_tls": "true"}
     with pytest.raises(cfg.ConfigError, match="needs 'hubble-listen-address'"):
-        cfg.load(flags={"hubble_relay_listen_address": ":4245"}, environ={})
+        cfg.load(flags={"hubble_relay_listen_address": ":4245", **plain}, environ={})
     with pytest.raises(cfg.ConfigError, match="must be different"):
         cfg.load(flags={"hubble_relay_listen_address": ":4245",
-                        "hubble_listen_address": ":4245"}, environ={})
+                        "hubble_listen_address": ":4245", **plain}, environ={})
     loaded = cfg.load(flags={"hubble_relay_listen_address": ":4245",
-                             "hubble_listen_address": ":4244"}, environ={})
-    assert loaded.hubble_relay_listen_address == ":4245"
+                             "hubble_listen_address": ":4244", **plain}, environ={})
+    assert loaded.hubble_relay_listen_address == ":4245" and loaded.hubble_disable_tls

@@ -297,7 +297,8 @@ def test_stop_ends_follow_streams_and_a_busy_port_is_retried(served, monkeypatch
 
 def test_the_agent_option_and_its_address():
     def load(value: str) -> str:
-        return cfg.load(None, {"hubble_listen_address": value}, environ={}).hubble_listen_address
+        return cfg.load(None, {"hubble_listen_address": value, "hubble_disable_tls": True},
+                        environ={}).hubble_listen_address
     assert cfg.Config().hubble_listen_address == ""  # off unless asked for
     assert load("127.0.0.1:4245") == "127.0.0.1:4245" and load(":4244") == ":4244"
     assert load("[::1]:4245") == "[::1]:4245"
