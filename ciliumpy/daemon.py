@@ -27,6 +27,7 @@ from ciliumpy.endpoint_identity import EndpointIdentities
 from ciliumpy.endpoints import EndpointManager
 from ciliumpy.flow_reader import EventReaderProcess
 from ciliumpy.flows.store import FlowStore
+from ciliumpy.hubble_apis import HubbleAPIs
 from ciliumpy.identities import IdentityAllocator
 from ciliumpy.l7proxy import ProxySupervisor
 from ciliumpy.lb import ClusterEndpoint, ServiceManager, label_dict
@@ -55,7 +56,7 @@ from state.kvstore.base import LeaseKeeper
 from state.localdb import LocalDB
 
 if TYPE_CHECKING:
-    from ciliumpy.hubble.server import HubbleServer
+    from ciliumpy.hubble.tls import HubbleTLS
 
 log = logging.getLogger("ciliumpy.agent")
 # L7 rule kinds whose connections go to the proxy. HTTP (and gRPC) are enforced there;
@@ -121,10 +122,7 @@ class Agent:
         self.watcher: DockerWatcher | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.hubble: HubbleServer | None = None  # with hubble_listen_address
-        self.hubble_address = ""
-        self.hubble_relay: HubbleServer | None = None  # with hubble_relay_listen_address
-        self.hubble_tls = None  # ciliumpy.hubble.tls.HubbleTLS, with hubble-tls-cert-file
+        self.hubble_apis = HubbleAPIs(config, self.flows, self.started, self.hubble_peers)
         self.event_reader: EventReaderProcess | None = None  # at start
         self.services: ServiceManager | None = None  # at start: needs the datapath's maps
         self.ports: PortPublisher | None = None
@@ -179,44 +177,26 @@ class Agent:
         """Stops the background work; ``stop_proxy`` (a clean agent stop) also ends the
         L7 proxy, which otherwise keeps serving for the next agent to adopt."""
         self._stop.set()
-        for part in (self.event_reader, self.hubble_relay, self.hubble, self.watcher,
+        for part in (self.event_reader, self.hubble_apis, self.watcher,
                      self.identities, self.cluster, self.services, self.proxy_state,
                      self.proxy if stop_proxy else None):
             if part is not None:
                 part.stop()
 
     def _start_hubble(self) -> None:
-        """Hubble's Observer gRPC API over the flow store, on its own gRPC server and
-        threads (never gunicorn's). Imported only when configured: grpc stays out of
-        agents that do not serve it."""
-        listen = self.config.hubble_listen_address
-        if not listen:
-            return
-        from ciliumpy.hubble.server import HubbleServer, ObserverServicer
-        from ciliumpy.hubble.tls import HubbleTLS
+        """Hubble's APIs (ciliumpy.hubble_apis), when configured; the node record then
+        publishes where the others reach this one."""
+        self.hubble_apis.start(self.node_ip)
+        if self.hubble_apis.address:
+            self.register_node()
 
-        self.hubble_tls = HubbleTLS.from_files(self.config.hubble_tls_cert_file,
-                                               self.config.hubble_tls_key_file,
-                                               self.config.hubble_tls_client_ca_files)
+    @property
+    def hubble_address(self) -> str:
+        return self.hubble_apis.address
 
-        host, _, port = listen.rpartition(":")
-        # where clients and other nodes' relays reach it (published with the node)
-        address = listen if host not in ("", "0.0.0.0", "[::]") else f"{self.node_ip}:{port}"
-        servicer = ObserverServicer(self.flows, self.config.node_name, address,
-                                    started=self.started)
-        self.hubble = HubbleServer(listen, servicer, tls=self.hubble_tls)
-        self.hubble.start()
-        self.hubble_address = address
-        self.register_node()
-        if self.config.hubble_relay_listen_address:
-            from ciliumpy.hubble.relay_server import RelayServicer
-
-            self.hubble_relay = HubbleServer(self.config.hubble_relay_listen_address,
-                                             RelayServicer(self.hubble_peers,
-                                                           started=self.started,
-                                                           tls=self.hubble_tls),
-                                             name="Hubble Relay API", tls=self.hubble_tls)
-            self.hubble_relay.start()
+    @property
+    def hubble_tls(self) -> HubbleTLS | None:
+        return self.hubble_apis.tls
 
     def hubble_peers(self) -> list[tuple[str, str]]:
         """(name, Hubble API address) of every registered node serving one, this one
