@@ -3,7 +3,9 @@ ICMP fields, each validated as Cilium validates it, and the context every reader
 reports to (errors with the rule path, warnings for what loads but selects nothing).
 
 Field names are matched as Go's encoding/json (which Cilium uses) matches them: an
-exact name first, otherwise case-insensitively (``HTTP:``, Kafka ``Role:`` load).
+exact name first, otherwise case-insensitively with Go's folding (``HTTP:``, Kafka
+``Role:``, ``ToPorts`` load); ports are read as Cilium reads them (``"0"`` is every
+port, a leading 0 is octal).
 """
 
 from __future__ import annotations
@@ -35,10 +37,16 @@ UNSUPPORTED = {
     "nodeSelector": "host policies (nodeSelector) are not supported yet: ciliumpy does not "
                     "police the host's own traffic (an endpointSelector would apply the "
                     "rule to containers instead)",
-    "authentication": "mutual authentication is not supported",
-    "auth": "mutual authentication (auth, now authentication) is not supported",
-    "listener": "Envoy listeners (listener) are not supported: ciliumpy's L7 proxy is not "
-                "Envoy",
+    "authentication": "mutual authentication (authentication) is not supported: it needs "
+                      "Cilium's SPIFFE identities and auth handshake, which ciliumpy does "
+                      "not have, and loading the rule without it would allow traffic the "
+                      "policy requires to be authenticated",
+    "auth": "mutual authentication (auth, now authentication) is not supported: it needs "
+            "Cilium's SPIFFE identities and auth handshake, which ciliumpy does not have, "
+            "and loading the rule without it would allow unauthenticated traffic",
+    "listener": "Envoy listeners (listener) are not supported: they hand the connection to "
+                "an Envoy listener of a CiliumEnvoyConfig, and ciliumpy's L7 proxy is not "
+                "Envoy and has no such configuration",
     "serverNames": "TLS server-name rules (serverNames) are not supported yet: the proxy "
                    "does not read TLS handshakes",
     "terminatingTLS": "TLS interception (terminatingTLS/originatingTLS) is not supported",
@@ -65,7 +73,8 @@ def readable(message: str) -> str:
 
 
 # entities that exist only on Kubernetes: accepted (Cilium's policies use them), no peer
-KUBERNETES_ENTITIES = ("kube-apiserver", "ingress")
+KUBERNETES_ENTITIES = {"kube-apiserver": "the cluster's API server",
+                       "ingress": "the Envoy of Cilium's Kubernetes Ingress"}
 
 
 class Ctx:
@@ -82,11 +91,22 @@ class Ctx:
                                    f"{where}{message}"))
 
 
+# Go's encoding/json folds a key rune by rune as unicode.ToUpper(unicode.ToLower(r)).
+# Field names are ASCII, so only runes that fold onto an ASCII letter can match one:
+# ASCII itself, and these four (KELVIN SIGN, LONG S, dotted capital I, dotless small i).
+GO_FOLD = {"\u212a": "k", "\u017f": "s", "\u0130": "i", "\u0131": "i"}
+
+
+def go_fold(key: Any) -> str:
+    """``key`` folded as Go folds it when comparing with an ASCII field name."""
+    return "".join(GO_FOLD.get(c, c.lower() if c.isascii() else c) for c in str(key))
+
+
 def canonical(key: Any, names) -> str | None:
     """Go's encoding/json: the exact field name, else a case-insensitive match."""
     if key in names:
         return key
-    folded = str(key).lower()
+    folded = go_fold(key)
     return next((name for name in names if name.lower() == folded), None)
 
 
@@ -97,11 +117,20 @@ def fields(ctx: Ctx, obj: Any, path: str, allowed: tuple[str, ...], what: str,
     if not isinstance(obj, dict):
         ctx.fail(path, f"{what} must be a mapping, not {type(obj).__name__}")
     out: dict = {}
+    given: dict[str, Any] = {}  # field -> the key that set it
     for key, value in obj.items():
         name = canonical(key, allowed)
         if name is not None:
-            if name not in out or name == key:  # an exact spelling wins, as in Go
-                out[name] = value
+            if name in given:
+                # Go would decode both into one field, the later overwriting (or, for a
+                # mapping, merging into) the earlier; the order depends on how the file
+                # reached Cilium, so ciliumpy keeps the exact spelling and says so
+                kept = name if name in (key, given[name]) else key
+                ctx.warn(f"{path}.{key}" if path else str(key),
+                         f"{given[name]!r} and {key!r} both set {name!r}: {kept!r} is used")
+                if given[name] == name:
+                    continue
+            out[name], given[name] = value, key
             continue
         here = f"{path}.{key}" if path else str(key)
         unsupported = canonical(key, UNSUPPORTED)
@@ -194,15 +223,15 @@ def port_protocol(ctx: Ctx, obj: Any, path: str) -> PortProtocol:
     if "port" not in obj or obj["port"] in (None, ""):
         ctx.fail(f"{path}.port", "port must be specified")
     raw = obj["port"]
-    if isinstance(raw, bool) or not re.fullmatch(r"\d+", str(raw)):
-        ctx.fail(f"{path}.port", f"{raw!r} is not a port number (named ports are not "
-                 "supported on Docker hosts)")
-    port = int(str(raw))
-    if port > 65535:
-        ctx.fail(f"{path}.port", f"{port} is out of range 0..65535")
+    port = _port_number(ctx, raw, f"{path}.port")
     end = obj.get("endPort") or 0
     if isinstance(end, bool) or not isinstance(end, int) or not 0 <= end <= 65535:
         ctx.fail(f"{path}.endPort", f"{end!r} is not a port number")
+    if port == 0 and end:
+        # Cilium's datapath wildcards the whole port when it is 0 (an endPort only
+        # narrows a non-zero port): the range must not reach the BPF map as 0..end
+        ctx.warn(f"{path}.endPort", f"endPort {end} ignored: port 0 means every port")
+        end = 0
     if end and end < port:
         ctx.fail(f"{path}.endPort", f"endPort {end} is below port {port}")
     protocol = str(obj.get("protocol") or "ANY").upper()
@@ -210,6 +239,27 @@ def port_protocol(ctx: Ctx, obj: Any, path: str) -> PortProtocol:
         ctx.fail(f"{path}.protocol", f"protocol {obj.get('protocol')!r} is not one of "
                  f"{', '.join(PROTOCOLS)}")
     return PortProtocol(port, end if end != port else 0, protocol)
+
+
+def _port_number(ctx: Ctx, raw: Any, path: str) -> int:
+    """A port as Cilium reads it: ``strconv.ParseUint(port, 0, 16)``, so "0" is every
+    port and a leading 0 makes the digits octal ("010" is 8)."""
+    text = str(raw)
+    if isinstance(raw, bool) or not re.fullmatch(r"\d+", text):
+        ctx.fail(path, f"{raw!r} is not a port number (named ports are not supported on "
+                 "Docker hosts)")
+    if isinstance(raw, str) and len(text) > 1 and text.startswith("0"):
+        if re.search("[89]", text):
+            ctx.fail(path, f"{raw!r} is not a port number: Cilium reads a leading 0 as "
+                     "octal, and 8 and 9 are not octal digits")
+        port = int(text, 8)
+        if port <= 65535:  # a user who wrote "010" most likely meant 10: say so
+            ctx.warn(path, f"port {raw!r} is octal for Cilium (a leading 0): read as {port}")
+    else:
+        port = int(text)
+    if port > 65535:
+        ctx.fail(path, f"{text} is out of range 0..65535")
+    return port
 
 
 def l7_rules(ctx: Ctx, obj: Any, path: str, ports: tuple[PortProtocol, ...], deny: bool,
@@ -273,6 +323,10 @@ def l7_rules(ctx: Ctx, obj: Any, path: str, ports: tuple[PortProtocol, ...], den
         else:
             rule = fields(ctx, rule, here, ("matchName", "matchPattern"), "a DNS rule")
         rules.append(rule)
+    if kind == "dns" and any(r != {"matchPattern": "*"} for r in rules):
+        # no DNS proxy yet: the port is allowed at L4, so the names do not narrow it
+        ctx.warn(f"{path}.dns", "DNS names are not enforced yet (ciliumpy has no DNS proxy): "
+                 "these ports are allowed for queries of every name")
     return kind, tuple(tuple(sorted(r.items())) for r in rules)
 
 

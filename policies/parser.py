@@ -28,8 +28,10 @@ from policies.parse_parts import (
     Ctx,
     PolicyError,
     as_list,
+    canonical,
     cidr_set,
     fields,
+    go_fold,
     icmp_rules,
     l7_rules,
     network,
@@ -58,8 +60,9 @@ def _peer_rule(ctx: Ctx, obj: Any, path: str, direction: str, deny: bool) -> Pee
     if obj.get("toServices") is not None:
         # Kubernetes services (k8sService, k8sServiceSelector): none on a Docker host
         as_list(ctx, obj["toServices"], f"{path}.toServices")
-        ctx.warn(f"{path}.toServices", "toServices selects Kubernetes services, which a "
-                 "Docker host does not have: this element selects nothing")
+        ctx.warn(f"{path}.toServices", "toServices selects Kubernetes services "
+                 "(k8sService, k8sServiceSelector), which a Docker host does not have: this "
+                 "element selects nothing (ciliumpy's own services are not matched by it)")
         endpoints = ()
     if obj.get(f"{prefix}Endpoints") is not None:
         endpoints = tuple(selector(ctx, s, f"{path}.{prefix}Endpoints[{i}]") for i, s in
@@ -80,7 +83,8 @@ def _peer_rule(ctx: Ctx, obj: Any, path: str, direction: str, deny: bool) -> Pee
                                        f"{path}.{prefix}Entities")):
             if name in KUBERNETES_ENTITIES:
                 ctx.warn(f"{path}.{prefix}Entities[{i}]", f"entity {name!r} exists only on "
-                         "Kubernetes: it selects nothing on a Docker host")
+                         f"Kubernetes ({KUBERNETES_ENTITIES[name]}): it selects nothing on a "
+                         "Docker host")
                 continue
             if name not in ENTITIES:
                 hint = difflib.get_close_matches(str(name), ENTITIES, n=1)
@@ -94,7 +98,7 @@ def _peer_rule(ctx: Ctx, obj: Any, path: str, direction: str, deny: bool) -> Pee
     port_rules = []
     for i, item in enumerate(as_list(ctx, obj.get("toPorts") or [], f"{path}.toPorts")):
         here = f"{path}.toPorts[{i}]"
-        if deny and isinstance(item, dict) and "rules" in item:
+        if deny and isinstance(item, dict) and any(canonical(k, ("rules",)) for k in item):
             ctx.fail(f"{here}.rules", "deny rules cannot have L7 rules")
         item = fields(ctx, item, here, ("ports", "rules") if not deny else ("ports",),
                        "a port rule" if not deny else "a deny port rule")
@@ -177,7 +181,7 @@ def _policy_of(ctx: Ctx, doc: Any, path: str, default_name: str) -> Policy:
     if not isinstance(doc, dict):
         ctx.fail(path, f"a policy document must be a mapping or a list, not {type(doc).__name__}")
     envelope_keys = {"apiversion", "kind", "metadata", "spec", "specs"}
-    keys = {str(k).lower() for k in doc}
+    keys = {go_fold(k) for k in doc}
     if "endpointselector" in keys or "nodeselector" in keys or (
             not envelope_keys & keys and keys & {f.lower() for f in RULE_FIELDS}):  # bare spec
         return Policy(default_name, [parse_rule(ctx, doc, path or "spec", default_name, 0)],

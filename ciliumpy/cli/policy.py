@@ -29,34 +29,58 @@ def _read(path: str) -> str:
         raise click.ClickException(f"{path}: {exc.strerror}") from None
 
 
-def _echo_warnings(policies: list) -> None:
+def _echo_warnings(path: str, policies: list) -> None:
+    """What loads but not as written, on stderr: stdout keeps the lines scripts read."""
     for found in policies:
         for warning in found.warnings:
-            click.echo(f"  warning: {warning}")
+            click.echo(f"warning: {path}: {warning}", err=True)
+
+
+def _validate_one(path: str) -> dict:
+    """One file's verdict, what ``validate -o json`` prints for it: ``valid`` (loads
+    as written), ``warnings`` (loads, but parts select nothing or are read otherwise
+    than written: each warning says which and why) or ``refused`` (``error`` says why)."""
+    from policies.parser import PolicyError, parse_text
+
+    try:
+        found = parse_text(_read(path), path)
+    except (PolicyError, click.ClickException) as exc:
+        error = exc.message if isinstance(exc, click.ClickException) else str(exc)
+        return {"file": path, "status": "refused", "error": error, "policies": []}
+    policies = [{"name": p.name, "rules": len(p.rules), "warnings": list(p.warnings)}
+                for p in found]
+    warned = any(p["warnings"] for p in policies)
+    return {"file": path, "status": "warnings" if warned else "valid", "policies": policies}
 
 
 @policy.command("validate")
 @click.argument("files", nargs=-1, required=True)
-def policy_validate(files: tuple[str, ...]) -> None:
-    """Check policy files without importing them: per file, valid, valid with warnings
-    (what loads but is not enforced as written, and why) or refused (why). Exit 1 if
-    any file is refused."""
-    from policies.parser import PolicyError, parse_text
-
-    refused = 0
-    for path in files:
-        try:
-            found = parse_text(_read(path), path)
-        except (PolicyError, click.ClickException) as exc:
-            refused += 1
-            click.echo(f"refused: {exc.message if isinstance(exc, click.ClickException) else exc}",
-                       err=True)
+@output_option
+def policy_validate(files: tuple[str, ...], output: str) -> None:
+    """Check policy files without importing them (no agent needed): per file, valid,
+    valid with warnings (what loads but is not enforced as written, and why) or
+    refused (why). Exit 1 if any file is refused."""
+    results = [_validate_one(path) for path in files]
+    refused = sum(r["status"] == "refused" for r in results)
+    if output == "json":
+        emit_json({"files": results, "refused": refused, "total": len(results)})
+        if refused:
+            raise SystemExit(1)  # the JSON is the answer; the exit status still tells
+        return
+    for result in results:
+        if result["status"] == "refused":
+            click.echo(f"refused: {result['error']}", err=True)
             continue
-        rules = sum(len(p.rules) for p in found)
-        warnings = sum(len(p.warnings) for p in found)
+        found = result["policies"]
+        rules = sum(p["rules"] for p in found)
+        warnings = sum(len(p["warnings"]) for p in found)
         note = f", {warnings} warning{'s' if warnings != 1 else ''}" if warnings else ""
-        click.echo(f"{path}: valid ({len(found)} policies, {rules} rules{note})")
-        _echo_warnings(found)
+        click.echo(f"{result['file']}: valid ({len(found)} policies, {rules} rules{note})")
+        for found_policy in found:
+            names = f"  policy {found_policy['name']}: {found_policy['rules']} rules"
+            click.echo(names)
+            for warning in found_policy["warnings"]:
+                click.echo(f"  warning: {warning}")
     if refused:
         raise click.ClickException(f"{refused} of {len(files)} files refused")
 
@@ -72,8 +96,8 @@ def policy_import(ctx: click.Context, files: tuple[str, ...]) -> None:
     for path in files:  # validate every file before importing any
         try:
             documents = load_documents(_read(path))
-            _echo_warnings(parse_documents(documents, path,
-                                           path.rsplit("/", 1)[-1].rsplit(".", 1)[0]))
+            _echo_warnings(path, parse_documents(documents, path,
+                                                 path.rsplit("/", 1)[-1].rsplit(".", 1)[0]))
         except PolicyError as exc:
             raise click.ClickException(str(exc)) from None
         except Exception as exc:  # YAML errors: let the parser word them
