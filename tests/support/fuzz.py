@@ -282,7 +282,7 @@ class World:
 
 SNAPSHOT_ROUTES = ("/v1/networks", "/v1/endpoints", "/v1/ipam", "/v1/identities",
                    "/v1/bpf/endpoints", "/v1/bpf/ipcache", "/v1/bpf/policy", "/v1/policy",
-                   "/v1/policy/revision", "/v1/bpf/bandwidth")
+                   "/v1/policy/revision", "/v1/bpf/bandwidth", "/v1/services", "/v1/ports")
 
 
 def snapshot(agent) -> dict:
