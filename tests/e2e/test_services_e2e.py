@@ -186,6 +186,27 @@ def test_client_affinity_gives_one_backend_per_client(agent, docker, web):
 
 
 @pytest.mark.timeout(120)
+def test_a_backend_reaches_its_own_service(agent, docker, web):
+    """Hairpin: the service's only backend connects to the service's VIP and reaches
+    itself; every backend of a balanced service reaches the one the table predicts."""
+    (name0, (cid0, ip0)), *_ = web["backends"].items()
+    alone, vip = f"self-{web['tag']}", "10.96.78.14"
+    web["services"].append(alone)
+    cli(agent, "service", "create", alone, "--frontend", f"{vip}:80", "--backend", f"{ip0}:80")
+    wait_backends(agent, alone, 1)
+    assert docker.exec(cid0, "wget", "-qO-", f"http://{vip}/").stdout.strip() == name0
+    shared, vip2 = f"hair-{web['tag']}", "10.96.78.15"
+    web["services"].append(shared)
+    cli(agent, "service", "create", shared, "--frontend", f"{vip2}:80", "--affinity",
+        "client", "--selector", f"app=lbweb-{web['tag']}")
+    service = wait_backends(agent, shared, 3)
+    by_ip = {ip: host for host, (_, ip) in web["backends"].items()}
+    for host, (cid, ip) in web["backends"].items():
+        answer = docker.exec(cid, "wget", "-qO-", f"http://{vip2}/").stdout.strip()
+        assert answer == by_ip[predicted(service, ip, vip2, 0)], (host, answer)
+
+
+@pytest.mark.timeout(120)
 def test_no_backend_refuses_and_host_sockets_see_the_frontend(agent, docker, web):
     vip = "10.96.78.12"
     name = f"empty-{web['tag']}"
