@@ -3,21 +3,23 @@ metrics. Every change is an incremental map update; nothing is recompiled per
 endpoint or per rule.
 
 Policy entries are kept in a Python mirror (rebuilt from the maps at start) so that an
-endpoint's entries can be listed and removed without scanning the whole map.
+endpoint's entries can be listed and removed without scanning the whole map; they are
+written in batches (``datapath/policy_maps.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
 
 from datapath import loader, maps, sock_lb
 from datapath.events import EventReader
+from datapath.policy_maps import PolicyEntry, PolicyMaps
 from datapath.tc import TC
 
 log = logging.getLogger("ciliumpy.datapath")
@@ -32,34 +34,6 @@ def backstop_horizon_ns(egress_bps: int) -> int:
 
 
 CT_TIMEOUTS_NS = {"closing": 10e9, "established": 21600e9, "syn": 60e9, "other": 60e9}
-
-
-@dataclass(frozen=True)
-class PolicyEntry:
-    """One allow or deny entry: endpoint (host ifindex), direction, peer identity
-    (0 = any), protocol (0 = any), port range (0-0 = any port)."""
-
-    ep: int
-    direction: str  # "ingress" | "egress"
-    identity: int
-    proto: int
-    port: int = 0
-    end_port: int = 0
-    deny: bool = False
-    proxy_port: int = 0
-
-    def map_keys(self) -> list[maps.PolicyKey]:
-        last = self.end_port or self.port
-        direction = maps.DIR_INGRESS if self.direction == "ingress" else maps.DIR_EGRESS
-        return [maps.policy_key(self.ep, direction, self.identity, self.proto, port, bits)
-                for port, bits in maps.port_prefixes(self.port, last)]
-
-
-def _policy_value(deny: bool, proxy_port: int) -> maps.PolicyVal:
-    value = maps.PolicyVal()
-    value.flags = maps.POLICY_DENY if deny else 0
-    value.proxy_port = proxy_port
-    return value
 
 
 def interface_mac(ifindex: int) -> str:
@@ -78,18 +52,14 @@ class Datapath:
         self.loaded: loader.Loaded | None = None
         self.tc: TC | None = None
         self.reader: EventReader | None = None
-        self.entries: set[PolicyEntry] = set()
-        # Entries may share map keys (port-range prefixes, an L7 and an L4-only allow of
-        # the same peer and port): each key keeps the proxy ports of the entries on it,
-        # and its value redirects to the proxy while any of them does.
-        self._key_refs: dict[tuple[bool, bytes], list[int]] = {}
         self._lock = threading.RLock()
+        self.policy_maps = PolicyMaps(self._lock)
 
     # ---- lifecycle -----------------------------------------------------------
     def start(self, on_event: Callable[[dict], None] | None = None) -> None:
         self.loaded = loader.load(self.pin_dir)
         self.tc = TC()
-        self._rebuild_mirror()
+        self.policy_maps.load(self.maps["cp_policy_allow_v1"], self.maps["cp_policy_deny_v1"])
         if on_event is not None:
             self.reader = EventReader(self.loaded.events_fd, on_event)
             self.reader.start()
@@ -128,6 +98,7 @@ class Datapath:
 
     def set_mode(self, tunnel_ifindex: int | None) -> None:
         """Tunnel mode with the overlay device, or routed (None): one map entry."""
+        self.policy_maps.barrier()
         config = maps.DpConfig()
         config.mode = maps.MODE_TUNNEL if tunnel_ifindex else maps.MODE_ROUTED
         config.tunnel_ifindex = tunnel_ifindex or 0
@@ -139,6 +110,7 @@ class Datapath:
                      host_mac: str | None = None) -> None:
         """``mac``: the container side's; ``host_mac``: the host side's (read from the
         interface when not given). Both are needed to deliver packets directly."""
+        self.policy_maps.barrier()  # the endpoint's policy entries before its enforcement flags
         info = maps.EpInfo()
         info.identity = identity
         info.flags = (maps.EP_ENFORCE_INGRESS if enforce_ingress else 0) | (
@@ -161,6 +133,7 @@ class Datapath:
         endpoint must pass its host veth's qdisc. The endpoint entry must exist."""
         table = self.maps["cp_bandwidth_v1"]
         key = maps.ct.c_uint32(ifindex)
+        self.policy_maps.barrier()
         with self._lock:
             if egress_bps:
                 state = table.lookup(key) or maps.BwState()
@@ -188,6 +161,7 @@ class Datapath:
                         addresses: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address]
                         ) -> None:
         with self._lock:
+            self.policy_maps.flush()
             self.maps["cp_endpoints_v2"].delete(maps.ct.c_uint32(ifindex))
             self.maps["cp_bandwidth_v1"].delete(maps.ct.c_uint32(ifindex))
             for address in addresses:
@@ -195,8 +169,9 @@ class Datapath:
                 value = self.maps["cp_ipcache_v1"].lookup(key)
                 if value is not None and value.ifindex == ifindex:
                     self.maps["cp_ipcache_v1"].delete(key)
-            for entry in [e for e in self.entries if e.ep == ifindex]:
-                self.remove_policy(entry)
+            with self.batched():
+                for entry in [e for e in self.entries if e.ep == ifindex]:
+                    self.remove_policy(entry)
 
     def endpoints(self) -> list[dict]:
         return [{"ifindex": key.value, "identity": value.identity,
@@ -211,11 +186,13 @@ class Datapath:
     # ---- ipcache ---------------------------------------------------------------
     def set_ipcache(self, prefix: ipaddress.IPv4Network | ipaddress.IPv6Network, identity: int,
                     ifindex: int = 0, tunnel_ip: int = 0) -> None:
+        self.policy_maps.barrier()
         value = maps.IpcacheVal()
         value.identity, value.ifindex, value.tunnel_ip = identity, ifindex, tunnel_ip
         self.maps["cp_ipcache_v1"].update(maps.ipcache_key(prefix), value)
 
     def delete_ipcache(self, prefix: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+        self.policy_maps.barrier()
         return self.maps["cp_ipcache_v1"].delete(maps.ipcache_key(prefix))
 
     def ipcache(self) -> list[dict]:
@@ -226,60 +203,26 @@ class Datapath:
                            "ifindex": value.ifindex, "tunnel_ip": value.tunnel_ip})
         return sorted(result, key=lambda item: item["prefix"])
 
-    # ---- policy ------------------------------------------------------------------
+    # ---- policy (datapath/policy_maps.py: the mirror, written in batches) ----------
+    @property
+    def entries(self) -> set[PolicyEntry]:
+        return self.policy_maps.entries
+
+    def batched(self) -> contextlib.AbstractContextManager[None]:
+        """Policy writes inside reach the maps in batch syscalls when the block ends,
+        or before any other map of this object is written (``PolicyMaps.batched``)."""
+        return self.policy_maps.batched()
+
     def add_policy(self, entry: PolicyEntry) -> None:
         """Writes one entry (a few map keys for a port range); touches nothing else."""
-        table = self.maps["cp_policy_deny_v1" if entry.deny else "cp_policy_allow_v1"]
-        with self._lock:
-            if entry in self.entries:
-                return
-            for key in entry.map_keys():
-                ports = self._key_refs.setdefault((entry.deny, bytes(key)), [])
-                before = max(ports, default=None)
-                ports.append(entry.proxy_port)
-                if max(ports) != before:
-                    table.update(key, _policy_value(entry.deny, max(ports)))
-            self.entries.add(entry)
+        self.policy_maps.add(entry)
 
     def remove_policy(self, entry: PolicyEntry) -> bool:
-        table = self.maps["cp_policy_deny_v1" if entry.deny else "cp_policy_allow_v1"]
-        with self._lock:
-            if entry not in self.entries:
-                return False
-            self.entries.discard(entry)
-            for key in entry.map_keys():
-                ref = (entry.deny, bytes(key))
-                ports = self._key_refs[ref]
-                before = max(ports)
-                ports.remove(entry.proxy_port)
-                if not ports:
-                    del self._key_refs[ref]
-                    table.delete(key)
-                elif max(ports) != before:
-                    table.update(key, _policy_value(entry.deny, max(ports)))
-            return True
+        return self.policy_maps.remove(entry)
 
     def policy(self, ep: int | None = None) -> list[dict]:
-        return [asdict(e) for e in sorted(self.entries, key=lambda e: (
+        return [e._asdict() for e in sorted(self.entries, key=lambda e: (
             e.ep, e.direction, e.identity, e.proto, e.port, e.deny)) if ep in (None, e.ep)]
-
-    def _rebuild_mirror(self) -> None:
-        """Entries pinned by an earlier agent, read back (port ranges come back as the
-        prefixes they were written as)."""
-        self.entries.clear()
-        self._key_refs.clear()
-        for name, deny in (("cp_policy_allow_v1", False), ("cp_policy_deny_v1", True)):
-            for key, value in self.maps[name].items():
-                bits = key.prefixlen - 96
-                port = (key.dport[0] << 8) | key.dport[1]
-                end = port + (1 << (16 - bits)) - 1 if bits < 16 else 0
-                if bits == 0:
-                    port, end = 0, 0
-                entry = PolicyEntry(
-                    key.ep, "ingress" if key.dir == maps.DIR_INGRESS else "egress",
-                    key.identity, key.proto, port, end, deny, value.proxy_port)
-                self.entries.add(entry)
-                self._key_refs[(deny, bytes(key))] = [value.proxy_port]
 
     # ---- conntrack and metrics -------------------------------------------------
     def conntrack(self) -> list[dict]:
@@ -303,6 +246,7 @@ class Datapath:
         just changed: their next packet is judged anew, so a connection opened before its
         port went through the proxy is reset at once by the proxy's listener instead of
         going on unchecked; one the proxy already holds finds its socket again."""
+        self.policy_maps.barrier()  # the new entries first, then the connections judged anew
         wanted = {ip.packed.ljust(16, b"\0") for ip in addresses}
         table = self.maps["cp_ct_v1"]
         removed = 0

@@ -5,9 +5,12 @@ their pins after a restart work exactly like freshly created ones."""
 from __future__ import annotations
 
 import ctypes as ct
+import errno as errnos
+import functools
 import ipaddress
 import os
-from collections.abc import Iterator
+import struct
+from collections.abc import Iterator, Sequence
 
 from bcc import libbcc
 
@@ -28,6 +31,14 @@ CT_FLAGS = {1: "egress-ok", 2: "ingress-ok", 4: "syn", 8: "established", 16: "cl
 
 class MapError(RuntimeError):
     pass
+
+
+class BatchError(MapError):
+    """A batch stopped at its element ``done`` (the ones before it were written)."""
+
+    def __init__(self, message: str, done: int) -> None:
+        super().__init__(message)
+        self.done = done
 
 
 class EpInfo(ct.Structure):
@@ -171,17 +182,47 @@ class BPFMap:
             errno = ct.get_errno()
             raise MapError(f"update of {self.name} failed: {os.strerror(errno) if errno else '?'}")
 
-    def update_batch(self, keys: list, values: list) -> None:
-        """Many entries in one syscall (hash maps; kernel 5.6+)."""
+    def _array(self, item_type, items: Sequence):
+        """A C array of ``items``: ctypes instances, or their bytes (packed layout), which
+        are joined and copied at once instead of converted one by one."""
+        if items and isinstance(items[0], bytes):
+            return (item_type * len(items)).from_buffer_copy(b"".join(items))
+        return (item_type * len(items))(*items)
+
+    def update_batch(self, keys: Sequence, values: Sequence) -> None:
+        """Many entries in one syscall (hash, array and LPM trie maps; kernel 5.6+);
+        BatchError tells how many were written before the one that failed."""
         if not keys:
             return
-        key_array = (self.key_type * len(keys))(*keys)
-        value_array = (self.value_type * len(values))(*values)
+        key_array = self._array(self.key_type, keys)
+        value_array = self._array(self.value_type, values)
         count = ct.c_uint32(len(keys))
         if lib.bpf_update_batch(self.fd, key_array, value_array, ct.byref(count)) != 0:
             errno = ct.get_errno()
-            raise MapError(f"batch update of {self.name} failed after {count.value} of "
-                           f"{len(keys)}: {os.strerror(errno) if errno else '?'}")
+            raise BatchError(f"batch update of {self.name} failed after {count.value} of "
+                             f"{len(keys)}: {os.strerror(errno) if errno else '?'}", count.value)
+
+    def delete_batch(self, keys: Sequence) -> int:
+        """Deletes ``keys`` (ctypes instances or bytes) in as few syscalls as possible;
+        returns how many were present. The kernel stops a batch at a missing key
+        (ENOENT): it is skipped and the rest go on in the next syscall, as ``delete``
+        of a missing key is not an error either."""
+        array = self._array(self.key_type, keys)
+        size, start, deleted = ct.sizeof(self.key_type), 0, 0
+        while start < len(keys):
+            count = ct.c_uint32(len(keys) - start)
+            ret = lib.bpf_delete_batch(self.fd, ct.c_void_p(ct.addressof(array) + start * size),
+                                       ct.byref(count))
+            deleted += count.value
+            if ret == 0:
+                break
+            errno = ct.get_errno()
+            if errno != errnos.ENOENT:
+                raise BatchError(f"batch delete of {self.name} failed after "
+                                 f"{start + count.value} of {len(keys)}: "
+                                 f"{os.strerror(errno) if errno else '?'}", start + count.value)
+            start += count.value + 1
+        return deleted
 
     def delete(self, key) -> bool:
         return lib.bpf_delete_elem(self.fd, ct.byref(key)) == 0
@@ -246,6 +287,25 @@ def policy_key(ep: int, direction: int, identity: int, proto: int, port: int,
     key.ep, key.dir, key.proto, key.identity = ep, direction, proto, identity
     key.dport[0], key.dport[1] = port >> 8, port & 0xFF
     return key
+
+
+# The policy map's key and value packed by struct, not built field by field as ctypes
+# objects: a large import writes 100,000 keys, and a ctypes key costs ~5 us in Python.
+POLICY_KEY = struct.Struct("=IIBBxxI2sxx")  # prefixlen ep dir proto pad identity dport pad2
+POLICY_VAL = struct.Struct("=HBxI")  # proxy_port flags pad rule
+assert POLICY_KEY.size == ct.sizeof(PolicyKey) and POLICY_VAL.size == ct.sizeof(PolicyVal)
+
+
+@functools.lru_cache(maxsize=65536)
+def packed_prefixes(first: int, last: int) -> tuple[tuple[int, bytes], ...]:
+    """(key prefixlen, port in network order) of each ``port_prefixes`` pair of a range,
+    for ``POLICY_KEY``; cached, as policies repeat ports."""
+    return tuple((96 + bits, port.to_bytes(2, "big")) for port, bits in port_prefixes(first, last))
+
+
+@functools.lru_cache(maxsize=1024)
+def policy_value_bytes(deny: bool, proxy_port: int) -> bytes:
+    return POLICY_VAL.pack(proxy_port, POLICY_DENY if deny else 0, 0)
 
 
 def port_prefixes(first: int, last: int) -> list[tuple[int, int]]:
