@@ -37,32 +37,32 @@ def iperf(client: NetnsEndpoint, server_ip: str) -> float:
     return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
-def measure(client: NetnsEndpoint, server_ip: str) -> list[float]:
-    return [iperf(client, server_ip) for _ in range(RUNS)]
+class DirectPair:
+    """Two namespaces joined by one veth pair, no host hop: the limit."""
 
-
-def direct_pair() -> list[float]:
-    a, b = f"cpd{uuid.uuid4().hex[:6]}", f"cpd{uuid.uuid4().hex[:6]}"
-    for ns in (a, b):
-        sh("ip", "netns", "add", ns)
-    try:
+    def __init__(self) -> None:
+        self.names = [f"cpd{uuid.uuid4().hex[:6]}" for _ in range(2)]
+        a, b = self.names
+        for ns in self.names:
+            sh("ip", "netns", "add", ns)
         sh("ip", "link", "add", "eth0", "netns", a, "type", "veth", "peer", "name", "eth0",
            "netns", b)
         for ns, ip in ((a, "10.96.0.1"), (b, "10.96.0.2")):
             sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
             sh("ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "up")
             sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-        server = subprocess.Popen(["ip", "netns", "exec", b, "taskset", "-c", "0", "iperf3", "-s"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
-        client = NetnsEndpoint(a, "", "10.96.0.1", "")
-        try:
-            return measure(client, "10.96.0.2")
-        finally:
-            server.kill()
-            server.wait()
-    finally:
-        for ns in (a, b):
+        self.server = subprocess.Popen(["ip", "netns", "exec", b, "taskset", "-c", "0",
+                                        "iperf3", "-s"], stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
+        self.client = NetnsEndpoint(a, "", "10.96.0.1", "")
+
+    def measure(self) -> float:
+        return iperf(self.client, "10.96.0.2")
+
+    def delete(self) -> None:
+        self.server.kill()
+        self.server.wait()
+        for ns in self.names:
             sh("ip", "netns", "del", ns, check=False)
 
 
@@ -104,49 +104,88 @@ def update_latency(dp: Datapath, server_if: int, count: int = 300) -> list[float
     return samples
 
 
+def set_filler(dp: Datapath, server_if: int, have: int, want: int) -> int:
+    """Grows or shrinks the non-matching entries to ``want`` (batched writes)."""
+    with dp.batched():
+        if want > have:
+            add_filler(dp, server_if, have, want - have)
+        for i in range(want, have):
+            dp.remove_policy(PolicyEntry(server_if, "ingress", 10000 + i, 6,
+                                         1000 + i % 60000))
+    return want
+
+
 def main(sizes=(10, 1000, 10000, 100000), iptables_sizes=(10, 1000, 10000)) -> str:
+    """Every contender measured once per round, rounds repeated ``RUNS`` times, so the
+    machine's drift (this shared VM moves +-15% over minutes) lands on all of them alike
+    instead of on whichever was measured last. Two routed pairs of namespaces: one
+    plain (the baseline, iptables, nftables: their rules are loaded for their own
+    measurement only), one with ciliumpy's programs (its entries grown or shrunk to N
+    before each of its measurements); and the direct pair."""
     pin_dir = f"/sys/fs/bpf/ciliumpy-bench-{uuid.uuid4().hex[:6]}"
     os.makedirs(pin_dir)
     dp = Datapath(pin_dir)
     dp.start()
     client = NetnsEndpoint.create("10.97.0.2", "10.97.0.1")
     server = NetnsEndpoint.create("10.97.0.3", "10.97.0.1")
-    iperf_server = server.popen("taskset", "-c", "0", "iperf3", "-s")
+    cp_client = NetnsEndpoint.create("10.98.0.2", "10.98.0.1")
+    cp_server = NetnsEndpoint.create("10.98.0.3", "10.98.0.1")
+    servers = [ep.popen("taskset", "-c", "0", "iperf3", "-s") for ep in (server, cp_server)]
+    direct: DirectPair | None = None
     results: dict[str, list[float]] = {}
     latency: list[float] = []
     try:
         sh("sysctl", "-qw", "net.ipv4.ip_forward=1")
-        time.sleep(0.5)
-        results["direct veth pair (limit)"] = direct_pair()
-        results["routed, no filter (baseline)"] = measure(client, server.ip)
-        for n in iptables_sizes:
-            iptables_rules(n)
-            try:
-                results[f"iptables-nft, {n} rules"] = measure(client, server.ip)
-            finally:
-                subprocess.run(["iptables", "-F", "FORWARD"], check=True)
-        for n in sizes:
-            nft_set(n)
-            try:
-                results[f"nftables set, {n} elements"] = measure(client, server.ip)
-            finally:
-                subprocess.run(["nft", "delete", "table", "ip", "cpbench"], check=True)
-        for ep, identity, ingress in ((client, CLIENT_ID, False), (server, SERVER_ID, True)):
+        direct = DirectPair()
+        for ep, identity, ingress in ((cp_client, CLIENT_ID, False),
+                                      (cp_server, SERVER_ID, True)):
             dp.attach(ep.ifindex)
             dp.set_endpoint(ep.ifindex, identity, ingress, False, ep.mac,
                             [ipaddress.ip_address(ep.ip)])
-        dp.add_policy(PolicyEntry(server.ifindex, "ingress", CLIENT_ID, 6, 5201))
+        dp.add_policy(PolicyEntry(cp_server.ifindex, "ingress", CLIENT_ID, 6, 5201))
+        time.sleep(0.5)
         loaded = 1  # the matching entry
-        for n in sizes:
-            add_filler(dp, server.ifindex, loaded, n - loaded)
-            loaded = n
-            results[f"ciliumpy, {n} policy entries"] = measure(client, server.ip)
-        latency = update_latency(dp, server.ifindex)
+
+        def ciliumpy(n: int) -> float:
+            nonlocal loaded
+            loaded = set_filler(dp, cp_server.ifindex, loaded, n)
+            return iperf(cp_client, cp_server.ip)
+
+        def with_iptables(n: int) -> float:
+            iptables_rules(n)
+            try:
+                return iperf(client, server.ip)
+            finally:
+                subprocess.run(["iptables", "-F", "FORWARD"], check=True)
+
+        def with_nft(n: int) -> float:
+            nft_set(n)
+            try:
+                return iperf(client, server.ip)
+            finally:
+                subprocess.run(["nft", "delete", "table", "ip", "cpbench"], check=True)
+
+        contenders = {"direct veth pair (limit)": direct.measure,
+                      "routed, no filter (baseline)": lambda: iperf(client, server.ip)}
+        contenders.update({f"iptables-nft, {n} rules": (lambda n=n: with_iptables(n))
+                           for n in iptables_sizes})
+        contenders.update({f"nftables set, {n} elements": (lambda n=n: with_nft(n))
+                           for n in sizes})
+        contenders.update({f"ciliumpy, {n} policy entries": (lambda n=n: ciliumpy(n))
+                           for n in sizes})
+        for _ in range(RUNS):
+            for name, run in contenders.items():
+                results.setdefault(name, []).append(run())
+        set_filler(dp, cp_server.ifindex, loaded, max(sizes))
+        latency = update_latency(dp, cp_server.ifindex)
     finally:
-        iperf_server.kill()
-        iperf_server.wait()
-        client.delete()
-        server.delete()
+        for proc in servers:
+            proc.kill()
+            proc.wait()
+        if direct is not None:
+            direct.delete()
+        for ep in (client, server, cp_client, cp_server):
+            ep.delete()
         dp.stop()
         shutil.rmtree(pin_dir, ignore_errors=True)
     rows = ratio_rows(results, ["routed, no filter (baseline)", "direct veth pair (limit)"])
@@ -156,10 +195,12 @@ def main(sizes=(10, 1000, 10000, 100000), iptables_sizes=(10, 1000, 10000)) -> s
     return write_table(
         "datapath", "iperf3 through the datapath vs baselines (Gbit/s)",
         ["contender", "median", "min-max", "x routed baseline", "x direct veth"], rows,
-        [f"{RUNS} runs of {SECONDS} s each, single TCP stream, server on CPU 0, client on "
-         "CPU 1, one 2-core VM (run-to-run noise here is about +-10%)",
+        [f"{RUNS} rounds, each measuring every contender once ({SECONDS} s), single TCP "
+         "stream, server on CPU 0, client on CPU 1, one 2-core VM; the ratios are of "
+         "medians over the same rounds",
          "ciliumpy delivers established local flows with bpf_redirect_peer (new "
-         "connections go through the host so the destination's ingress policy sees them)",
+         "connections go through the host so the destination's ingress policy sees them); "
+         "its entries are grown or shrunk to N before each of its measurements",
          "goals: >= 1.0x routed baseline, >= 0.95x direct veth, flat within 2% across N; "
          "update <= 10 ms p99 at N=100k",
          "the update latency is the datapath API call (map update) after which the next "
