@@ -107,21 +107,10 @@ def _peers(agent) -> tuple[list[tuple[str, str]], list[str]]:
     each node that cannot be asked."""
     from ciliumpy import nodes
 
-    peers, warnings = [], []
     try:
-        registered = nodes.list_nodes(agent.kv)
+        return nodes.hubble_peers(agent.kv, skip=agent.config.node_name)
     except Exception as exc:  # the kvstore is down: this node's flows only
-        registered = []
-        warnings.append(f"the node registry is unreachable ({exc}): this node's flows only")
-    for node in registered:
-        if node.name == agent.config.node_name:
-            continue
-        if node.hubble:
-            peers.append((node.name, node.hubble))
-        else:
-            warnings.append(f"node {node.name} serves no Hubble API (hubble-listen-address "
-                            "is not set there)")
-    return peers, warnings
+        return [], [f"the node registry is unreachable ({exc}): this node's flows only"]
 
 
 def _warning(text: str) -> str:

@@ -201,7 +201,7 @@ class Agent:
     def hubble_peers(self) -> list[tuple[str, str]]:
         """(name, Hubble API address) of every registered node serving one, this one
         included: what the relay asks."""
-        return [(node.name, node.hubble) for node in nodes.list_nodes(self.kv) if node.hubble]
+        return nodes.hubble_peers(self.kv)[0]
 
     # ---- services --------------------------------------------------------------
     def _start_services(self) -> None:

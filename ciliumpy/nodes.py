@@ -49,3 +49,19 @@ def from_json(text: str) -> Node:
 
 def list_nodes(kv: KVStore) -> list[Node]:
     return [from_json(pair.value) for pair in kv.list(PREFIX)]
+
+
+def hubble_peers(kv: KVStore, skip: str = "") -> tuple[list[tuple[str, str]], list[str]]:
+    """(name, Hubble API address) of every registered node serving that API but
+    ``skip``, and a warning naming each node that serves none (what the relay and
+    ``observe --cluster`` ask)."""
+    peers, warnings = [], []
+    for node in list_nodes(kv):
+        if node.name == skip:
+            continue
+        if node.hubble:
+            peers.append((node.name, node.hubble))
+        else:
+            warnings.append(f"node {node.name} serves no Hubble API (hubble-listen-address "
+                            "is not set there)")
+    return peers, warnings
