@@ -89,9 +89,11 @@ class BandwidthManager:
                 if info.pid:
                     self._netns[endpoint_id] = f"/proc/{info.pid}/ns/net"
                 if endpoint.bandwidth_labels != labels:
-                    endpoint.bandwidth_labels = labels
-                    self.store.put_endpoint(endpoint)
-                self.sync(endpoint)
+                    endpoint = self.store.update_endpoint(
+                        endpoint_id, lambda e, labels=labels: setattr(e, "bandwidth_labels",
+                                                                      labels))
+                if endpoint is not None:
+                    self.sync(endpoint)
 
     def change_labels(self, endpoint: Endpoint, add: dict[str, str],
                       delete: list[str]) -> Endpoint:
@@ -107,13 +109,14 @@ class BandwidthManager:
                 parse_rate(value)
             except RateError as exc:
                 raise LabelError(f"{key}: {exc}") from None
-        with self._lock:
-            current = self.store.endpoint(endpoint.endpoint_id)
-            if current is None:
-                raise LabelError(f"endpoint {endpoint.endpoint_id[:12]} is gone")
+        def override(current: Endpoint) -> None:
             current.label_overrides.update({k: str(v) for k, v in add.items()})
             current.label_overrides.update(dict.fromkeys(delete))
-            self.store.put_endpoint(current)
+
+        with self._lock:
+            current = self.store.update_endpoint(endpoint.endpoint_id, override)
+            if current is None:
+                raise LabelError(f"endpoint {endpoint.endpoint_id[:12]} is gone")
             self.sync(current)
             return current
 
@@ -139,7 +142,8 @@ class BandwidthManager:
                      egress or "unlimited", ingress or "unlimited",
                      f" ({'; '.join(errors)})" if errors else "")
             endpoint.bandwidth = state
-            self.store.put_endpoint(endpoint)
+            self.store.update_endpoint(endpoint.endpoint_id,
+                                       lambda e: setattr(e, "bandwidth", state))
 
     def _shape_egress(self, endpoint: Endpoint, egress: int) -> list[str]:
         netns = self._netns.get(endpoint.endpoint_id)

@@ -109,7 +109,8 @@ class Agent:
         self.endpoints = EndpointManager(self.datapath, self.policy, config.policy_enforcement,
                                          self.store.endpoints,
                                          proxy_ports={k: config.proxy_port for k in L7_KINDS},
-                                         on_written=self.proxy_state.kick)
+                                         on_written=self.proxy_state.kick,
+                                         lookup=self.store.endpoint)
         self.reconciler = Reconciler(self.store, self.links, self.ipam, self.docker,
                                      self.datapath, self.allocator,
                                      remove_endpoint=self._remove_endpoint,
@@ -274,8 +275,10 @@ class Agent:
             if ifindex is None:
                 continue
             if ifindex != endpoint.ifindex:
-                endpoint.ifindex = ifindex
-                self.store.put_endpoint(endpoint)
+                endpoint = self.store.update_endpoint(
+                    endpoint.endpoint_id, lambda e, i=ifindex: setattr(e, "ifindex", i))
+                if endpoint is None:
+                    continue
             self.endpoints.created(endpoint)
 
     def _policy_changed(self) -> None:

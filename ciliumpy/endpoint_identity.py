@@ -55,16 +55,16 @@ class EndpointIdentities:
                 labels = identity_labels(info.labels, info.image_labels,
                                          info.network_labels.get(network_id),
                                          self.extra_labels, self.label_filter)
-                changed = (endpoint.container_id, endpoint.container_name) != (info.id,
-                                                                               info.name)
-                endpoint.container_id, endpoint.container_name = info.id, info.name
-                if endpoint.labels == labels and endpoint.identity != INIT and \
-                        not endpoint.identity_error:
-                    if changed:
-                        self.store.put_endpoint(endpoint)
+                if (endpoint.container_id, endpoint.container_name) != (info.id, info.name):
+                    endpoint = self.store.update_endpoint(
+                        endpoint_id, lambda e, i=info: _named(e, i.id, i.name))
+                if endpoint is None or (endpoint.labels == labels and endpoint.identity != INIT
+                                        and not endpoint.identity_error):
                     continue
-                endpoint.labels = labels
-                self._assign(endpoint)
+                endpoint = self.store.update_endpoint(
+                    endpoint_id, lambda e, labels=labels: setattr(e, "labels", labels))
+                if endpoint is not None:
+                    self._assign(endpoint)
 
     def _assign(self, endpoint: Endpoint) -> None:
         old = endpoint.identity
@@ -72,12 +72,17 @@ class EndpointIdentities:
             identity = self.allocator.allocate(list(endpoint.labels or []),
                                                self.lease.current())
         except (KVError, IdentityError) as exc:
-            endpoint.identity_error = str(exc)
-            self.store.put_endpoint(endpoint)
+            reason = str(exc)
+            self.store.update_endpoint(endpoint.endpoint_id,
+                                       lambda e: setattr(e, "identity_error", reason))
             log.warning("endpoint %s keeps identity %d: %s", endpoint.endpoint_id[:12], old, exc)
             return
-        endpoint.identity, endpoint.identity_error = identity.number, None
-        self.store.put_endpoint(endpoint)
+        updated = self.store.update_endpoint(
+            endpoint.endpoint_id, lambda e: _identified(e, identity.number))
+        if updated is None:  # deleted meanwhile: the reference goes back
+            self._release_if_unused(identity.number)
+            return
+        endpoint = updated
         if old != identity.number:
             self.on_identity_changed(endpoint)
         log.info("endpoint %s has identity %d %s", endpoint.endpoint_id[:12], identity.number,
@@ -118,3 +123,11 @@ class EndpointIdentities:
                         current = self.store.endpoint(endpoint.endpoint_id)
                         if current is not None and current.labels is not None:
                             self._assign(current)
+
+
+def _named(endpoint: Endpoint, container_id: str, container_name: str) -> None:
+    endpoint.container_id, endpoint.container_name = container_id, container_name
+
+
+def _identified(endpoint: Endpoint, number: int) -> None:
+    endpoint.identity, endpoint.identity_error = number, None

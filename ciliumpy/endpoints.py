@@ -50,8 +50,13 @@ class EndpointManager:
     def __init__(self, datapath: Datapath, policy: PolicyManager, mode: str,
                  endpoints: Callable[[], Iterable[Endpoint]],
                  proxy_ports: Mapping[str, int] | None = None,
-                 on_written: Callable[[], None] = lambda: None) -> None:
+                 on_written: Callable[[], None] = lambda: None,
+                 lookup: Callable[[str], Endpoint | None] | None = None) -> None:
         self.datapath, self.policy, self.mode = datapath, policy, mode
+        # the stored record of one endpoint, read again under the policy lock before
+        # anything is written: a caller's copy may be older than another thread's
+        # update (an identity assigned meanwhile), and writing it would undo that
+        self._lookup = lookup
         self._endpoints = endpoints
         # L7 kind -> the proxy port its connections are redirected to; a kind with no
         # port here is enforced at L4 only
@@ -85,8 +90,13 @@ class EndpointManager:
         identity or enforcement changed."""
         if not endpoint.ifindex:
             return
-        ifindex = endpoint.ifindex
         with self.policy.lock:
+            if self._lookup is not None:
+                current = self._lookup(endpoint.endpoint_id)
+                if current is None or current.ifindex != endpoint.ifindex:
+                    return  # removed (or re-created) meanwhile: its own calls follow
+                endpoint = current
+            ifindex = endpoint.ifindex
             view = self.policy.view_of(endpoint.labels, endpoint.identity == INIT)
             written = self._written.setdefault(ifindex, _Written())
             add, remove = self._difference(view, written, ifindex)
@@ -98,8 +108,8 @@ class EndpointManager:
             written.view = (view.serial, view.version)
             changed = written.flags != view.flags
             written.flags = view.flags
-        if changed or force_entry:
-            self._write_entry(endpoint)
+            if changed or force_entry:
+                self._write_entry(endpoint)
         if add or remove or changed or force_entry:
             self.on_written()
 

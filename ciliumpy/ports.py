@@ -99,10 +99,8 @@ class PortPublisher:
                 self._release(key)
             for key, mapping in zip(chosen, endpoint.published, strict=True):
                 self._program(key, endpoint, mapping["port"])
-            current = self.store.endpoint(endpoint.endpoint_id)
-            if current is not None:
-                current.published = endpoint.published
-                self.store.put_endpoint(current)
+            self.store.update_endpoint(
+                endpoint.endpoint_id, lambda e: setattr(e, "published", endpoint.published))
             return endpoint.published
 
     def unpublish(self, endpoint_id: str) -> None:

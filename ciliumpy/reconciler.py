@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from ciliumpy.docker_view import DockerView, Snapshot
+from ciliumpy.docker_view import Container, DockerView, Snapshot
 from ciliumpy.identities import IdentityAllocator
 from datapath.datapath import Datapath
 from datapath.links import Links
@@ -110,8 +110,8 @@ class Reconciler:
             if container is not None:
                 if (container.id, container.name) != (endpoint.container_id,
                                                       endpoint.container_name):
-                    endpoint.container_id, endpoint.container_name = container.id, container.name
-                    self.store.put_endpoint(endpoint)
+                    self.store.update_endpoint(endpoint.endpoint_id,
+                                               lambda e, c=container: _name_from(e, c))
             elif (endpoint.network_id in view.network_names
                   and time.time() - endpoint.created > self.grace):
                 log.info("endpoint %s is unknown to Docker: removing", endpoint.endpoint_id[:12])
@@ -134,3 +134,7 @@ class Reconciler:
             self.remove_network(network)
             removed += 1
         return removed
+
+
+def _name_from(endpoint: Endpoint, container: Container) -> None:
+    endpoint.container_id, endpoint.container_name = container.id, container.name

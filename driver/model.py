@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -100,6 +101,24 @@ class Store:
             tx.execute("INSERT OR REPLACE INTO endpoints VALUES (?, ?, ?)",
                        (endpoint.endpoint_id, endpoint.network_id,
                         json.dumps(asdict(endpoint))))
+
+    def update_endpoint(self, endpoint_id: str,
+                        change: Callable[[Endpoint], object]) -> Endpoint | None:
+        """Reads the endpoint, applies ``change`` to it and writes it back in one
+        transaction: the caller's fields change, every other writer's stay as they are.
+        (Threads that read, changed and wrote whole records lost each other's updates:
+        the reconciler recording a container id reverted a just-assigned identity.)
+        ``change`` must be quick and touch nothing but the record. None if gone."""
+        with self.db.transaction() as tx:
+            row = tx.execute("SELECT record FROM endpoints WHERE endpoint_id = ?",
+                             (endpoint_id,)).fetchone()
+            if row is None:
+                return None
+            endpoint = Endpoint(**json.loads(row["record"]))
+            change(endpoint)
+            tx.execute("UPDATE endpoints SET record = ? WHERE endpoint_id = ?",
+                       (json.dumps(asdict(endpoint)), endpoint_id))
+            return endpoint
 
     def endpoint(self, endpoint_id: str) -> Endpoint | None:
         rows = self.db.query("SELECT record FROM endpoints WHERE endpoint_id = ?",

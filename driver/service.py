@@ -225,8 +225,9 @@ class Driver:
                                                   endpoint.mac, gateways, addresses,
                                                   network.mtu or self.default_mtu)
         if endpoint.ifindex != ifindex:
+            endpoint = self.store.update_endpoint(
+                endpoint_id, lambda e: setattr(e, "ifindex", ifindex)) or endpoint
             endpoint.ifindex = ifindex
-            self.store.put_endpoint(endpoint)
         return endpoint
 
     def join(self, network_id: str, endpoint_id: str) -> dict[str, Any]:
@@ -251,8 +252,7 @@ class Driver:
             routes.append({"Destination": f"{network.gateway_v6}/128",
                            "RouteType": ROUTE_CONNECTED})
         answer["StaticRoutes"] = routes
-        endpoint.state = "joined"
-        self.store.put_endpoint(endpoint)
+        self.store.update_endpoint(endpoint_id, lambda e: setattr(e, "state", "joined"))
         return answer
 
     @staticmethod
@@ -272,16 +272,15 @@ class Driver:
             return None
         self._check_network(endpoint, network_id)
         if endpoint.published != ports:
-            endpoint.published = ports
-            self.store.put_endpoint(endpoint)
+            endpoint = self.store.update_endpoint(
+                endpoint_id, lambda e: setattr(e, "published", ports))
         return endpoint
 
     def leave(self, endpoint_id: str, network_id: str | None = None) -> None:
         endpoint = self.store.endpoint(endpoint_id)
         if endpoint is not None:
             self._check_network(endpoint, network_id)
-            endpoint.state = "left"
-            self.store.put_endpoint(endpoint)
+            self.store.update_endpoint(endpoint_id, lambda e: setattr(e, "state", "left"))
 
     def delete_endpoint(self, endpoint_id: str, network_id: str | None = None
                         ) -> Endpoint | None:

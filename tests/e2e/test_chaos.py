@@ -25,6 +25,33 @@ def endpoint_addresses(agent) -> set[str]:
             if a["kind"] == "endpoint" and ipaddress.ip_address(a["address"]) in pool}
 
 
+def diagnose(agent, docker, addresses: dict[str, str], prober: str,
+             unreachable: list[str]) -> str:
+    """What the agent and the kernel hold for the prober and the containers it could not
+    reach: enough to tell a missing identity from a missing program or route."""
+    import subprocess
+
+    wanted = set(unreachable) | {addresses[prober]}
+    lines = [f"unreachable from {addresses[prober]}: {unreachable}"]
+    for name in subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True
+                               ).stdout.split("\n"):
+        if ": lxc" in name:
+            ifname = name.split(": ")[1].split("@")[0]
+            filters = subprocess.run(["tc", "filter", "show", "dev", ifname, "ingress"],
+                                     capture_output=True, text=True).stdout
+            if "bpf" not in filters:
+                lines.append(f"{ifname} has no program on ingress: {name[:200]}")
+    for address in wanted:
+        lines.append(subprocess.run(["ip", "route", "get", address], capture_output=True,
+                                    text=True).stdout.strip())
+    for route in ("/endpoints", "/v1/bpf/endpoints", "/v1/bpf/ipcache", "/identities"):
+        held = agent.api(route)
+        held = held if isinstance(held, list) else list(held.values()) if isinstance(
+            held, dict) else []
+        lines.append(f"{route}: {[e for e in held if any(w in str(e) for w in wanted)]}"[:3000])
+    return "\n".join(lines)
+
+
 @pytest.mark.timeout(900)
 def test_parallel_runs_while_the_agent_is_killed_twice(agent, docker):
     docker.network_create(NETWORK, "--subnet", SUBNET)
@@ -84,7 +111,8 @@ def test_parallel_runs_while_the_agent_is_killed_twice(agent, docker):
     prober, *others = running
     script = "for ip in " + " ".join(addresses[c] for c in others) + \
         "; do ping -c1 -W2 $ip >/dev/null || ping -c1 -W2 $ip >/dev/null || echo FAIL $ip; done"
-    assert docker.exec(prober, "sh", "-c", script, timeout=600).stdout.strip() == ""
+    unreachable = docker.exec(prober, "sh", "-c", script, timeout=600).stdout.split()[1::2]
+    assert not unreachable, diagnose(agent, docker, addresses, prober, unreachable)
 
     docker.rm(*listed)
     deadline = time.monotonic() + 30
