@@ -42,7 +42,7 @@ int filt(struct __sk_buff *skb) {
 """
 
 
-def wait_for(check, timeout: float = 10.0) -> None:
+def wait_for(check, timeout: float = 30.0) -> None:
     deadline = time.time() + timeout
     while not check():
         assert time.time() < deadline

@@ -112,7 +112,7 @@ class Host:
              # translate only its own containers' and host's sockets
              "--socket-lb-scope", "own", *extra],
             wrapper=self.wrapper, pin_dir=pin_dir)
-        self.agent.start(timeout=60)
+        self.agent.start(timeout=150)
 
     def run(self, network: str, *args: str, command=("sleep", "3600")) -> str:
         return self.docker.run(network, *args, command=command)
