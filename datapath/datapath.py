@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import shutil
 import threading
 import time
 import zlib
@@ -44,6 +45,27 @@ def interface_mac(ifindex: int) -> str:
     with IPRoute() as ipr:
         links = ipr.get_links(ifindex)
     return links[0].get_attr("IFLA_ADDRESS")
+
+
+def netdev_priority(pin_dir: str) -> int:
+    """The tc priority of the ``from_netdev`` filter of the agent pinning at
+    ``pin_dir``: one per agent, so agents sharing a host device each keep theirs."""
+    return 100 + zlib.crc32(pin_dir.encode()) % 30000
+
+
+def uninstall(pin_dir: str) -> list[int]:
+    """Everything an agent pinning at ``pin_dir`` leaves on this host once it is gone
+    for good: its ``from_netdev`` filter on the host devices of this namespace (the
+    filter holds the programs and, through them, every service map: about 180 MB of
+    kernel memory that removing the pins alone does not free) and its pins (which
+    detach its socket hooks). Returns the ifindexes a filter was removed from."""
+    tc = TC()
+    try:
+        removed = tc.detach_netdev_filters(netdev_priority(pin_dir))
+    finally:
+        tc.close()
+    shutil.rmtree(pin_dir, ignore_errors=True)
+    return removed
 
 
 class Datapath:
@@ -87,7 +109,7 @@ class Datapath:
     def attach_netdev(self, ifindex: int) -> int:
         """from_netdev on the host device's ingress (published ports from outside), at
         a tc priority derived from the pin dir (one per agent); returns it."""
-        prio = 100 + zlib.crc32(self.pin_dir.encode()) % 30000
+        prio = netdev_priority(self.pin_dir)
         self.tc.attach_netdev(ifindex, self.loaded.programs["from_netdev"], prio)
         return prio
 

@@ -38,6 +38,36 @@ class TC:
         to the next filter)."""
         self._attach(ifindex, ((INGRESS_PARENT, from_netdev_fd, "from_netdev"),), prio)
 
+    def detach_netdev_filters(self, prio: int) -> list[int]:
+        """Removes the ``from_netdev`` filter at ``prio`` from every device of this
+        namespace; returns the ifindexes it was removed from. Only a filter of that name
+        is touched: a filter of anyone else at the same priority stays."""
+        removed = []
+        with self._lock:
+            for link in self._ipr.get_links():
+                ifindex = link["index"]
+                try:
+                    filters = self._ipr.get_filters(index=ifindex, parent=INGRESS_PARENT)
+                except NetlinkError:
+                    continue
+                ours = [f for f in filters if f["info"] >> 16 == prio
+                        and f.get_attr("TCA_OPTIONS") is not None
+                        and f.get_attr("TCA_OPTIONS").get_attr("TCA_BPF_NAME") == "from_netdev"]
+                if not ours:
+                    continue
+                try:
+                    self._ipr.tc("del-filter", "bpf", ifindex, ":1", parent=INGRESS_PARENT,
+                                 prio=prio)
+                except NetlinkError as exc:
+                    if exc.code != errno.ENOENT:
+                        raise TcError(f"from_netdev filter on ifindex {ifindex}: "
+                                      f"{exc.args[-1]}") from None
+                removed.append(ifindex)
+        return removed
+
+    def close(self) -> None:
+        self._ipr.close()
+
     def _attach(self, ifindex: int, filters, prio: int = 1) -> None:
         with self._lock:
             try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import stat
 import subprocess
@@ -14,6 +13,7 @@ import time
 
 import pytest
 
+from datapath import datapath
 from tests.support.agent import CLI, new_pin_dir, raw_post
 
 ACTIVATE = {"Implements": ["NetworkDriver", "IpamDriver"]}
@@ -145,6 +145,6 @@ def test_systemd_socket_activation(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         output = proc.communicate(timeout=30)[0].decode()
-        shutil.rmtree(pin_dir, ignore_errors=True)
+        datapath.uninstall(pin_dir)
     assert "socket activation: plugin socket " + plugin in output
     assert os.path.exists(plugin), "the systemd-owned socket must survive the agent"

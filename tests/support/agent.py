@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ciliumpy.apiclient import APIError, call
+from datapath import datapath
 
 CLI = [sys.executable, "-m", "ciliumpy"]
 
@@ -91,7 +92,9 @@ class Agent:
             except APIError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"agent did not answer within {timeout}s:\n{self.log()}")
+        log = self.log()
+        self.stop()  # the caller may never reach a teardown that would stop it
+        raise RuntimeError(f"agent did not answer within {timeout}s:\n{log}")
 
     def api(self, path: str, method: str = "GET"):
         return call(path, method=method, socket_path=self.api_socket, timeout=30)
@@ -150,8 +153,12 @@ class Agent:
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
-        if not keep_pins:
+        if keep_pins:
+            return
+        if self.wrapper:  # in a test host's namespace: its devices go with the namespace
             shutil.rmtree(self.pin_dir, ignore_errors=True)
+        else:  # on this host's devices: the filter would hold ~180 MB of maps forever
+            datapath.uninstall(self.pin_dir)
 
     def kill9(self) -> None:
         """SIGKILL the master, as a crash would; its worker follows (PDEATHSIG)."""
