@@ -155,10 +155,30 @@ class Agent:
                 self.proc.wait(5)
         if keep_pins:
             return
+        self._end_proxy()
         if self.wrapper:  # in a test host's namespace: its devices go with the namespace
             shutil.rmtree(self.pin_dir, ignore_errors=True)
         else:  # on this host's devices: the filter would hold ~180 MB of maps forever
             datapath.uninstall(self.pin_dir)
+
+    def _end_proxy(self) -> None:
+        """The L7 proxy outlives an agent killed with -9 (the next agent adopts it); when
+        no next agent will come, it is ended here, by the pid its agent recorded and only
+        if that process is still this agent's proxy."""
+        pid_file = self.state_dir / "proxy" / "proxy.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError):
+            return
+        if "proxy" in cmdline and str(self.state_dir) in cmdline:
+            try:
+                os.killpg(pid, signal.SIGTERM)  # the proxy leads its workers' group
+            except OSError:
+                return
+            deadline = time.time() + 10
+            while _alive(pid) and time.time() < deadline:
+                time.sleep(0.05)
 
     def kill9(self) -> None:
         """SIGKILL the master, as a crash would; its worker follows (PDEATHSIG)."""
