@@ -146,11 +146,7 @@ def main() -> None:
                 rows.append([str(size), kind, *stats(samples[kind])])
                 print(rows[-1], flush=True)
     finally:
-        if probe is not None:
-            probe.close()
-        if sim is not None:
-            sim.close()
-        cluster.stop()
+        cluster.stop_with(sim, probe)
         shutil.rmtree(tmp, ignore_errors=True)
     worst = max(float(r[4]) for r in rows if r[0] == str(SIZES[-1]))
     verdict = "met" if worst <= GOAL_P99 * 1000 else "NOT met"

@@ -73,9 +73,5 @@ def test_agent_follows_simulated_nodes_and_rests_without_polling():
             f"the agent's Consul requests grew with the cluster: {small.requests} at 10 "
             f"nodes, {large.requests} at 40 nodes in {REST_SECONDS:.0f} s")
     finally:
-        if probe is not None:
-            probe.close()
-        if sim is not None:
-            sim.close()
-        cluster.stop()
+        cluster.stop_with(sim, probe)
         shutil.rmtree(workdir, ignore_errors=True)

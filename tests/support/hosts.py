@@ -153,13 +153,7 @@ class Cluster:
 
     # ---- underlay ------------------------------------------------------------------
     def start(self) -> Cluster:
-        self.workdir.mkdir(parents=True)
-        sh("ip", "netns", "add", self.underlay)
-        ul = ("ip", "-n", self.underlay)
-        sh(*ul, "link", "set", "lo", "up")
-        sh(*ul, "link", "add", "br0", "type", "bridge")
-        sh(*ul, "link", "set", "br0", "up")
-        sh(*ul, "addr", "add", f"{self.v4(1)}/24", "dev", "br0")
+        self.start_underlay()
         for host in self.hosts:
             self.plug(host)
         self._start_consul()
@@ -168,6 +162,16 @@ class Cluster:
         for host in self.hosts:
             host.wait_dockerd()
         return self
+
+    def start_underlay(self) -> None:
+        """The work directory and the underlay namespace with its bridge."""
+        self.workdir.mkdir(parents=True)
+        sh("ip", "netns", "add", self.underlay)
+        ul = ("ip", "-n", self.underlay)
+        sh(*ul, "link", "set", "lo", "up")
+        sh(*ul, "link", "add", "br0", "type", "bridge")
+        sh(*ul, "link", "set", "br0", "up")
+        sh(*ul, "addr", "add", f"{self.v4(1)}/24", "dev", "br0")
 
     def plug(self, host: Host) -> None:
         """The host's namespace, its underlay link (eth0) and addresses."""

@@ -46,7 +46,7 @@ from policies.labels import LabelFilter, identity_labels
 from state.kvstore.base import key as kv_key
 from state.kvstore.consul import ConsulStore
 from tests.support.agent import Agent
-from tests.support.hosts import Cluster, in_netns, sh, wait
+from tests.support.hosts import Cluster, in_netns, wait
 
 CLONE_NEWNET = 0x40000000
 POOL = "10.192.0.0/12"  # the cluster network: the real agent's block first, then ours
@@ -83,13 +83,7 @@ class ScaleCluster(Cluster):
         self.host = self.hosts[0]
 
     def start(self) -> ScaleCluster:
-        self.workdir.mkdir(parents=True)
-        sh("ip", "netns", "add", self.underlay)
-        ul = ("ip", "-n", self.underlay)
-        sh(*ul, "link", "set", "lo", "up")
-        sh(*ul, "link", "add", "br0", "type", "bridge")
-        sh(*ul, "link", "set", "br0", "up")
-        sh(*ul, "addr", "add", f"{self.v4(1)}/24", "dev", "br0")
+        self.start_underlay()
         self.plug(self.host)
         self._start_consul()
         if self.with_docker:
@@ -120,6 +114,15 @@ class ScaleCluster(Cluster):
                              check=False, timeout=10)
             return "No key exists" in probe.stderr
         wait(ready, 30, "consul on the underlay", interval=0.3)
+
+    def stop_with(self, sim: Simulator | None, probe: MapProbe | None) -> None:
+        """Everything a scale run made: the probe's map fds, the simulated nodes' leases,
+        then the cluster itself."""
+        if probe is not None:
+            probe.close()
+        if sim is not None:
+            sim.close()
+        self.stop()
 
     def start_real_agent(self, *extra: str) -> Agent:
         """The real agent in vxlan mode (it follows the other nodes), agent defaults for
