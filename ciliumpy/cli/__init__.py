@@ -24,6 +24,7 @@ DEFAULT_API_SOCKET = "/run/ciliumpy/ciliumpy.sock"
 # command name -> "module:attribute" (click lists commands sorted by name)
 COMMANDS = {
     "agent": "ciliumpy.cli.agent:agent",
+    "cleanup": "ciliumpy.cli.cleanup:cleanup",
     "status": "ciliumpy.cli.status:status",
     "network": "ciliumpy.cli.listing:network",
     "endpoint": "ciliumpy.cli.listing:endpoint",

@@ -148,3 +148,32 @@ def test_systemd_socket_activation(tmp_path):
         datapath.uninstall(pin_dir)
     assert "socket activation: plugin socket " + plugin in output
     assert os.path.exists(plugin), "the systemd-owned socket must survive the agent"
+
+
+def host_device_filters(pin_dir: str) -> list[str]:
+    """The ``from_netdev`` filters of the agent pinning at ``pin_dir`` on the host's
+    devices (every agent attaches one to the device of its node address)."""
+    prio = datapath.netdev_priority(pin_dir)
+    found = []
+    for device in os.listdir("/sys/class/net"):
+        out = subprocess.run(["tc", "filter", "show", "dev", device, "ingress"],
+                             capture_output=True, text=True).stdout
+        found += [f"{device}: {line}" for line in out.splitlines()
+                  if f"pref {prio} " in line and "from_netdev" in line]
+    return found
+
+
+def test_cleanup_removes_a_stopped_agents_datapath_and_refuses_a_running_one(scratch_agent):
+    agent = scratch_agent()
+    assert host_device_filters(agent.pin_dir), "the agent attached no host-device filter"
+    refused = cli("cleanup", "--bpf-pin-dir", agent.pin_dir, agent=agent)
+    assert refused.returncode != 0 and "stop it first" in refused.stderr, refused
+    assert host_device_filters(agent.pin_dir) and os.path.isdir(agent.pin_dir)
+
+    agent.stop(keep_pins=True)  # as systemd stops it: the datapath stays for the next one
+    assert host_device_filters(agent.pin_dir), "a stopped agent must keep its datapath"
+    done = cli("cleanup", "--bpf-pin-dir", agent.pin_dir, agent=agent)
+    assert done.returncode == 0, done.stderr
+    assert "removed the host-device filter from 1 device(s)" in done.stdout, done.stdout
+    assert host_device_filters(agent.pin_dir) == []
+    assert not os.path.exists(agent.pin_dir)
