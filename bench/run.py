@@ -13,6 +13,7 @@ from bench import (
     overlay,
     plumbing,
     policy,
+    scale,
 )
 
 if __name__ == "__main__":
@@ -28,3 +29,4 @@ if __name__ == "__main__":
     lb.main()
     maglev.main()
     dsr.main()
+    scale.main()

@@ -160,6 +160,7 @@ class Datapath:
     def remove_endpoint(self, ifindex: int,
                         addresses: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address]
                         ) -> None:
+        addresses = list(addresses)
         with self._lock:
             self.policy_maps.flush()
             self.maps["cp_endpoints_v2"].delete(maps.ct.c_uint32(ifindex))
@@ -172,6 +173,7 @@ class Datapath:
             with self.batched():
                 for entry in [e for e in self.entries if e.ep == ifindex]:
                     self.remove_policy(entry)
+            self.ct_forget_addresses(addresses)
 
     def endpoints(self) -> list[dict]:
         return [{"ifindex": key.value, "identity": value.identity,
@@ -256,6 +258,25 @@ class Datapath:
                     and table.delete(key)):
                 removed += 1
         return removed
+
+    def ct_forget_addresses(self, addresses: Iterable[ipaddress.IPv4Address |
+                                                       ipaddress.IPv6Address]) -> int:
+        """Deletes every connection from or to ``addresses``: those of an endpoint that
+        is gone (its link deleted first, so nothing re-creates them). Its address goes to
+        the next container; an entry whose flags say the old endpoint's ingress accepted
+        a flow (or that the old endpoint opened it, so the peer's packets are replies)
+        would let that flow into the new endpoint without its ingress policy being asked,
+        straight through ``bpf_redirect_peer`` (Cilium scrubs a deleted endpoint's
+        addresses from its conntrack table likewise). Returns how many went."""
+        wanted = {(ip.version, ip.packed.ljust(16, b"\0")) for ip in addresses}
+        if not wanted:
+            return 0
+        table = self.maps["cp_ct_v1"]
+        held = table.keys()  # a map, not a dict: keys() walks it with get_next_key
+        stale = [key for key in held
+                 if (key.family, bytes(key.saddr)) in wanted
+                 or (key.family, bytes(key.daddr)) in wanted]
+        return table.delete_batch(stale) if stale else 0
 
     def ct_gc(self) -> int:
         """Deletes expired entries (the datapath ignores them already; this frees room)."""

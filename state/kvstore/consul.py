@@ -7,7 +7,10 @@
   agent's keys go within 2 x TTL, Consul's own guarantee);
 - watches: blocking queries on the prefix; each answer is diffed against the previous
   snapshot, so a watch that lived through an outage still reports every key that
-  changed or vanished meanwhile.
+  changed or vanished meanwhile. Consul answers a prefix query with the whole prefix,
+  so a watch reads the answer with orjson and decodes only the values that changed
+  (30,000 endpoint keys: ~7 MB per answer), and sends one blocking query per
+  ``next(timeout)`` at rest (the agent's request rate does not grow with the cluster).
 
 Options (``--kvstore-opt``): ``consul.address`` (HOST:PORT, required),
 ``consul.scheme`` (http|https), ``consul.token`` (ACL token), ``consul.tlsca`` /
@@ -18,11 +21,14 @@ request, default 5).
 from __future__ import annotations
 
 import base64
+import math
 import time
 from collections.abc import Mapping
 
 import consul
+import orjson
 import requests
+from consul.callback import CB
 
 from state.kvstore.base import (
     Event,
@@ -108,6 +114,17 @@ class ConsulStore(KVStore):
             return bool(self._call(self._client.kv.delete, key))
         return bool(self._call(self._client.kv.delete, key, cas=mod_index))
 
+    def _list_raw(self, prefix: str, params: list[tuple[str, str]]) -> tuple[int, list[dict]]:
+        """A recursive read as Consul sends it (values still base64): parsed with orjson,
+        several times faster than py-consul's json and b64 decoding of every value."""
+        def parse(response) -> tuple[int, list[dict]]:
+            CB._status(response)
+            index = int(response.headers.get("X-Consul-Index", 0))
+            return index, (orjson.loads(response.body) if response.code == 200 else [])
+        return self._client.http.get(parse, f"/v1/kv/{prefix}", params=[("recurse", "1"),
+                                                                        *params],
+                                     headers=self._client.prepare_headers(None), raw=True)
+
     def list(self, prefix: str) -> list[KVPair]:
         _, items = self._call(self._client.kv.get, prefix, recurse=True)
         return [KVPair(i["Key"], _decode(i["Value"]), i["ModifyIndex"]) for i in items or []]
@@ -140,38 +157,43 @@ class _ConsulWatch(Watch):
     def __init__(self, store: ConsulStore, prefix: str, index: int) -> None:
         super().__init__(prefix, index)
         self.store = store
-        self._snapshot: dict[str, tuple[str, int]] | None = None
+        self._snapshot: dict[str, int] | None = None  # key -> ModifyIndex
         self._blocking_index = 0
         try:
             # The baseline: keys present now that vanish later are reported as deletes.
             # (Deletes between ``index`` and now cannot be known: Consul keeps no
             # tombstones visible to KV reads; changed keys are reported as puts.)
             current = self._fetch(0)
-            self._snapshot = {k: v for k, v in current.items() if v[1] <= index}
+            self._snapshot = {i["Key"]: i["ModifyIndex"] for i in current
+                              if i["ModifyIndex"] <= index}
         except KVUnavailable:
             pass
 
-    def _fetch(self, wait: float) -> dict[str, tuple[str, int]]:
-        kwargs = {}
+    def _fetch(self, wait: float) -> list[dict]:
+        params: list[tuple[str, str]] = []
         if self._blocking_index and wait > 0:
-            kwargs = {"index": self._blocking_index, "wait": f"{max(1, int(wait))}s"}
-        index, items = self.store._call(self.store._client.kv.get, self.prefix, recurse=True,
-                                        **kwargs)
-        self._blocking_index = int(index)
-        return {i["Key"]: (_decode(i["Value"]), i["ModifyIndex"]) for i in items or []}
+            # whole seconds, rounded up: a query that returns just before the deadline
+            # must not be followed by another one for the rest of a second
+            params = [("index", str(self._blocking_index)),
+                      ("wait", f"{max(1, math.ceil(wait))}s")]
+        index, items = self.store._call(self.store._list_raw, self.prefix, params)
+        self._blocking_index = index
+        return items
 
     def next(self, timeout: float) -> list[Event]:
         deadline = time.monotonic() + timeout
         while True:
             if self._snapshot is None:
-                current = self._fetch(0)
-                previous: dict[str, tuple[str, int]] = {}
+                items = self._fetch(0)
+                previous: dict[str, int] = {}
             else:
                 previous = self._snapshot
-                current = self._fetch(deadline - time.monotonic())
-            events = [Event("put", k, v, i) for k, (v, i) in current.items()
-                      if i > self.index and previous.get(k, (None, -1))[1] != i]
-            gone = sorted(set(previous) - set(current))
+                items = self._fetch(deadline - time.monotonic())
+            current = {i["Key"]: i["ModifyIndex"] for i in items}
+            events = [Event("put", i["Key"], _decode_b64(i["Value"]), i["ModifyIndex"])
+                      for i in items if i["ModifyIndex"] > self.index
+                      and previous.get(i["Key"], -1) != i["ModifyIndex"]]
+            gone = sorted(previous.keys() - current.keys())
             events.sort(key=lambda e: e.mod_index)
             top = max([self.index, self._blocking_index] + [e.mod_index for e in events])
             events += [Event("delete", k, None, top) for k in gone]
@@ -179,5 +201,9 @@ class _ConsulWatch(Watch):
             if events:
                 self.index = top
                 return events
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline - 1.0:  # no second query for a sliver of time
                 return []
+
+
+def _decode_b64(value: str | None) -> str:
+    return base64.b64decode(value).decode() if value else ""

@@ -129,3 +129,39 @@ def test_metrics_count_forwarded_and_dropped(datapath, topology):
     assert metrics[("forwarded", "ingress")]["packets"] > 0
     assert metrics[("policy-denied", "ingress")]["packets"] > 0
     assert metrics[("forwarded", "egress")]["bytes"] > 0
+
+
+def test_a_removed_endpoints_connections_do_not_pass_to_the_next_owner(datapath, topology):
+    """The next endpoint at a removed endpoint's address must not inherit its conntrack
+    entries (a flow its ingress accepted would reach the newcomer unjudged): removal
+    deletes every entry from or to the address, and only those (issue 17)."""
+    client, server = topology["client"], topology["server"]
+    program(datapath, client, CLIENT_ID)
+    program(datapath, server, SERVER_ID)
+    leaving = NetnsEndpoint.create("10.91.0.5", "10.91.0.1")
+    try:
+        program(datapath, leaving, OTHER_ID)  # selected by nothing: accepts the client
+        assert pings(client, leaving.ip) and pings(leaving, client.ip)
+        assert tcp_ok(client, server.ip, 8080)
+        address = ipaddress.ip_address(leaving.ip)
+
+        def held() -> list[dict]:
+            return [f for f in datapath.conntrack() if address in (
+                ipaddress.ip_address(f["src"]), ipaddress.ip_address(f["dst"]))]
+
+        assert any("ingress-ok" in f["flags"] for f in held())  # client -> leaving
+        assert any(ipaddress.ip_address(f["src"]) == address for f in held())  # and back
+        def flows() -> set[tuple]:
+            return {(f["src"], f["dst"], f["sport"], f["dport"], f["proto"])
+                    for f in datapath.conntrack()}
+
+        others = flows() - {(f["src"], f["dst"], f["sport"], f["dport"], f["proto"])
+                            for f in held()}
+        assert others  # the client's connection to the server at least
+        ifindex = leaving.ifindex
+        leaving.delete()  # its link first, as the driver does
+        datapath.remove_endpoint(ifindex, [address])
+        assert held() == []
+        assert others <= flows()
+    finally:
+        leaving.delete()

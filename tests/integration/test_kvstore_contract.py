@@ -178,3 +178,32 @@ def test_lock_is_mutually_exclusive(store):
         list(pool.map(worker, range(8)))
     store.revoke(lease)
     assert overlaps == []
+
+
+def test_consul_watch_at_rest_sends_one_query_per_wait(consul_agent):
+    """The agent's request rate at rest must not depend on timing slivers: a Consul watch
+    with nothing to report sends one blocking query per ``next`` (not a second one for
+    the remainder of its timeout), and still reports a change with its decoded value."""
+    class Counting(ConsulStore):
+        blocking = 0
+
+        def _list_raw(self, prefix, params):
+            if params:
+                type(self).blocking += 1
+            return super()._list_raw(prefix, params)
+
+    store = Counting({"consul.address": consul_agent.address})
+    prefix = f"ciliumpy/state/test/{uuid.uuid4().hex[:8]}/"
+    try:
+        store.put(prefix + "a", "1")
+        watch = store.watch(prefix, store.index())
+        started = time.monotonic()
+        assert watch.next(timeout=2.0) == []
+        assert time.monotonic() - started >= 1.9
+        assert Counting.blocking == 1
+        store.put(prefix + "b", "ünï ✓")
+        events = watch.next(timeout=5.0)
+        assert [(e.kind, e.key, e.value) for e in events] == [("put", prefix + "b", "ünï ✓")]
+    finally:
+        for pair in store.list(prefix):
+            store.delete(pair.key)
