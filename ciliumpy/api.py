@@ -127,7 +127,21 @@ def allocate_identity():
 
 @bp.get("/nodes")
 def node_list():
+    """This cluster's nodes, then every followed remote cluster's (field ``cluster``)."""
+    agent = the_agent()
     try:
-        return jsonify([asdict(n) for n in nodes.list_nodes(the_agent().kv)])
+        local = [{**asdict(n), "cluster": agent.config.cluster_name}
+                 for n in nodes.list_nodes(agent.kv)]
     except KVError as exc:
         return jsonify({"Err": f"kvstore: {exc}"}), 503
+    return jsonify(local + (agent.mesh.node_rows() if agent.mesh else []))
+
+
+@bp.get("/cluster")
+def cluster_mesh():
+    """This cluster and the remote clusters it follows (``ciliumpy cluster``)."""
+    agent = the_agent()
+    if agent.mesh is not None:
+        return jsonify(agent.mesh.view())
+    return jsonify({"name": agent.config.cluster_name, "cluster_id": agent.config.cluster_id,
+                    "error": None, "clusters": []})

@@ -65,6 +65,9 @@ class ClusterSync:
         self.local_endpoints = local_endpoints
         self.nodes: dict[str, nodes.Node] = {}
         self.remote_ips: dict[str, dict] = {}  # address -> {"identity", "node"}
+        # Cluster Mesh (ciliumpy.clustermesh): other clusters' nodes ("<cluster>/<node>")
+        # and endpoints, programmed as this cluster's own
+        self.mesh: Callable[[], tuple[dict[str, nodes.Node], dict[str, dict]]] | None = None
         self.error: str | None = None
         self._published: dict[str, str] = {}
         self._published_lease: str | None = None
@@ -197,6 +200,10 @@ class ClusterSync:
         routes: dict[str, str | int] = {}
         with self._lock:
             remote = {name: n for name, n in self.nodes.items() if name != self.node}
+            remote_ips = self.remote_ips
+            if self.mesh is not None:
+                mesh_nodes, mesh_ips = self.mesh()
+                remote, remote_ips = {**remote, **mesh_nodes}, {**mesh_ips, **remote_ips}
             for node in remote.values():
                 underlay = tunnel_ip(node.ip) if tunnel else 0
                 ipcache[network(node.ip)] = (ID_REMOTE_NODE, 0)
@@ -210,7 +217,7 @@ class ClusterSync:
                         via = node.ip if net.version == 4 else node.ipv6
                         if via:
                             routes[str(net)] = via
-            for address, item in self.remote_ips.items():
+            for address, item in remote_ips.items():
                 node = remote.get(item.get("node"))
                 if node is None:
                     continue  # its node is gone (or not seen yet): no path to it

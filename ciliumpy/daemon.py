@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from ciliumpy import metrics_hubble, nodes
 from ciliumpy.bandwidth import BandwidthManager
 from ciliumpy.cluster import ClusterSync
+from ciliumpy.clustermesh import ClusterMesh, start_mesh
 from ciliumpy.config import Config
 from ciliumpy.docker_view import DockerView
 from ciliumpy.docker_watcher import ContainerInfo, DockerWatcher
@@ -27,6 +28,7 @@ from ciliumpy.endpoint_identity import EndpointIdentities
 from ciliumpy.endpoints import EndpointManager
 from ciliumpy.flow_reader import EventReaderProcess
 from ciliumpy.flows.store import FlowStore
+from ciliumpy.fqdn import FqdnManager
 from ciliumpy.hubble_apis import HubbleAPIs
 from ciliumpy.identities import IdentityAllocator
 from ciliumpy.l7proxy import ProxySupervisor
@@ -62,7 +64,7 @@ log = logging.getLogger("ciliumpy.agent")
 # L7 rule kinds whose connections go to the proxy. HTTP (and gRPC) are enforced there;
 # Kafka rules too (the proxy reads Kafka's wire protocol). DNS (UDP) stays at L4 until
 # the DNS proxy exists.
-L7_KINDS = ("http", "kafka")
+L7_KINDS = ("http", "kafka", "dns")
 
 
 class Agent:
@@ -91,8 +93,10 @@ class Agent:
         if overlay.is_tunnel(config.datapath_mode):
             self.driver.default_mtu = overlay.endpoint_mtu(self.underlay_mtu)
         self.cluster: ClusterSync | None = None
+        self.mesh: ClusterMesh | None = None  # Cluster Mesh (--cluster-id)
         self.overlay_ifindex = 0  # tunnel modes: the overlay device
-        self.allocator = IdentityAllocator(self.kv, config.node_name)
+        self.allocator = IdentityAllocator(self.kv, config.node_name,
+                                           cluster_id=config.cluster_id)
         self.datapath = Datapath(config.bpf_pin_dir)
         self.monitor = Monitor(self.allocator.get, self._endpoint_view)
         self._names: tuple[float, dict[str, str]] = (0.0, {})
@@ -106,6 +110,8 @@ class Agent:
                                      config.proxy_workers, on_event=self.monitor.ingest_l7,
                                      kafka_max_frame=config.kafka_max_frame)
         self.proxy_state = ProxyStateWriter(self.proxy.state_path, self._proxy_state)
+        self.fqdn = FqdnManager(self.proxy.fqdn_path, config.tofqdns_min_ttl,
+                                self.policy.set_fqdns)
         self.endpoints = EndpointManager(self.datapath, self.policy, config.policy_enforcement,
                                          self.store.endpoints,
                                          proxy_ports={k: config.proxy_port for k in L7_KINDS},
@@ -145,12 +151,14 @@ class Agent:
         self._start_services()
         self.policy.start()
         self.proxy_state.start()
+        self.fqdn.start()
         self.proxy.start()
         self.lease = LeaseKeeper(self.kv, self.config.lease_ttl,
                                  f"ciliumpy-{self.config.node_name}")
         self.identities = EndpointIdentities(
             self.store, self.allocator, self.lease,
-            LabelFilter(self.config.identity_label_filter), self.config.identity_extra_labels)
+            LabelFilter(self.config.identity_label_filter), self.config.identity_extra_labels,
+            cluster=self.config.cluster_name if self.config.cluster_id else "")
         self.lease.on_new_lease = self._new_lease
         self.identities.on_identity_changed = self._identity_changed
         self.ipam.on_blocks_changed = self.register_node
@@ -166,6 +174,7 @@ class Agent:
                                        on_ipcache_changed=self._ipcache_changed)
             self.cluster.start()
             self.cluster.kick()
+        self.mesh = start_mesh(self.config, self.kv, self.cluster, self.policy, self.monitor)
         self.watcher = DockerWatcher(self.config.docker_host, self._container_seen,
                                      self.config.docker_resync_interval)
         self.watcher.start()
@@ -179,8 +188,8 @@ class Agent:
         L7 proxy, which otherwise keeps serving for the next agent to adopt."""
         self._stop.set()
         for part in (self.event_reader, self.hubble_apis, self.watcher,
-                     self.identities, self.cluster, self.services, self.proxy_state,
-                     self.proxy if stop_proxy else None):
+                     self.identities, self.cluster, self.mesh, self.services, self.proxy_state,
+                     self.fqdn, self.proxy if stop_proxy else None):
             if part is not None:
                 part.stop()
 
@@ -326,7 +335,8 @@ class Agent:
                 view = self.policy.view_of(endpoint.labels, endpoint.identity == INIT)
                 addresses = [a.split("/")[0] for a in endpoint.addresses]
                 l7 += l7_entries(addresses, view.counts, L7_KINDS)
-            labels = labels_by_identity(self.policy.identities)
+            labels = labels_by_identity({**self.policy.fqdn_labels(),
+                                         **self.policy.identities})
         names = {a.split("/")[0]: e.container_name for e in self.store.endpoints()
                  for a in e.addresses if e.container_name}
         return {"identities": identities_from_ipcache(self.datapath.ipcache()),

@@ -27,8 +27,9 @@ log = logging.getLogger("ciliumpy.identity")
 class EndpointIdentities:
     def __init__(self, store: Store, allocator: IdentityAllocator, lease: LeaseKeeper,
                  label_filter: LabelFilter, extra_labels: list[str],
-                 retry_interval: float = 1.0) -> None:
+                 retry_interval: float = 1.0, cluster: str = "") -> None:
         self.store, self.allocator, self.lease = store, allocator, lease
+        self.cluster = cluster  # Cluster Mesh: the name every identity is labelled with
         self.label_filter, self.extra_labels = label_filter, extra_labels
         self.retry_interval = retry_interval
         self.manual: set[int] = set()  # identities held through the API
@@ -54,7 +55,8 @@ class EndpointIdentities:
                     continue
                 labels = identity_labels(info.labels, info.image_labels,
                                          info.network_labels.get(network_id),
-                                         self.extra_labels, self.label_filter)
+                                         self.extra_labels, self.label_filter,
+                                         cluster=self.cluster)
                 if (endpoint.container_id, endpoint.container_name) != (info.id, info.name):
                     endpoint = self.store.update_endpoint(
                         endpoint_id, lambda e, i=info: _named(e, i.id, i.name))

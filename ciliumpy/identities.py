@@ -11,7 +11,11 @@ won the label set meanwhile, our claim is deleted and theirs used, so racing nod
 with the same number; a lost claim frees its number at once, so holes stay below the
 number of nodes racing at any moment. Identities without references are deleted by
 the GC only after they were seen unreferenced for ``grace`` seconds (two rounds).
-Numbers stay below 2^24: the VXLAN VNI carries them.
+Numbers stay below 2^24: the VXLAN VNI carries them. With a cluster ID N (Cluster
+Mesh) this cluster allocates only ``(N << 16) | 256..65535`` (``cluster_range``), so
+clusters never coordinate and never collide; a label set found with a number outside
+that range (allocated under another cluster ID, or by an agent configured with another
+one on the same store) is refused with an error rather than used.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ import threading
 import time
 
 from policies.identities import (
-    MAX_CLUSTER_ID,
     MIN_CLUSTER_ID,
     RESERVED,
     Identity,
+    cluster_range,
     encode,
     reserved_identity,
 )
@@ -39,8 +43,11 @@ class IdentityError(RuntimeError):
 
 
 class IdentityAllocator:
-    def __init__(self, kv: KVStore, node: str, attempts: int = 64) -> None:
+    def __init__(self, kv: KVStore, node: str, attempts: int = 64,
+                 cluster_id: int = 0) -> None:
         self.kv, self.node, self.attempts = kv, node, attempts
+        self.cluster_id = cluster_id
+        self.first, self.last = cluster_range(cluster_id)
         self._lock = threading.Lock()
         self._unreferenced_since: dict[int, float] = {}
 
@@ -54,6 +61,7 @@ class IdentityAllocator:
                     number = self._claim(labels)
                     if number is None:
                         continue
+                self._check_range(number, labels)
                 self.kv.put(f"{BASE}/refs/{number}/{self.node}", "", lease=lease)
                 # The GC may have removed the identity between lookup and reference.
                 if self._lookup(labels) == number:
@@ -62,16 +70,22 @@ class IdentityAllocator:
             raise IdentityError(f"could not allocate an identity for {labels} "
                                 f"after {self.attempts} attempts")
 
+    def _check_range(self, number: int, labels: list[str]) -> None:
+        if not self.first <= number <= self.last:
+            raise IdentityError(
+                f"labels {labels} have identity {number}, outside this cluster's range "
+                f"{self.first}..{self.last} (cluster-id {self.cluster_id}): every agent "
+                "sharing one kvstore must use the same cluster-id")
+
     def _lookup(self, labels: list[str]) -> int | None:
         pair = self.kv.get(f"{BASE}/value/{encode(labels)}")
         return int(pair.value) if pair else None
 
     def _claim(self, labels: list[str]) -> int | None:
         used = {int(p.key.rsplit("/", 1)[1]) for p in self.kv.list(f"{BASE}/id/")}
-        number = next((n for n in range(MIN_CLUSTER_ID, MAX_CLUSTER_ID + 1) if n not in used),
-                      None)
+        number = next((n for n in range(self.first, self.last + 1) if n not in used), None)
         if number is None:
-            raise IdentityError("the identity space (256..2^24-1) is exhausted")
+            raise IdentityError(f"the identity space ({self.first}..{self.last}) is exhausted")
         id_key = f"{BASE}/id/{number}"
         if not self.kv.create(id_key, json.dumps(labels)):
             return None  # another node took this number: look again

@@ -37,6 +37,7 @@ class ProxySupervisor:
         self.kafka_max_frame = kafka_max_frame
         self.state_path = os.path.join(directory, "state.json")
         self.events_path = os.path.join(directory, "events.sock")
+        self.fqdn_path = os.path.join(directory, "fqdn.sock")  # served by ciliumpy.fqdn
         self.pid_path = os.path.join(directory, "proxy.pid")
         self.log_path = os.path.join(directory, "proxy.log")
         self.on_event = on_event
@@ -50,7 +51,8 @@ class ProxySupervisor:
     def command(self) -> list[str]:
         return [sys.executable, "-m", "proxy", "--port", str(self.port), "--state",
                 self.state_path, "--events", self.events_path, "--workers", str(self.workers),
-                "--kafka-max-frame", str(self.kafka_max_frame)]
+                "--kafka-max-frame", str(self.kafka_max_frame), "--fqdn-socket",
+                self.fqdn_path]
 
     def start(self) -> None:
         os.makedirs(self.directory, exist_ok=True)

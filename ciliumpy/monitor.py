@@ -103,6 +103,8 @@ class Monitor:
         kafka = raw.get("kafka")
         if kafka:
             event["kafka"] = kafka
+        if raw.get("dns"):
+            event["dns"] = raw["dns"]
         latency = http.get("latency_ms")
         with self._lock:
             self.l7_requests[(event["verdict"], event["protocol"])] += 1
@@ -206,10 +208,25 @@ def format_kafka(event: dict) -> str:
             f"dst labels [{', '.join(event['dst_labels'])}]")
 
 
+def format_dns(event: dict) -> str:
+    """``(DNS A allowed.test.) -> NOERROR [10.99.0.10] ttl 30``."""
+    dns, http = event.get("dns") or {}, event.get("http") or {}
+    ips = f" [{', '.join(dns.get('ips') or [])}] ttl {dns.get('ttl')}" if dns.get("ips") else ""
+    return (f"<> l7 {event['verdict']} {event['direction']} (DNS {dns.get('qtype')} "
+            f"{dns.get('query')}) -> {dns.get('rcode')}{ips} "
+            f"{event['src_ip']}:{event['src_port']} -> {event['dst_ip']}:{event['dst_port']} "
+            f"identity {event['src_identity']}->{event['dst_identity']} "
+            f"{http.get('latency_ms')} ms{' ' + event['reason'] if event.get('reason') else ''} "
+            f"src labels [{', '.join(event['src_labels'])}] "
+            f"dst labels [{', '.join(event['dst_labels'])}]")
+
+
 def format_l7(event: dict) -> str:
     """Hubble's L7 wording: ``(HTTP/1.1 GET http://host/path) -> 403``."""
     if event.get("protocol") == "kafka":
         return format_kafka(event)
+    if event.get("protocol") == "dns":
+        return format_dns(event)
     http = event.get("http") or {}
     version = {"http": "HTTP/1.1", "http2": "HTTP/2", "grpc": "gRPC"}.get(
         event.get("protocol"), event.get("protocol"))

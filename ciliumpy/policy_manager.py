@@ -1,6 +1,7 @@
 """Keeps, for every label set of a local endpoint, the *view* of what the stored
 policies resolve to, incrementally; ``ciliumpy/endpoints.py`` writes views into the
-datapath (this module writes only the node-local CIDR identities of the ipcache).
+datapath (this module writes only the node-local CIDR identities of the ipcache, those
+of the rules' CIDRs and those of the addresses the DNS proxy learnt: ``set_fqdns``).
 
 State: the parsed rules of each stored policy item, and one *view* per endpoint label
 set (endpoints sharing an identity share a view) holding the rules that select it and
@@ -37,8 +38,10 @@ from policies.parser import parse_documents
 from policies.resolve import (
     LOCAL_IDENTITY_BASE,
     Entry,
+    FQDNPeers,
     Universe,
     cidr_identities,
+    fqdn_identities,
     rule_entries,
 )
 from state.kvstore import KVError
@@ -126,7 +129,10 @@ class PolicyManager:
         self.enforced = 0
         self.items: dict[str, list[Rule]] = {}
         self.cidrs: dict = {}
+        self.fqdns: FQDNPeers = {}  # addresses learnt from DNS: (identity, names)
         self.identities: dict[int, list[str]] = {}
+        # Cluster Mesh: the remote clusters' identities (kept across a refresh)
+        self.remote_identities: Callable[[], dict[int, list[str]]] = dict
         self.universe = Universe({}, {})
         self.views: dict[tuple, View] = {}
         self.error: str | None = None
@@ -175,6 +181,7 @@ class PolicyManager:
             items = {item["name"]: self._parse(item) for item in repository.items(self.kv)}
             identities = {i.number: list(i.labels) for i in self.allocator.list()
                           if not i.reserved}
+            identities.update(self.remote_identities())
         except KVError as exc:
             self.error = f"kvstore: {exc} (keeping the policy in force)"
             log.warning("policy refresh failed: %s", exc)
@@ -192,7 +199,8 @@ class PolicyManager:
 
     def _rebuild(self) -> None:
         self.cidrs = cidr_identities(self.rules)
-        self.universe = Universe(self.identities, self.cidrs)
+        self.fqdns = fqdn_identities(self.cidrs, self._learnt(), self.fqdns)
+        self.universe = Universe(self.identities, self.cidrs, self.fqdns)
         self._sync_cidrs()
         self.views.clear()
         self._changed()
@@ -273,6 +281,11 @@ class PolicyManager:
             view.add(key, rule_entries(rule, view.reqs, self.universe))
         self._update_flags(view)
 
+    def mesh_identity_events(self, events: list[Event]) -> None:
+        """Cluster Mesh: a remote cluster's identities came, changed or went (events as
+        this store's ``identities/v1/id/<N>``; numbers never collide with ours)."""
+        self._identity_events(events)
+
     def _identity_events(self, events: list[Event]) -> None:
         with self.lock, collector_paused():
             added: dict[int, list[str]] = {}
@@ -294,7 +307,7 @@ class PolicyManager:
             if not added:
                 return
             self.identities.update(added)
-            self.universe = Universe(self.identities, self.cidrs)
+            self.universe = Universe(self.identities, self.cidrs, self.fqdns)
             only = {n: self.universe.peers[n] for n in added}
             for view in self.views.values():
                 view.begin()
@@ -314,13 +327,41 @@ class PolicyManager:
             self.on_change()
 
     def _sync_cidrs(self) -> None:
+        """The ipcache's local identities: the rules' CIDRs and the addresses learnt
+        from DNS."""
+        wanted = {prefix: number for prefix, (number, _) in self.fqdns.items()}
+        wanted.update(self.cidrs)
         current = {ipaddress.ip_network(e["prefix"]): e["identity"]
                    for e in self.datapath.ipcache() if e["identity"] >= LOCAL_IDENTITY_BASE}
-        for prefix, number in self.cidrs.items():
+        for prefix, number in wanted.items():
             if current.get(prefix) != number:
                 self.datapath.set_ipcache(prefix, number)
-        for prefix in set(current) - set(self.cidrs):
+        for prefix in set(current) - set(wanted):
             self.datapath.delete_ipcache(prefix)
+
+    # ---- addresses learnt from DNS (toFQDNs) -------------------------------------------
+    def _learnt(self) -> dict:
+        return {prefix.network_address: names for prefix, (_, names) in self.fqdns.items()}
+
+    def set_fqdns(self, addresses: dict) -> None:
+        """The addresses the DNS proxy learnt (address -> names) changed: each gets a
+        local identity in the ipcache, and every view is recomputed, so toFQDNs rules
+        allow exactly these addresses; returns once the endpoints' maps are written."""
+        with self.lock, collector_paused():
+            fqdns = fqdn_identities(self.cidrs, addresses, self.fqdns)
+            if fqdns == self.fqdns:
+                return
+            self.fqdns = fqdns
+            self.universe = Universe(self.identities, self.cidrs, self.fqdns)
+            self._sync_cidrs()
+            for view in self.views.values():
+                self._recompute(view)
+            self._changed()
+
+    def fqdn_labels(self) -> dict[int, list[str]]:
+        """Labels of the identities of learnt addresses (for events)."""
+        return {number: ["reserved:world", f"cidr:{prefix}", *(f"fqdn:{n}" for n in names)]
+                for prefix, (number, names) in self.fqdns.items()}
 
     def view_of(self, labels: list[str] | None, init: bool) -> View:
         """The view of a label set (``init``: labels not known yet), built on first use;

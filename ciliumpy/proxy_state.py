@@ -1,10 +1,10 @@
 """What the L7 proxy needs to judge a request, written for it as one JSON file.
 
 Built from the endpoint owner's views: for every local endpoint, direction and TCP port
-that an L7 rule covers, the entries that apply to that port (an L7 rule's requests, or
-"all requests" for peers allowed there at L3/L4 only, since allows are a union), plus
-the address -> identity map (the ipcache's host entries), identity labels and
-container names for events. Written atomically (rename) by a background thread a few
+(UDP too for DNS) that an L7 rule covers, the entries that apply to that port (an L7
+rule's requests, or "all requests" for peers allowed there at L3/L4 only, since allows
+are a union), plus the address -> identity map (the ipcache's host entries), identity
+labels and container names for events. Written atomically (rename) by a background thread a few
 milliseconds after a change (the endpoint owner's writes, the cluster's ipcache), and
 rebuilt every half minute as a safety net; the proxy re-reads it within 100 ms. The
 format is ``proxy/state.py``'s."""
@@ -23,6 +23,7 @@ from policies.resolve import Entry
 
 log = logging.getLogger("ciliumpy.proxy")
 TCP = 6
+UDP = 17
 MAX_PORTS_PER_RULE = 1024  # an L7 rule over a wider port range is judged on its first ports
 
 
@@ -32,13 +33,17 @@ def l7_entries(addresses: list[str], entries: Iterable[Entry],
     ``kinds``: the L7 kinds redirected to the proxy."""
     kinds = set(kinds)
     allows = [e for e in entries if not e.deny]
-    l7 = [e for e in allows if e.l7 and e.l7_kind in kinds and e.proto in (0, TCP)]
+    l7 = [e for e in allows if e.l7 and e.l7_kind in kinds
+          and e.proto in ((0, TCP, UDP) if e.l7_kind == "dns" else (0, TCP))]
     found: dict[tuple, dict] = {}
     for rule in l7:
         last = min(rule.end_port or rule.port, rule.port + MAX_PORTS_PER_RULE - 1)
+        # DNS goes over UDP and TCP; the proxy's entries are per port, not protocol
+        protocols = (rule.proto,) if rule.proto else (TCP, UDP)
         for port in range(rule.port, last + 1):
             for entry in allows:
-                if entry.direction != rule.direction or not entry.covers(TCP, port):
+                if entry.direction != rule.direction or not any(
+                        entry.covers(proto, port) for proto in protocols):
                     continue
                 # a peer allowed at L3/L4 only: every request of the port's protocol
                 kind = entry.l7_kind if entry.l7 else rule.l7_kind

@@ -36,6 +36,7 @@ def agent_status(agent: Agent) -> dict[str, Any]:
         "docker": agent.docker.last_status,
         "docker_watcher": {"connected": bool(agent.watcher and agent.watcher.connected)},
         "cluster": agent.cluster.view() if agent.cluster else None,
+        "clustermesh": agent.mesh.view() if agent.mesh else None,
         "proxy": agent.proxy.view(),
         "bandwidth": agent.bandwidth.view(),
         "services": services_status(agent),

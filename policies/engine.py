@@ -9,7 +9,8 @@ ingressDeny section is default-deny for ingress (likewise egress) unless that ru
 an element with a peer and no toPorts allows all ports and ICMP (L3-only), one with
 toPorts and no peer allows those ports from everyone (L4-only), an empty element allows
 nothing; ``fromRequires`` folds into every ``fromEndpoints`` selector of the rules
-selecting the endpoint, and into nothing else.
+selecting the endpoint, and into nothing else; a ``toFQDNs`` element's peers are the
+addresses the DNS proxy learnt for the names it selects (each a CIDR identity).
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ CLUSTER_RESERVED = ("host", "init", "health", "unmanaged", "remote-node")
 @dataclass(frozen=True)
 class Peer:
     """The other side of a connection: its labels, and its address if known.
-    ``kind`` is "endpoint" (labels from an identity), "reserved" or "cidr"."""
+    ``kind`` is "endpoint" (labels from an identity), "reserved" or "cidr"; ``names``
+    are the DNS names the proxy learnt the address for (what ``toFQDNs`` selects)."""
 
     labels: tuple[Label, ...]
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     cidr: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
     kind: str = "endpoint"
+    names: tuple[str, ...] = ()
 
     def reserved(self, name: str) -> bool:
         return any(lbl.source == "reserved" and lbl.key == name for lbl in self.labels)
@@ -113,6 +116,9 @@ def peer_matches(element: PeerRule, peer: Peer, reqs: tuple[Requirement, ...]) -
         return any(s.with_requirements(reqs).matches(labels) for s in element.endpoints)
     if element.entities is not None:
         return any(_entity_matches(name, peer) for name in element.entities)
+    if element.fqdns is not None:
+        return peer.kind == "cidr" and any(s.matches(name) for s in element.fqdns
+                                           for name in peer.names)
     return _cidr_matches(element, peer)
 
 

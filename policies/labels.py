@@ -21,6 +21,14 @@ SOURCE_CONTAINER = "container"
 SOURCE_NETWORK = "network"
 SOURCE_RESERVED = "reserved"
 SOURCE_ANY = "any"
+SOURCE_K8S = "k8s"
+# Cluster Mesh: every identity carries its cluster's name under Cilium's key and under a
+# short key, both set by the agent only (a container's own label of either key is
+# dropped, so no container can claim another cluster). Selectors: ``cluster: a`` or
+# ``io.cilium.k8s.policy.cluster: a`` (``k8s:`` prefix optional, as for any key).
+CLUSTER_LABEL = "io.cilium.k8s.policy.cluster"
+CLUSTER_LABEL_SHORT = "cluster"
+CLUSTER_KEYS = (CLUSTER_LABEL, CLUSTER_LABEL_SHORT)
 KNOWN_SOURCES = {SOURCE_CONTAINER, SOURCE_NETWORK, SOURCE_RESERVED, SOURCE_ANY, "k8s", "cidr",
                  "unspec", "node", "extra"}
 
@@ -113,14 +121,26 @@ class LabelFilter:
 def identity_labels(container_labels: Mapping[str, str] | None,
                     image_labels: Mapping[str, str] | None,
                     network_labels: Mapping[str, str] | None,
-                    extra: Iterable[str], label_filter: LabelFilter) -> list[str]:
+                    extra: Iterable[str], label_filter: LabelFilter,
+                    cluster: str = "") -> list[str]:
     """The identity-relevant labels of one endpoint, in canonical form.
 
     Docker merges image LABELs into the container's labels; a label whose key and
     value both come from the image is the image's, not the user's, and is dropped.
+    With ``cluster`` (a Cluster Mesh member's name) the cluster labels are added and
+    any label of the same keys from the container, network or extra labels dropped.
     """
     image_labels = image_labels or {}
     own = {k: v for k, v in (container_labels or {}).items() if image_labels.get(k) != v}
     labels = from_map(own, SOURCE_CONTAINER) + from_map(network_labels, SOURCE_NETWORK)
     labels += [parse(text, default_source="extra") for text in extra]
-    return canonical(label_filter.apply(labels))
+    labels = label_filter.apply(labels)
+    if cluster:
+        labels = [label for label in labels if label.key not in CLUSTER_KEYS]
+        labels += cluster_labels(cluster)
+    return canonical(labels)
+
+
+def cluster_labels(cluster: str) -> list[Label]:
+    """The labels naming the cluster an identity belongs to (Cluster Mesh)."""
+    return [Label(SOURCE_K8S, key, cluster) for key in CLUSTER_KEYS]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from policies.fqdn import FQDNSelector
 from policies.labels import Label, parse
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -114,10 +115,13 @@ class PeerRule:
     cidrs: tuple[CIDRRule, ...] | None = None
     entities: tuple[str, ...] | None = None
     to_ports: tuple[PortRule, ...] = ()
+    # toFQDNs: the addresses the DNS proxy learnt for names these select
+    fqdns: tuple[FQDNSelector, ...] | None = None
 
     @property
     def has_peer(self) -> bool:
-        return self.endpoints is not None or self.cidrs is not None or self.entities is not None
+        return (self.endpoints is not None or self.cidrs is not None
+                or self.entities is not None or self.fqdns is not None)
 
 
 @dataclass(frozen=True)

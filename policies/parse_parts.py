@@ -15,7 +15,8 @@ import ipaddress
 import re
 from typing import Any
 
-from policies import icmp
+from policies import fqdn, icmp
+from policies.fqdn import FQDNSelector
 from policies.http_rules import RuleError, check_path
 from policies.kafka_rules import KafkaRuleError, check_rule
 from policies.model import (
@@ -29,7 +30,6 @@ from policies.model import (
 )
 
 UNSUPPORTED = {
-    "toFQDNs": "DNS-based egress (toFQDNs) needs the DNS proxy, which ciliumpy does not have",
     "toGroups": "toGroups (cloud provider groups) is not supported",
     "fromGroups": "fromGroups (cloud provider groups) is not supported",
     "fromNodes": "fromNodes needs node labels, which ciliumpy does not have",
@@ -283,6 +283,12 @@ def l7_rules(ctx: Ctx, obj: Any, path: str, ports: tuple[PortProtocol, ...], den
             ctx.fail(f"{path.rsplit('.', 1)[0]}.ports[{i}].port", "L7 rules need a port, not 0")
     if kind == "dns" and direction == "ingress":
         ctx.fail(f"{path}.dns", "DNS rules are not allowed on ingress")
+    for i, port in enumerate(ports):
+        here = f"{path.rsplit('.', 1)[0]}.ports[{i}]"
+        if kind == "dns" and port.end_port:
+            ctx.fail(f"{here}.endPort", "DNS rules need one port (53), not a range")
+        if kind == "dns" and port.protocol == "SCTP":
+            ctx.fail(f"{here}.protocol", "DNS rules apply to UDP and TCP, not SCTP")
     rules = []
     for i, rule in enumerate(as_list(ctx, obj[kind], f"{path}.{kind}")):
         here = f"{path}.{kind}[{i}]"
@@ -321,13 +327,24 @@ def l7_rules(ctx: Ctx, obj: Any, path: str, ports: tuple[PortProtocol, ...], den
             except KafkaRuleError as exc:
                 ctx.fail(f"{here}.{exc.field}" if exc.field else here, str(exc))
         else:
-            rule = fields(ctx, rule, here, ("matchName", "matchPattern"), "a DNS rule")
+            found = fqdn_selector(ctx, rule, here, "a DNS rule")
+            rule = {k: v for k, v in (("matchName", found.match_name),
+                                      ("matchPattern", found.match_pattern)) if v}
         rules.append(rule)
-    if kind == "dns" and any(r != {"matchPattern": "*"} for r in rules):
-        # no DNS proxy yet: the port is allowed at L4, so the names do not narrow it
-        ctx.warn(f"{path}.dns", "DNS names are not enforced yet (ciliumpy has no DNS proxy): "
-                 "these ports are allowed for queries of every name")
     return kind, tuple(tuple(sorted(r.items())) for r in rules)
+
+
+def fqdn_selector(ctx: Ctx, obj: Any, path: str, what: str = "an FQDN selector"
+                  ) -> FQDNSelector:
+    """``{matchName}`` or ``{matchPattern}`` (toFQDNs items and DNS rules alike)."""
+    obj = fields(ctx, obj, path, ("matchName", "matchPattern"), what)
+    name, pattern = obj.get("matchName"), obj.get("matchPattern")
+    problem = fqdn.check(name, pattern)
+    if problem:
+        ctx.fail(path, problem)
+    if not name and not pattern:
+        ctx.warn(path, f"{what} without matchName or matchPattern selects no name")
+    return FQDNSelector(str(name or ""), str(pattern or ""))
 
 
 def icmp_rules(ctx: Ctx, obj: Any, path: str) -> PortRule:

@@ -11,6 +11,7 @@ The parts of a rule (selectors, CIDRs, ports, L7 and ICMP rules) are read by
 What Cilium accepts but a Docker host cannot use loads with a warning (each policy's
 ``warnings``) and selects nothing: unknown keys inside a label selector (Go ignores
 them), the Kubernetes-only entities ``kube-apiserver`` and ``ingress``, ``toServices``.
+``toFQDNs`` and ``rules.dns`` load and are enforced through the DNS proxy (docs/dns.md).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from policies.parse_parts import (
     canonical,
     cidr_set,
     fields,
+    fqdn_selector,
     go_fold,
     icmp_rules,
     l7_rules,
@@ -49,6 +51,11 @@ PEER_FIELDS = {"ingress": ("fromEndpoints", "fromCIDR", "fromCIDRSet", "fromEnti
 def _peer_rule(ctx: Ctx, obj: Any, path: str, direction: str, deny: bool) -> PeerRule:
     prefix = "from" if direction == "ingress" else "to"
     peers = PEER_FIELDS[direction] + (("toServices",) if direction == "egress" else ())
+    if direction == "egress" and not deny:
+        peers += ("toFQDNs",)
+    elif deny and isinstance(obj, dict) and any(canonical(k, ("toFQDNs",)) for k in obj):
+        ctx.fail(f"{path}.toFQDNs", "toFQDNs cannot deny (as in Cilium: an FQDN rule only "
+                 "allows); deny the addresses with toCIDR instead")
     allowed = (*peers, f"{prefix}Requires", "toPorts", "icmps")
     obj = fields(ctx, obj, path, allowed, f"an {direction}{'Deny' if deny else ''} rule")
     present = [p for p in peers if obj.get(p) is not None]
@@ -56,7 +63,10 @@ def _peer_rule(ctx: Ctx, obj: Any, path: str, direction: str, deny: bool) -> Pee
     if len(present) > 1 and not (len(present) == 2 and len(cidr_kinds) == 2):
         ctx.fail(path, f"combining {present[0]} and {present[1]} is not supported: use two "
                  "rule elements")
-    endpoints = cidrs = entities = None
+    endpoints = cidrs = entities = fqdns = None
+    if obj.get("toFQDNs") is not None:
+        fqdns = tuple(fqdn_selector(ctx, item, f"{path}.toFQDNs[{i}]") for i, item in
+                      enumerate(as_list(ctx, obj["toFQDNs"], f"{path}.toFQDNs")))
     if obj.get("toServices") is not None:
         # Kubernetes services (k8sService, k8sServiceSelector): none on a Docker host
         as_list(ctx, obj["toServices"], f"{path}.toServices")
@@ -115,7 +125,7 @@ def _peer_rule(ctx: Ctx, obj: Any, path: str, direction: str, deny: bool) -> Pee
             ctx.fail(f"{path}.icmps", "icmps and toPorts cannot be combined in one rule "
                      "element (as in Cilium): write two elements")
         port_rules.append(icmp_rules(ctx, obj["icmps"], f"{path}.icmps"))
-    return PeerRule(endpoints, requires, cidrs, entities, tuple(port_rules))
+    return PeerRule(endpoints, requires, cidrs, entities, tuple(port_rules), fqdns)
 
 
 RULE_FIELDS = ("endpointSelector", "ingress", "ingressDeny", "egress", "egressDeny", "labels",

@@ -4,9 +4,10 @@ The identity universe is every identity known in the cluster (reserved ones, clu
 identities from the kvstore) plus node-local CIDR identities: each CIDR (and each
 ``except``) mentioned by a rule gets a local identity (bit 24 set, never on the wire)
 and an ipcache entry, so the longest-prefix match of a packet's address tells which
-CIDR rules apply. A wildcard peer selector becomes identity 0 (any), entities become
-reserved identities. Results are cached per (rule set, endpoint labels), so endpoints
-sharing an identity share the work.
+CIDR rules apply; each address the DNS proxy learnt gets one too (``toFQDNs`` selects
+it by the names it was learnt for). A wildcard peer selector becomes identity 0 (any),
+entities become reserved identities. Results are cached per (rule set, endpoint
+labels), so endpoints sharing an identity share the work.
 """
 
 from __future__ import annotations
@@ -78,11 +79,37 @@ def cidr_identities(rules: Iterable[Rule]) -> dict[Network, int]:
     return {prefix: LOCAL_IDENTITY_BASE + i + 1 for i, prefix in enumerate(ordered)}
 
 
+FQDN_IDENTITY_BASE = LOCAL_IDENTITY_BASE + 0x800000  # addresses learnt from DNS
+FQDNPeers = dict[Network, tuple[int, tuple[str, ...]]]  # prefix -> (identity, names)
+
+
+def fqdn_identities(cidrs: dict[Network, int], addresses: dict, previous: FQDNPeers
+                    ) -> FQDNPeers:
+    """A local identity for every address the DNS proxy learnt (``addresses``: address
+    -> names): the identity of a CIDR rule's prefix when a rule names exactly that
+    address, else the one it had before, else a new one from FQDN_IDENTITY_BASE."""
+    used = {number for number, _ in previous.values()}
+    result: FQDNPeers = {}
+    following = FQDN_IDENTITY_BASE
+    for ip, names in sorted(addresses.items(), key=lambda kv: (kv[0].version, int(kv[0]))):
+        prefix = ipaddress.ip_network(ip)
+        number = cidrs.get(prefix) or (previous.get(prefix) or (0, ()))[0]
+        if not number or number < FQDN_IDENTITY_BASE and prefix not in cidrs:
+            while following in used:
+                following += 1
+            number = following
+            used.add(number)
+        result[prefix] = (number, tuple(names))
+    return result
+
+
 class Universe:
     """Everything a peer selector can resolve to, indexed by label (key, value) so a
-    selector with matchLabels only examines identities that carry them."""
+    selector with matchLabels only examines identities that carry them. ``fqdns``:
+    the addresses the DNS proxy learnt, each with its identity and names."""
 
-    def __init__(self, identities: dict[int, Iterable[str]], cidrs: dict[Network, int]) -> None:
+    def __init__(self, identities: dict[int, Iterable[str]], cidrs: dict[Network, int],
+                 fqdns: FQDNPeers | None = None) -> None:
         self.peers: dict[int, Peer] = dict(engine.RESERVED_PEERS)
         for number, labels in identities.items():
             if number not in self.peers:
@@ -91,6 +118,10 @@ class Universe:
         for prefix, number in cidrs.items():
             self.peers[number] = Peer((Label("reserved", "world"),
                                        Label("cidr", str(prefix))), cidr=prefix, kind="cidr")
+        for prefix, (number, names) in (fqdns or {}).items():
+            self.peers[number] = Peer((Label("reserved", "world"), Label("cidr", str(prefix)),
+                                       *(Label("fqdn", name) for name in names)),
+                                      cidr=prefix, kind="cidr", names=names)
         self.index: dict[tuple[str, str], set[int]] = {}
         for number, peer in self.peers.items():
             for label in peer.labels:

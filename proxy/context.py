@@ -34,6 +34,9 @@ class Config:
     upstream_mark: bool = True
     kafka_max_frame: int = 104857600  # Kafka's own socket.request.max.bytes default
     test_upstream: tuple[str, int] | None = None  # TEST ONLY: replaces the original dst
+    dns_timeout: float = 5.0  # the resolver's answer to a forwarded query
+    fqdn_socket: str | None = None  # the agent's socket for addresses learnt from DNS
+    fqdn_wait: float = 1.0  # how long an answer waits for the agent to allow its addresses
 
 
 class ConnContext:
@@ -92,13 +95,13 @@ class ConnContext:
              method: str | None = None, path: str | None = None, host: str | None = None,
              status: int | None = None, started: float | None = None,
              grpc_status: int | None = None, reason: str = "",
-             kafka: dict | None = None) -> None:
+             kafka: dict | None = None, dns: dict | None = None) -> None:
         src, dst = self.endpoints()
         latency = None if started is None else (time.monotonic() - started) * 1000
         self.events.emit(make_event(
             verdict=verdict, protocol=protocol, direction=direction, src=src, dst=dst,
             method=method, path=path, host=host, status=status, latency_ms=latency,
-            grpc_status=grpc_status, reason=reason, kafka=kafka))
+            grpc_status=grpc_status, reason=reason, kafka=kafka, dns=dns))
 
     async def open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         host, port = self.dst

@@ -16,9 +16,11 @@ Event::
      "http": {"method", "path", "host", "status", "latency_ms"},
      "grpc_status": int | null, "reason": str,
      "kafka": null | {"api_key": name, "api_version", "correlation_id", "client_id",
-                      "topics": [...], "error_code": int | null}}
+                      "topics": [...], "error_code": int | null},
+     "dns": null | {"query": name, "qtype": "A", "rcode": "NOERROR" | "REFUSED" | ...,
+                    "ips": [...], "ttl": int | null, "cnames": [...]}}
 
-For Kafka events ``http.latency_ms`` carries the latency (request to answer).
+For Kafka and DNS events ``http.latency_ms`` carries the latency (request to answer).
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ def make_event(*, verdict: str, protocol: str, direction: str, src: dict, dst: d
                method: str | None = None, path: str | None = None, host: str | None = None,
                status: int | None = None, latency_ms: float | None = None,
                grpc_status: int | None = None, reason: str = "",
-               kafka: dict | None = None) -> dict:
-    return {
+               kafka: dict | None = None, dns: dict | None = None) -> dict:
+    event = {
         "type": "l7", "time": time.time(), "verdict": verdict, "protocol": protocol,
         "direction": direction, "src": src, "dst": dst,
         "http": {"method": method, "path": (path or "")[:MAX_FIELD] if path else path,
@@ -54,6 +56,9 @@ def make_event(*, verdict: str, protocol: str, direction: str, src: dict, dst: d
                  "latency_ms": None if latency_ms is None else round(latency_ms, 3)},
         "grpc_status": grpc_status, "reason": reason[:MAX_FIELD], "kafka": kafka,
     }
+    if dns is not None:
+        event["dns"] = dns
+    return event
 
 
 class EventEmitter:

@@ -5,8 +5,9 @@ and restarts any that dies, and the worker itself: transparent listening sockets
 (``SO_REUSEPORT`` + ``IP_TRANSPARENT``; IPv4 ``0.0.0.0:P`` and IPv6 ``[::]:P`` with
 ``IPV6_V6ONLY``) shared by all workers, the original destination of an accepted
 connection (``getsockname()``, because the datapath redirects with ``bpf_sk_assign``),
-and choosing the protocol handler: Kafka when the port's L7 policy is Kafka's,
-otherwise HTTP/2 (client preface) or HTTP/1 from the first bytes.
+and choosing the protocol handler: Kafka or DNS (over TCP) when the port's L7 policy
+says so, otherwise HTTP/2 (client preface) or HTTP/1 from the first bytes. The same
+port number also takes redirected DNS over UDP (``proxy/dns.py``).
 
 ``--test-upstream HOST:PORT`` is TEST-ONLY: it replaces the original destination (for
 the upstream connection AND the policy lookup), because without the BPF redirect a
@@ -25,6 +26,7 @@ import sys
 import time
 
 from proxy.context import Config, ConnContext
+from proxy.dns import DnsService, DnsTcpHandler, FqdnLearner, UdpServer, make_udp_listeners
 from proxy.events import DEFAULT_EVENTS_PATH, EventEmitter
 from proxy.http1 import Http1Handler
 from proxy.http2 import PREFACE, Http2Handler
@@ -58,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--header-timeout", type=float, default=10.0)
     p.add_argument("--kafka-max-frame", type=int, default=104857600,
                    help="largest Kafka request accepted, bytes (refused unread beyond)")
+    p.add_argument("--dns-timeout", type=float, default=5.0,
+                   help="seconds to wait for the resolver's answer (then SERVFAIL)")
+    p.add_argument("--fqdn-socket", default=None,
+                   help="the agent's socket told the addresses of every allowed DNS answer")
+    p.add_argument("--fqdn-wait", type=float, default=1.0,
+                   help="seconds an answer waits for the agent to allow its addresses")
     p.add_argument("--test-upstream", type=parse_hostport, default=None, metavar="HOST:PORT",
                    help="TEST ONLY: use HOST:PORT as the original destination")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -119,7 +127,11 @@ class Worker:
                              header_timeout=args.header_timeout,
                              upstream_mark=args.upstream_mark,
                              kafka_max_frame=args.kafka_max_frame,
-                             test_upstream=args.test_upstream)
+                             test_upstream=args.test_upstream,
+                             dns_timeout=args.dns_timeout, fqdn_socket=args.fqdn_socket,
+                             fqdn_wait=args.fqdn_wait)
+        self.dns = DnsService(self.loader, self.events, self.config,
+                              FqdnLearner(args.fqdn_socket, args.fqdn_wait))
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -127,8 +139,12 @@ class Worker:
             local = writer.get_extra_info("sockname")
             dst = self.config.test_upstream or (local[0], local[1])
             ctx = ConnContext((peer[0], peer[1]), dst, self.loader, self.events, self.config)
-            if ctx.parser() == "kafka":  # the port's policy says what protocol to expect
+            parser = ctx.parser()  # the port's policy says what protocol to expect
+            if parser == "kafka":
                 await KafkaHandler(ctx, reader, writer, self.config.kafka_max_frame).run()
+                return
+            if parser == "dns":
+                await DnsTcpHandler(ctx, self.dns, reader, writer).run()
                 return
             try:
                 initial = await read_preface(reader, self.config.header_timeout)
@@ -155,9 +171,15 @@ class Worker:
         servers = [await asyncio.start_server(self.handle, sock=s, limit=1 << 20,
                                                    backlog=1024)
                    for s in make_listeners(self.args.port, self.args.bind)]
+        udp = [UdpServer(s, self.dns) for s in make_udp_listeners(self.args.port,
+                                                                   self.args.bind)]
+        for server in udp:
+            server.start()
         self.loader.current()
         await stop.wait()
         for server in servers:
+            server.close()
+        for server in udp:
             server.close()
 
 

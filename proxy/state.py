@@ -24,6 +24,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from policies.fqdn import DnsQuery, DnsRuleSet
 from policies.http_rules import Action, Request, RuleError, RuleSet
 from policies.kafka_rules import KafkaRequest, KafkaRuleError, KafkaRuleSet
 
@@ -44,13 +45,13 @@ def normalize_ip(ip: str) -> str:
     return str(addr)
 
 
-PARSERS = {"http": RuleSet, "kafka": KafkaRuleSet}
+PARSERS = {"http": RuleSet, "kafka": KafkaRuleSet, "dns": DnsRuleSet}
 
 
 @dataclass
 class Entry:
     remotes: frozenset[int] | None  # None: any identity
-    rules: RuleSet | KafkaRuleSet
+    rules: RuleSet | KafkaRuleSet | DnsRuleSet
     parser: str = "http"
 
 
@@ -121,12 +122,13 @@ class ProxyState:
         return any(getattr(e.rules, "needs_topics", False)
                    for _, entries, _ in self.directions(src, dst, port) for e in entries)
 
-    def evaluate(self, src: str, dst: str, port: int, req: Request | KafkaRequest
+    def evaluate(self, src: str, dst: str, port: int, req: Request | KafkaRequest | DnsQuery
                  ) -> Decision:
         dirs = self.directions(src, dst, port)
         if not dirs:
             return Decision(False, f"no L7 policy for {dst}:{port}", "ingress")
-        kind = "kafka" if isinstance(req, KafkaRequest) else "http"
+        kind = "kafka" if isinstance(req, KafkaRequest) else (
+            "dns" if isinstance(req, DnsQuery) else "http")
         actions: list[Action] = []
         for direction, entries, remote in dirs:
             applicable = [e for e in entries if e.remotes is None or remote in e.remotes]
@@ -202,7 +204,7 @@ class StateLoader:
             self.state, self._digest = None, None
             self.error = f"state file unusable: {exc}"
 
-    def evaluate(self, src: str, dst: str, port: int, req: Request | KafkaRequest
+    def evaluate(self, src: str, dst: str, port: int, req: Request | KafkaRequest | DnsQuery
                  ) -> Decision:
         state = self.current()
         if state is None:

@@ -16,9 +16,12 @@ mkdir -p "$STATE"
 # --- apt packages -----------------------------------------------------------
 # prometheus: for promtool (`promtool check metrics` on /metrics in the tests)
 # chromium: a real browser for the service map page's test (headless, --dump-dom)
+# dnsmasq-base, bind9-dnsutils: a real resolver (run by the DNS tests in their own
+# namespaces, never as a service) and dig
 APT_PKGS=(docker.io docker-compose python3-bpfcc bpfcc-tools linux-headers-amd64 busybox-static
           iperf3 nftables iproute2 iptables tcpdump procps psmisc python3-venv python3-pip
-          systemd jq curl wrk nginx-light prometheus chromium)
+          systemd jq curl wrk nginx-light prometheus chromium
+          dnsmasq-base bind9-dnsutils)
 # Consul is only in bullseye: add that suite with a low pin so nothing else comes from it.
 if [ ! -f /etc/apt/sources.list.d/bullseye.sources ]; then
   log "adding Debian bullseye (pinned to priority 100) for consul"

@@ -37,7 +37,9 @@ def workdir():
 @pytest.fixture(scope="session")
 def agent(workdir):
     """The agent on Docker's plugin socket, with a fresh state directory, serving Hubble's
-    API on loopback (``agent.hubble_port``)."""
+    API on loopback (``agent.hubble_port``). Addresses learnt from DNS live only as long
+    as their answer's TTL (``--tofqdns-min-ttl 0``), so tests/e2e/test_fqdn_e2e.py sees
+    them expire within seconds."""
     for path in (PLUGIN_SOCKET, API_SOCKET):
         if socket_in_use(path):
             pytest.exit(f"another ciliumpy agent is serving {path}: stop it before the tests",
@@ -46,7 +48,8 @@ def agent(workdir):
     state.mkdir()
     hubble_port = free_port()  # Hubble's Observer API, for tests/e2e/test_hubble_api.py
     instance = Agent(state, PLUGIN_SOCKET, API_SOCKET,
-                     ["--hubble-listen-address", f"127.0.0.1:{hubble_port}"])
+                     ["--hubble-listen-address", f"127.0.0.1:{hubble_port}",
+                      "--tofqdns-min-ttl", "0"])
     instance.hubble_port = hubble_port
     instance.start()
     yield instance

@@ -127,10 +127,12 @@ def node() -> None:
     """Nodes of the cluster (agents registered in the kvstore)."""
 
 
-list_command(node, "list", "/v1/nodes", ["NAME", "IP", "IPV6", "ENCAPSULATION", "BLOCKS"],
-             lambda n: (n["name"], n["ip"], n.get("ipv6") or "-", n["encapsulation"],
-                        ",".join(n["blocks"]) or "-"),
-             "List nodes: name, IP (and IPv6), encapsulation, address blocks.")
+list_command(node, "list", "/v1/nodes",
+             ["CLUSTER", "NAME", "IP", "IPV6", "ENCAPSULATION", "BLOCKS"],
+             lambda n: (n.get("cluster") or "-", n["name"], n["ip"], n.get("ipv6") or "-",
+                        n["encapsulation"], ",".join(n["blocks"]) or "-"),
+             "List nodes (this cluster's, then the remote clusters'): cluster, name, IP "
+             "(and IPv6), encapsulation, address blocks.")
 
 
 GROUPS = (network, endpoint, identity, node)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ciliumpy.cli.cluster import status_line
 from ciliumpy.cli.output import api, emit_json, output_option
 
 
@@ -33,6 +34,7 @@ def status(ctx: click.Context, output: str) -> None:
         ("Bandwidth", _bandwidth_line(data.get("bandwidth"))),
         ("Services", _services_line(data.get("services"))),
         ("Hubble", _hubble_line(data.get("hubble"))),
+        ("Cluster Mesh", status_line(data.get("clustermesh"))),
         ("Networks", data["networks"]),
         ("Endpoints", f"{data['endpoints']} "
                       + " ".join(f"{k}={v}" for k, v in sorted(data["endpoint_states"].items()))),

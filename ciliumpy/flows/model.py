@@ -326,13 +326,20 @@ def _http_url(event: dict, http: dict) -> str:
     return url if url else f"http://{host}{http.get('path') or ''}"
 
 
+# DNS response codes by name (RFC 1035/6895), as Hubble's DNS.rcode carries the number
+DNS_RCODES = {"NOERROR": 0, "FORMERR": 1, "SERVFAIL": 2, "NXDOMAIN": 3, "NOTIMP": 4,
+              "REFUSED": 5, "YXDOMAIN": 6, "YXRRSET": 7, "NXRRSET": 8, "NOTAUTH": 9,
+              "NOTZONE": 10}
+
+
 def _l7_flows(event: dict, node_name: str, container_of: ContainerOf) -> list[dict]:
     verdict = L7_VERDICTS.get(str(event.get("verdict")), "VERDICT_UNKNOWN")
     http, kafka = event.get("http") or {}, event.get("kafka")
     proto = str(event.get("protocol") or "").lower()
     status = http.get("status")
     error_code = (kafka or {}).get("error_code")
-    answered = isinstance(error_code, int) if proto == "kafka" else isinstance(status, int)
+    answered = isinstance(error_code, int) if proto == "kafka" else (
+        bool((event.get("dns") or {}).get("rcode")) if proto == "dns" else isinstance(status, int))
     latency_ms = http.get("latency_ms")
     latency_ns = int(latency_ms * 1_000_000) if isinstance(latency_ms, (int, float)) else 0
     when = float(event.get("time") or 0)
@@ -354,16 +361,32 @@ def _l7_flow(event: dict, node_name: str, container_of: ContainerOf, verdict: st
                     _name(src_ip, event.get("src_name"), container_of))
     dst = _endpoint(event.get("dst_identity"), event.get("dst_labels"),
                     _name(dst_ip, event.get("dst_name"), container_of))
-    l4 = {"TCP": _ports(sport, dport)}
+    http, kafka, dns = event.get("http") or {}, event.get("kafka"), event.get("dns")
+    proto = str(event.get("protocol") or "").lower()
+    l4_proto = "UDP" if proto == "dns" and (dns or {}).get("transport") != "tcp" else "TCP"
+    l4 = {l4_proto: _ports(sport, dport)}
     if response:  # Cilium logs a response from the server to the client
         src, dst, src_ip, dst_ip = dst, src, dst_ip, src_ip
-        l4 = {"TCP": _ports(dport, sport)}
-    http, kafka = event.get("http") or {}, event.get("kafka")
-    proto = str(event.get("protocol") or "").lower()
+        l4 = {l4_proto: _ports(dport, sport)}
     l7: dict = {"type": "RESPONSE" if response else "REQUEST"}
     if latency_ns:
         l7["latency_ns"] = str(latency_ns)  # uint64: a string in protojson
-    if proto == "kafka" and kafka is not None:
+    if proto == "dns" and dns is not None:
+        record = {"query": dns.get("query"), "ips": dns.get("ips") if response else None,
+                  "ttl": dns.get("ttl") if response else None,
+                  "cnames": dns.get("cnames") if response else None,
+                  "rcode": DNS_RCODES.get(str(dns.get("rcode")), 2) if response else None,
+                  "qtypes": [dns.get("qtype")] if dns.get("qtype") else None,
+                  "rrtypes": ([dns.get("qtype")] if dns.get("ips") else None)
+                  if response else None, "observation_source": "proxy"}
+        l7["dns"] = {k: v for k, v in record.items() if v not in (None, "", 0, [])}
+        summary = (f"DNS {'Answer' if response else 'Query'} {dns.get('query')} "
+                   f"{dns.get('qtype')}")
+        if response:
+            ips = ",".join(dns.get("ips") or [])
+            summary += f" {dns.get('rcode')}" + (f" ({ips}) TTL: {dns.get('ttl')}" if ips
+                                                  else "")
+    elif proto == "kafka" and kafka is not None:
         topic = ",".join(kafka.get("topics") or [])
         record = {"error_code": kafka.get("error_code") if response else None,
                   "api_version": kafka.get("api_version"), "api_key": kafka.get("api_key"),

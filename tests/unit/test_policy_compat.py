@@ -126,14 +126,26 @@ spec:
 
 
 @pytest.mark.parametrize("key", ["toFQDNs", "ToFQDNs", "tofqdns"])
-def test_unsupported_fields_refused_whatever_their_case(key):
+def test_to_fqdns_loads_whatever_its_case(key):
     text = f"""
 spec:
   endpointSelector: {{}}
   egress:
-  - {key}: [{{matchName: example.com}}]
+  - {key}: [{{MatchName: example.com}}]
 """
-    with pytest.raises(PolicyError, match="DNS-based egress"):
+    (policy,) = parse_text(text)
+    assert policy.rules[0].egress[0].fqdns[0].match_name == "example.com"
+
+
+@pytest.mark.parametrize("key", ["nodeSelector", "NodeSelector", "nodeselector"])
+def test_unsupported_fields_refused_whatever_their_case(key):
+    text = f"""
+spec:
+  {key}: {{}}
+  egress:
+  - toEntities: [world]
+"""
+    with pytest.raises(PolicyError):
         parse_text(text)
 
 

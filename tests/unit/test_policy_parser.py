@@ -37,7 +37,7 @@ EXPECTED = {
     "22_kafka_role_apikey": "rules.kafka[0]: role and apiKey cannot be combined",
     "23_kafka_role": "rules.kafka[0].role: 'publish' is not produce or consume",
     "24_two_l7": "toPorts[0].rules: only one L7 rule type per port rule",
-    "25_fqdn": "spec.egress[0].toFQDNs: DNS-based egress (toFQDNs) needs the DNS proxy",
+    "25_fqdn": "spec.egress[0].toFQDNs[0]: only one of matchName or matchPattern is allowed",
     "26_dns_ingress": "rules.dns: DNS rules are not allowed on ingress",
     "27_deny_l7": "spec.ingressDeny[0].toPorts[0].rules: deny rules cannot have L7 rules",
     "28_labels_value": "spec.endpointSelector.matchLabels.app: label keys and values must be",

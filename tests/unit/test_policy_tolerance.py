@@ -88,15 +88,12 @@ def test_a_leading_zero_is_octal_as_in_cilium():
     assert ports[0].port == 80
 
 
-def test_dns_rules_that_name_names_warn_that_names_are_not_enforced():
+def test_dns_rules_load_without_warning_now_that_the_dns_proxy_enforces_them():
     dns = (BASE + "  egress:\n  - toEntities: [world]\n    toPorts:\n"
            "    - ports: [{port: \"53\", protocol: ANY}]\n      rules: {dns: [%s]}\n")
-    (policy,) = parse_text(dns % "{matchPattern: '*'}")
-    assert not policy.warnings
-    (policy,) = parse_text(dns % "{matchName: cilium.io}")
-    assert policy.warnings == ["spec.egress[0].toPorts[0].rules.dns: DNS names are not "
-                               "enforced yet (ciliumpy has no DNS proxy): these ports are "
-                               "allowed for queries of every name"]
+    for rule in ("{matchPattern: '*'}", "{matchName: cilium.io}"):
+        (policy,) = parse_text(dns % rule)
+        assert not policy.warnings
 
 
 @pytest.mark.parametrize(("field", "words"), [
@@ -143,7 +140,7 @@ def test_validate_json_reports_each_file_without_an_agent(tmp_path):
     warned = tmp_path / "warned.yaml"
     warned.write_text(BASE + "  egress: [{toServices: [{k8sService: {serviceName: db}}]}]\n")
     bad = tmp_path / "bad.yaml"
-    bad.write_text(BASE + "  egress: [{toFQDNs: [{matchName: cilium.io}]}]\n")
+    bad.write_text(BASE + "  egress: [{toFQDNs: [{matchName: 'cilium io'}]}]\n")
     # an API socket that does not exist: validation must not need the agent
     out = subprocess.run([*CLI, "--api-socket", str(tmp_path / "none.sock"), "policy",
                           "validate", "-o", "json", str(good), str(warned), str(bad)],
@@ -158,7 +155,7 @@ def test_validate_json_reports_each_file_without_an_agent(tmp_path):
     assert "toServices selects Kubernetes services" in \
         by_file[str(warned)]["policies"][0]["warnings"][0]
     assert by_file[str(bad)]["status"] == "refused"
-    assert "DNS-based egress (toFQDNs)" in by_file[str(bad)]["error"]
+    assert "invalid characters in matchName" in by_file[str(bad)]["error"]
     ok = subprocess.run([*CLI, "policy", "validate", "-o", "json", str(good)],
                         capture_output=True, text=True)
     assert ok.returncode == 0 and json.loads(ok.stdout)["refused"] == 0

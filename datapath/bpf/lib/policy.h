@@ -74,7 +74,8 @@ static __always_inline __u8 policy_verdict(__u32 ep, __u8 dir, __u32 identity, s
 	allow = policy_match(0, ep, dir, identity, f->proto, dport);
 	if (!allow)
 		return REASON_POLICY_DENIED;
-	if (f->proto == IPPROTO_TCP)
+	/* L7: HTTP and Kafka over TCP; DNS over TCP and UDP (the DNS proxy takes both) */
+	if (f->proto == IPPROTO_TCP || f->proto == IPPROTO_UDP)
 		*proxy = allow->proxy_port;
 	return REASON_FORWARDED;
 }

@@ -7,7 +7,9 @@
  * delivers it to the host's stack, where TCP takes the assigned socket. The first
  * lookup finds the proxy's established socket for this connection (every packet after
  * the SYN); the second, the proxy's listener (the SYN), which then accepts with the
- * original destination as its local address (IP_TRANSPARENT).
+ * original destination as its local address (IP_TRANSPARENT). UDP (DNS to the DNS
+ * proxy) takes the proxy's UDP socket on the same port; the proxy reads the original
+ * destination from IP_ORIGDSTADDR and answers from that address.
  *
  * The proxy's own upstream connections carry MARK_FROM_PROXY with the client's
  * identity in the upper 24 bits, so the destination's ingress policy judges the client,
@@ -39,6 +41,9 @@ static __always_inline struct bpf_sock *proxy_lookup(struct __sk_buff *skb, stru
 		}
 		tuple.ipv4.sport = bpf_htons(sport);
 		tuple.ipv4.dport = bpf_htons(dport);
+		if (f->proto == IPPROTO_UDP)
+			return bpf_sk_lookup_udp(skb, &tuple, sizeof(tuple.ipv4),
+						 BPF_F_CURRENT_NETNS, 0);
 		return (struct bpf_sock *)bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv4),
 							     BPF_F_CURRENT_NETNS, 0);
 	}
@@ -48,6 +53,8 @@ static __always_inline struct bpf_sock *proxy_lookup(struct __sk_buff *skb, stru
 	}
 	tuple.ipv6.sport = bpf_htons(sport);
 	tuple.ipv6.dport = bpf_htons(dport);
+	if (f->proto == IPPROTO_UDP)
+		return bpf_sk_lookup_udp(skb, &tuple, sizeof(tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
 	return (struct bpf_sock *)bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv6),
 						     BPF_F_CURRENT_NETNS, 0);
 }
@@ -57,14 +64,18 @@ static __always_inline struct bpf_sock *proxy_lookup(struct __sk_buff *skb, stru
 static __always_inline int redirect_to_proxy(struct __sk_buff *skb, struct flow *f,
 					     __u16 proxy_port)
 {
-	struct bpf_sock *sk;
+	struct bpf_sock *sk = NULL;
 	long assigned;
 
-	sk = proxy_lookup(skb, f, f->sport, f->dport, 0);
-	if (sk && (sk->state == BPF_TCP_LISTEN || sk->state == BPF_TCP_TIME_WAIT)) {
-		bpf_sk_release(sk); /* a host listener on the original port is not the proxy */
-		sk = NULL;
+	if (f->proto == IPPROTO_TCP) {
+		sk = proxy_lookup(skb, f, f->sport, f->dport, 0);
+		if (sk && (sk->state == BPF_TCP_LISTEN || sk->state == BPF_TCP_TIME_WAIT)) {
+			bpf_sk_release(sk); /* a host listener on the original port: not the proxy */
+			sk = NULL;
+		}
 	}
+	/* UDP (DNS): every datagram goes to the proxy's socket; a socket bound to the
+	 * original address (the proxy's answers come from one) must not take it */
 	if (!sk)
 		sk = proxy_lookup(skb, f, 0, proxy_port, 1);
 	if (!sk)

@@ -1,0 +1,122 @@
+"""Cluster Mesh through real components: two clusters (tests/support/mesh.py), each
+with its own Consul agent and its own host (network namespace, dockerd, agent), on one
+underlay. Containers reach each other across clusters (ping and TCP, IPv4 and IPv6); a
+policy allowing only ``cluster: a`` senders holds on the receiver in b; the VNI of a
+cross-cluster packet is the sender's mesh-wide identity ``(1 << 16) | n``; b's Consul
+stopped, a's local traffic and the path to b keep working and ``cluster status`` says b
+is disconnected; b's Consul back, a container started in b is reachable from a without
+restarting anything."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.e2e.test_multihost import HTTPD, cli, http_ok, ping_ok, read_vnis
+from tests.support.hosts import wait
+from tests.support.mesh import Mesh
+
+POOLS = {"a": ("10.71.0.0/16", "fd71::/64"), "b": ("10.72.0.0/16", "fd72::/64")}
+
+
+@pytest.fixture
+def mesh(workdir, docker_ready):
+    made = Mesh(1, workdir)
+    try:
+        made.start()
+        yield made
+    finally:
+        made.stop()
+
+
+def _status(host) -> dict:
+    return json.loads(cli(host.agent, "cluster", "status", "-o", "json").stdout)
+
+
+def _remote(host) -> dict:
+    return _status(host)["clusters"][0]
+
+
+def _identity(host, container: str) -> int:
+    cid = host.docker.inspect(container)["Id"]
+    return next(e["identity"] for e in host.agent.api("/v1/endpoints")
+                if e["container_id"] == cid)
+
+
+@pytest.mark.timeout(300)
+def test_two_clusters_each_with_its_own_consul(mesh, tmp_path):
+    started = time.monotonic()
+    mesh.start_mesh_agents("vxlan")
+    (ha,), (hb,) = mesh.cluster_a, mesh.cluster_b
+    for host, name in ((ha, "a"), (hb, "b")):
+        v4, v6 = POOLS[name]
+        host.docker.network_create("cpy-mesh", "--ipv6", "--subnet", v4, "--subnet", v6)
+    client = ha.run("cpy-mesh", "-l", "app=client", command=HTTPD)
+    peer = ha.run("cpy-mesh", "-l", "app=peer", command=HTTPD)
+    server = hb.run("cpy-mesh", "-l", "app=server", command=HTTPD)
+    other = hb.run("cpy-mesh", "-l", "app=other", command=HTTPD)
+    ip = {c: (h.docker.ip(c, "cpy-mesh"), h.docker.ip(c, "cpy-mesh", v6=True))
+          for h, c in ((ha, client), (ha, peer), (hb, server), (hb, other))}
+    wait(lambda: http_ok(ha, client, ip[server][0]), 30, "a to reach b")
+    for src_host, src, dst in ((ha, client, server), (hb, server, client)):
+        for address in ip[dst]:
+            assert ping_ok(src_host, src, address), f"{src_host.name} -> {address}"
+            assert http_ok(src_host, src, address), f"{src_host.name} -> {address}"
+
+    # identities: mesh-wide numbers, the cluster labels; status, cluster list, node list
+    client_id, server_id = _identity(ha, client), _identity(hb, server)
+    assert client_id >> 16 == 1 and server_id >> 16 == 2
+    labels = ha.agent.api(f"/v1/identities/{client_id}")["labels"]
+    assert {"k8s:cluster=a", "k8s:io.cilium.k8s.policy.cluster=a"} <= set(labels)
+    remote = _remote(ha)
+    assert (remote["name"], remote["cluster_id"], remote["connected"]) == ("b", 2, True)
+    assert remote["nodes"] == 1 and remote["endpoints"] >= 4 and remote["identities"] >= 2
+    table = cli(ha.agent, "cluster", "status").stdout
+    assert "b" in table and "connected" in table and "LAST UPDATE" in table
+    assert "remote" in cli(ha.agent, "cluster", "list").stdout
+    rows = json.loads(cli(ha.agent, "node", "list", "-o", "json").stdout)
+    assert {(r["cluster"], r["name"]) for r in rows} == {("a", "node1"), ("b", "node2")}
+    assert "Cluster Mesh:" in cli(ha.agent, "status").stdout
+
+    # policy in b: only senders of cluster a reach the server; the VNI is the sender's
+    capture = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{mesh.underlay}", "tcpdump", "-i", "br0", "-U",
+         "-s", "200", "-w", "-", "udp", "port", "4789", "and", "src", ha.ip],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    policy = tmp_path / "server.yaml"
+    policy.write_text("endpointSelector: {matchLabels: {app: server}}\n"
+                      "ingress: [{fromEndpoints: [{matchLabels: {cluster: a}}]}]\n")
+    revision = cli(hb.agent, "policy", "import", str(policy)).stdout.strip().rsplit(" ", 1)[1]
+    cli(hb.agent, "policy", "wait", revision, "--timeout", "15")
+    assert http_ok(ha, client, ip[server][0]) and http_ok(ha, client, ip[server][1])
+    assert not http_ok(hb, other, ip[server][0]), "b's own app=other is not of cluster a"
+    assert not ping_ok(hb, other, ip[server][1])
+    time.sleep(1)
+    capture.send_signal(signal.SIGINT)
+    pcap, _ = capture.communicate(timeout=10)
+    vnis = set(read_vnis(pcap))
+    assert vnis and vnis <= {client_id, 6}, (sorted(vnis), client_id)
+    assert client_id in vnis
+
+    # b's Consul goes away: a's local traffic and the path to b keep working
+    mesh.stop_consul_b()
+    down = wait(lambda: (r := _remote(ha))["connected"] is False and r, 20,
+                "a to see b disconnected")
+    assert down["error"] and not down["withdrawn"] and down["endpoints"] >= 4
+    assert "disconnected" in cli(ha.agent, "status").stdout
+    assert http_ok(ha, client, ip[peer][0]) and ping_ok(ha, client, ip[peer][1])
+    assert http_ok(ha, client, ip[server][0]), "b's last known state is kept"
+
+    # b's Consul back: a container started in b becomes reachable from a, no restart
+    mesh.start_consul_b()
+    late = hb.run("cpy-mesh", "-l", "app=late", command=HTTPD)
+    late_ip = hb.docker.ip(late, "cpy-mesh")
+    wait(lambda: http_ok(ha, client, late_ip), 60, "a to reach b's new container")
+    assert _identity(hb, late) >> 16 == 2
+    assert wait(lambda: _remote(ha)["connected"], 20, "b connected again")
+    print(f"mesh test body: {time.monotonic() - started:.1f}s")
