@@ -29,7 +29,8 @@ from collections.abc import Callable, Mapping
 
 from ciliumpy import nodes
 from ciliumpy.identities import BASE as IDENTITIES
-from policies.identities import RESERVED, Identity, cluster_of
+from policies.identities import MAX_MESH_CLUSTER_ID, Identity, cluster_of, cluster_range
+from policies.labels import CLUSTER_KEYS, canonical, cluster_labels, parse
 from state.kvstore.base import Event, KVError, KVStore
 from state.kvstore.base import key as kv_key
 
@@ -69,6 +70,9 @@ def pools(kv: KVStore) -> set[Net]:
         except ValueError:
             continue
     return found
+
+
+UNTRUSTED_SOURCES = ("reserved", "cidr", "fqdn")
 
 
 class RemoteCluster:
@@ -163,6 +167,9 @@ class RemoteCluster:
         if config.get("id") == self.local_id:
             raise MeshError(f"cluster {self.name} has this cluster's ID {self.local_id}: "
                             "every cluster of a mesh needs its own --cluster-id")
+        if not isinstance(config.get("id"), int) or not 1 <= config["id"] <= MAX_MESH_CLUSTER_ID:
+            raise MeshError(f"cluster {self.name} records cluster ID {config.get('id')!r}: "
+                            f"a mesh member's ID is 1..{MAX_MESH_CLUSTER_ID}")
         self.cluster_id = int(config["id"])
 
     def _load(self, prefix: str) -> None:
@@ -193,9 +200,24 @@ class RemoteCluster:
         self.overlaps = overlaps
 
     def _accept(self, number: int) -> bool:
-        ok = number in RESERVED or cluster_of(number) == self.cluster_id
+        """Only numbers of the remote's own range: a remote cluster cannot hand out a
+        reserved identity (host, world, remote-node), a local one or another cluster's."""
+        first, last = cluster_range(self.cluster_id)
+        ok = self.cluster_id > 0 and first <= number <= last
         self.rejected += 0 if ok else 1
         return ok
+
+    def _sanitized(self, raw: str | None) -> list[str]:
+        """A remote identity's labels as this cluster trusts them: no reserved, CIDR or
+        FQDN labels (a remote cannot make its endpoints look like this host, the world
+        or a name), and the cluster labels always the remote's own name."""
+        try:
+            labels = [parse(text) for text in json.loads(raw or "[]") if isinstance(text, str)]
+        except ValueError:
+            labels = []
+        kept = [label for label in labels if label.source not in UNTRUSTED_SOURCES
+                and label.key not in CLUSTER_KEYS]
+        return canonical(kept + cluster_labels(self.name))
 
     def _apply(self, prefix: str, events: list[Event]) -> None:
         forward = []  # identity events the policy gets (accepted ones only)
@@ -217,8 +239,10 @@ class RemoteCluster:
                     number = int(rest)
                     known = self.identities.pop(number, None) is not None
                     if event.kind == "put" and self._accept(number):
-                        self.identities[number] = json.loads(event.value or "[]")
-                        forward.append(event)
+                        labels = self._sanitized(event.value)
+                        self.identities[number] = labels
+                        forward.append(Event("put", event.key, json.dumps(labels),
+                                             event.mod_index))
                     elif known:
                         forward.append(Event("delete", event.key, None, event.mod_index))
             self.last_update = time.time()
@@ -231,7 +255,9 @@ class RemoteCluster:
         with self._lock:
             if self.withdrawn:
                 return {}, {}
-            local = self.local_pools() if self.overlaps else set()
+            # never a remote address or block inside this cluster's pools, overlap
+            # reported or not (a remote cannot take over a local endpoint's address)
+            local = self.local_pools()
             named = {f"{self.name}/{n}": node for n, node in self.nodes.items()}
             if local:
                 named = {k: _without(node, local) for k, node in named.items()}

@@ -119,3 +119,45 @@ def test_selectors_select_by_cluster(key):
     in_b = [parse(t) for t in identity_labels({"app": "web"}, None, None, [], LabelFilter(),
                                               cluster="b")]
     assert selector.matches(in_a) and not selector.matches(in_b)
+
+
+def test_a_remote_cluster_cannot_spoof_labels_identities_or_local_addresses(tmp_path):
+    """What a remote cluster's store says is trusted only within its own range and name:
+    its identities' reserved/CIDR labels and foreign cluster labels are dropped, its
+    endpoints with a reserved or out-of-range identity are not programmed, and nothing
+    inside this cluster's pools is taken from it (overlap reported or not)."""
+    import ipaddress
+    import json
+
+    from ciliumpy import clustermesh, nodes
+
+    remote_kv = EmbeddedStore(str(tmp_path / "b.db"))
+    changes = []
+    remote = clustermesh.RemoteCluster(
+        "b", remote_kv, 1, 60.0, lambda: {ipaddress.ip_network("10.71.0.0/16")},
+        lambda cluster, events: changes.append(events))
+    remote.cluster_id = 2  # as its config key says (checked by _check_config)
+    own = (2 << 16) | 300
+    remote_kv.put(clustermesh.IDS + str(own), json.dumps(
+        ["container:app=x", "k8s:cluster=a", "reserved:host", "cidr:0.0.0.0/0"]))
+    remote_kv.put(clustermesh.IDS + str((1 << 16) | 300), json.dumps(["container:app=y"]))
+    remote_kv.put(clustermesh.IDS + "1", json.dumps(["reserved:host"]))
+    remote._load(clustermesh.IDS)
+    assert remote.identities == {own: ["container:app=x", "k8s:cluster=b",
+                                       "k8s:io.cilium.k8s.policy.cluster=b"]}
+    forwarded = [json.loads(e.value) for e in changes[-1]]
+    assert forwarded == [remote.identities[own]], "the policy gets the sanitized labels"
+
+    remote_kv.put(nodes.PREFIX + "n1", json.dumps(
+        {"name": "n1", "ip": "192.0.2.9", "encapsulation": "vxlan",
+         "blocks": ["10.72.1.0/24", "10.71.5.0/24"]}))
+    for address, identity in (("10.72.1.5", own), ("10.72.1.6", 1), ("10.72.1.7", 6),
+                              ("10.72.1.8", (1 << 16) | 300), ("10.71.5.5", own)):
+        remote_kv.put(clustermesh.IPS + address, json.dumps({"identity": identity,
+                                                             "node": "n1"}))
+    remote._load(nodes.PREFIX)
+    remote._load(clustermesh.IPS)
+    named, ips = remote.snapshot()
+    assert set(ips) == {"10.72.1.5"}, ips
+    assert named["b/n1"].blocks == ["10.72.1.0/24"]
+    assert remote.rejected >= 3
