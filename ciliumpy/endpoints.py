@@ -190,7 +190,7 @@ class EndpointManager:
                        for e in entries)
 
         keys = {(e.direction, e.port, e.end_port)
-                for e in add | remove if e.proxy_port and e.proto in (0, 6)}
+                for e in add | remove if e.proxy_port and e.proto in (0, 6, 17)}
         before = (set(produced) - add) | remove if keys else set()
         for key in keys:
             if redirected(key, before) != redirected(key, produced):

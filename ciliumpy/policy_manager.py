@@ -329,10 +329,16 @@ class PolicyManager:
     def _sync_cidrs(self) -> None:
         """The ipcache's local identities: the rules' CIDRs and the addresses learnt
         from DNS."""
-        wanted = {prefix: number for prefix, (number, _) in self.fqdns.items()}
+        every = {ipaddress.ip_network(e["prefix"]): e["identity"]
+                 for e in self.datapath.ipcache()}
+        # an address learnt from DNS never replaces an endpoint's, a node's or the host's
+        # entry (a DNS answer naming one would turn it into "world"; Cilium's toFQDNs
+        # does not select managed endpoints either)
+        wanted = {prefix: number for prefix, (number, _) in self.fqdns.items()
+                  if every.get(prefix, LOCAL_IDENTITY_BASE) >= LOCAL_IDENTITY_BASE}
         wanted.update(self.cidrs)
-        current = {ipaddress.ip_network(e["prefix"]): e["identity"]
-                   for e in self.datapath.ipcache() if e["identity"] >= LOCAL_IDENTITY_BASE}
+        current = {prefix: number for prefix, number in every.items()
+                   if number >= LOCAL_IDENTITY_BASE}
         for prefix, number in wanted.items():
             if current.get(prefix) != number:
                 self.datapath.set_ipcache(prefix, number)

@@ -265,7 +265,7 @@ class Datapath:
 
     def ct_forget_port(self, addresses: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address],
                        direction: str, first: int, last: int) -> int:
-        """Deletes the TCP connections of an endpoint (its ``addresses``; the source for
+        """Deletes the TCP and UDP flows of an endpoint (its ``addresses``; the source for
         egress, the destination for ingress) to ports ``first..last`` whose L7 redirect
         just changed: their next packet is judged anew, so a connection opened before its
         port went through the proxy is reset at once by the proxy's listener instead of
@@ -276,7 +276,7 @@ class Datapath:
         removed = 0
         for key, _value in table.items():
             side = bytes(key.saddr if direction == "egress" else key.daddr)
-            if (key.proto == 6 and side in wanted and first <= key.dport <= last
+            if (key.proto in (6, 17) and side in wanted and first <= key.dport <= last
                     and table.delete(key)):
                 removed += 1
         return removed

@@ -113,11 +113,20 @@ class NameMatcher:
         return self._set is not None and bool(self._set.Match(fqdn(name)))
 
 
-class FQDNCache:
-    """Addresses learnt per name, each with its expiry (monotonic seconds)."""
+MAX_IPS_PER_NAME = 50  # Cilium's --tofqdns-endpoint-max-ip-per-hostname default
+MAX_NAMES = 10_000  # names kept at once; the soonest to expire goes first
 
-    def __init__(self, min_ttl: float) -> None:
+
+class FQDNCache:
+    """Addresses learnt per name, each with its expiry (monotonic seconds). Bounded:
+    at most MAX_IPS_PER_NAME addresses per name and MAX_NAMES names (a ``*`` rule
+    would otherwise let every answer grow it, and every new address costs a
+    recomputation of the policy views)."""
+
+    def __init__(self, min_ttl: float, max_ips_per_name: int = MAX_IPS_PER_NAME,
+                 max_names: int = MAX_NAMES) -> None:
         self.min_ttl = min_ttl
+        self.max_ips_per_name, self.max_names = max_ips_per_name, max_names
         self.names: dict[str, dict[Address, float]] = {}
 
     def learn(self, name: str, ips: Iterable[str], ttl: float, now: float) -> bool:
@@ -131,8 +140,14 @@ class FQDNCache:
             if ip not in known or known[ip] <= now:
                 new = True
             known[ip] = max(known.get(ip, 0.0), expiry)
+        for ip in sorted(known, key=known.get)[:max(0, len(known) - self.max_ips_per_name)]:
+            del known[ip]  # the soonest to expire make room
         if not known:
             del self.names[name]
+        while len(self.names) > self.max_names:
+            soonest = min((n for n in self.names if n != name),
+                          key=lambda n: max(self.names[n].values()))
+            del self.names[soonest]
         return new
 
     def expire(self, now: float) -> bool:

@@ -269,7 +269,7 @@ class UdpServer:
 async def udp_exchange(upstream: tuple[str, int], wire: bytes, identity: int,
                        config: Config) -> bytes:
     """One query to the resolver from a socket of its own (marked with the client's
-    identity); the first datagram from the resolver is its answer."""
+    identity); the first datagram from the resolver with the query's ID is its answer."""
     family = socket.AF_INET6 if ":" in upstream[0] else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
@@ -279,7 +279,10 @@ async def udp_exchange(upstream: tuple[str, int], wire: bytes, identity: int,
         sock.connect(upstream)
         loop = asyncio.get_running_loop()
         await loop.sock_sendall(sock, wire)
-        return await loop.sock_recv(sock, 65535)
+        while True:  # only an answer with the query's ID (the caller bounds the wait)
+            answer = await loop.sock_recv(sock, 65535)
+            if answer[:2] == wire[:2]:
+                return answer
     finally:
         sock.close()
 
@@ -317,7 +320,17 @@ class DnsTcpHandler:
         if self.upstream is None:
             self.upstream = await self.ctx.open_upstream()
         reader, writer = self.upstream
-        writer.write(struct.pack("!H", len(wire)) + wire)
-        await writer.drain()
-        size = struct.unpack("!H", await reader.readexactly(2))[0]
-        return await reader.readexactly(size)
+        try:
+            writer.write(struct.pack("!H", len(wire)) + wire)
+            await writer.drain()
+            size = struct.unpack("!H", await reader.readexactly(2))[0]
+            answer = await reader.readexactly(size)
+            if answer[:2] != wire[:2]:
+                raise ConnectionError("the resolver answered another query")
+            return answer
+        except BaseException:
+            # timed out or broken: a late answer on this connection would be read as
+            # the next query's (and its addresses learnt under the wrong name)
+            writer.close()
+            self.upstream = None
+            raise

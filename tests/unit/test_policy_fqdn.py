@@ -209,3 +209,15 @@ def test_fqdn_manager_validates_what_the_proxy_says_and_changes_nothing_on_error
     manager.learn_message({"name": "a.test", "ips": ["10.0.0.1"], "ttl": 5})  # known
     assert applied == [{ipaddress.ip_address("10.0.0.1"): ("a.test.",)}]
     assert [row["ip"] for row in manager.view()] == ["10.0.0.1"]
+
+
+def test_the_cache_is_bounded_per_name_and_in_names():
+    cache = FQDNCache(min_ttl=0, max_ips_per_name=3, max_names=2)
+    cache.learn("a.test", [f"192.0.2.{i}" for i in range(1, 6)], ttl=10, now=0)
+    assert len(cache.names["a.test."]) == 3
+    cache.learn("a.test", ["192.0.2.9"], ttl=100, now=1)  # the newest stays
+    assert ipaddress.ip_address("192.0.2.9") in cache.names["a.test."]
+    assert len(cache.names["a.test."]) == 3
+    cache.learn("b.test", ["198.51.100.1"], ttl=5, now=1)
+    cache.learn("c.test", ["198.51.100.2"], ttl=50, now=1)
+    assert set(cache.names) == {"a.test.", "c.test."}  # b expired soonest: it went
