@@ -145,3 +145,9 @@ def cluster_mesh():
         return jsonify(agent.mesh.view())
     return jsonify({"name": agent.config.cluster_name, "cluster_id": agent.config.cluster_id,
                     "error": None, "clusters": []})
+
+
+@bp.get("/fqdn/cache")
+def fqdn_cache():
+    """Addresses the DNS proxy learnt for toFQDNs: name, address, seconds left."""
+    return jsonify(the_agent().fqdn.view())

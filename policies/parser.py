@@ -11,7 +11,8 @@ The parts of a rule (selectors, CIDRs, ports, L7 and ICMP rules) are read by
 What Cilium accepts but a Docker host cannot use loads with a warning (each policy's
 ``warnings``) and selects nothing: unknown keys inside a label selector (Go ignores
 them), the Kubernetes-only entities ``kube-apiserver`` and ``ingress``, ``toServices``.
-``toFQDNs`` and ``rules.dns`` load and are enforced through the DNS proxy (docs/dns.md).
+``toFQDNs`` and ``rules.dns`` load and are enforced through the DNS proxy
+(docs/decisions.md, "DNS-aware egress").
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ COMMANDS = {
     "endpoint": "ciliumpy.cli.listing:endpoint",
     "identity": "ciliumpy.cli.listing:identity",
     "node": "ciliumpy.cli.listing:node",
+    "fqdn": "ciliumpy.cli.listing:fqdn",
     "cluster": "ciliumpy.cli.cluster:cluster",
     "monitor": "ciliumpy.cli.monitor:monitor",
     "bpf": "ciliumpy.cli.bpf:bpf",

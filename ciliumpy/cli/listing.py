@@ -1,4 +1,4 @@
-"""The plain list groups: ``network``, ``endpoint``, ``identity`` and ``node``.
+"""The plain list groups: ``network``, ``endpoint``, ``identity``, ``node`` and ``fqdn``.
 
 Each command is one agent API GET shown by :func:`~ciliumpy.cli.output.show_list`; only
 the columns differ. ``endpoint labels`` is the one change: a running container's
@@ -136,3 +136,13 @@ list_command(node, "list", "/v1/nodes",
 
 
 GROUPS = (network, endpoint, identity, node)
+
+
+@click.group()
+def fqdn() -> None:
+    """What the DNS proxy learnt for toFQDNs rules."""
+
+
+list_command(fqdn, "cache", "/v1/fqdn/cache", ["NAME", "ADDRESS", "EXPIRES IN"],
+             lambda e: (e["name"], e["ip"], f"{e['expires_in']:.0f}s"),
+             "List the addresses learnt from allowed DNS answers, with the time left.")

@@ -24,6 +24,7 @@ from tests.support.resolver import Resolver
 
 RESOLVER, RESOLVER_GW = "10.253.54.53", "10.253.54.1"
 ALLOWED_IP, OTHER_IP, TARGET_GW = "10.253.55.10", "10.253.55.11", "10.253.55.1"
+PEER_IP = "10.92.0.50"  # a container of the network that a DNS answer names
 TTL = 3
 PORT = 8080
 
@@ -38,8 +39,10 @@ spec:
     toPorts:
     - ports: [{{port: "53", protocol: ANY}}]
       rules:
-        dns: [{{matchName: allowed.test}}, {{matchPattern: "*.wild.test"}}]
-  - toFQDNs: [{{matchName: allowed.test}}, {{matchPattern: "*.wild.test"}}]
+        dns: [{{matchName: allowed.test}}, {{matchPattern: "*.wild.test"}},
+              {{matchName: inside.test}}]
+  - toFQDNs: [{{matchName: allowed.test}}, {{matchPattern: "*.wild.test"}},
+              {{matchName: inside.test}}]
     toPorts: [{{ports: [{{port: "{PORT}", protocol: TCP}}]}}]
 """
 
@@ -48,7 +51,8 @@ spec:
 def fqdn(agent, docker_ready):
     resolver = Resolver(RESOLVER, RESOLVER_GW, {"allowed.test": ALLOWED_IP,
                                                  "other.test": OTHER_IP,
-                                                 "a.wild.test": OTHER_IP}, ttl=TTL)
+                                                 "a.wild.test": OTHER_IP,
+                                                 "inside.test": PEER_IP}, ttl=TTL)
     target = NetnsEndpoint.create(ALLOWED_IP, TARGET_GW)
     target.run("ip", "addr", "add", f"{OTHER_IP}/32", "dev", "eth0", check=True)
     sh("ip", "route", "replace", f"{OTHER_IP}/32", "dev", target.host_if)
@@ -58,6 +62,7 @@ def fqdn(agent, docker_ready):
     client.network_create(net, "--subnet", "10.92.0.0/16")
     name = f"cpy-fqdn-{uuid.uuid4().hex[:4]}"
     client.run(net, "-l", "app=fqdn-client", name=name)
+    client.run(net, "-l", "app=fqdn-peer", "--ip", PEER_IP)
     deadline = time.time() + 30
     while time.time() < deadline:
         endpoints = [e for e in agent.api("/v1/endpoints") if e.get("network_name") == net]
@@ -129,6 +134,10 @@ def test_to_fqdns_allows_what_the_allowed_answer_resolved_until_its_ttl(agent, f
     assert dig(fqdn, "allowed.test") == ("NOERROR", [ALLOWED_IP])
     assert "allowed.test" in resolver.queries()
     # ... and its address is now allowed on the toFQDNs port; the neighbour is not
+    cache = json.loads(subprocess.run(
+        [*CLI, "fqdn", "cache", "-o", "json"], capture_output=True, text=True, timeout=30,
+        env=dict(os.environ, CILIUMPY_API_SOCKET=agent.api_socket)).stdout)
+    assert {(e["name"], e["ip"]) for e in cache} >= {("allowed.test.", ALLOWED_IP)}, cache
     assert tcp_ok(fqdn, ALLOWED_IP)
     assert not tcp_ok(fqdn, OTHER_IP)
     # busybox's own client gets the answer too (and renews the address)
@@ -171,4 +180,22 @@ def test_proxy_death_fails_closed_and_recovers(agent, fqdn, tmp_path):
     assert wait_until(lambda: dig(fqdn, "allowed.test", "+time=1")[0] == "NOERROR", 20)
     assert dig(fqdn, "other.test")[0] == "REFUSED"
     assert "other.test" not in resolver.queries()
+    clear(agent)
+
+
+def test_an_answer_naming_a_container_does_not_replace_its_ipcache_entry(agent, fqdn,
+                                                                          tmp_path):
+    """A DNS answer may name any address; an endpoint's (or the host's) ipcache entry
+    stays its own: otherwise a container allowed to query DNS could turn another into
+    "world" for every policy (Cilium's toFQDNs does not select managed endpoints)."""
+    apply(agent, tmp_path, POLICY)
+
+    def entry() -> dict:
+        return next(e for e in agent.api("/v1/bpf/ipcache") if e["prefix"] == f"{PEER_IP}/32")
+
+    before = entry()
+    assert 256 <= before["identity"] < 1 << 24 and before["ifindex"], before
+    assert dig(fqdn, "inside.test") == ("NOERROR", [PEER_IP])
+    time.sleep(0.5)
+    assert entry() == before
     clear(agent)
