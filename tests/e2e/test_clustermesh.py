@@ -61,7 +61,7 @@ def test_two_clusters_each_with_its_own_consul(mesh, tmp_path):
     other = hb.run("cpy-mesh", "-l", "app=other", command=HTTPD)
     ip = {c: (h.docker.ip(c, "cpy-mesh"), h.docker.ip(c, "cpy-mesh", v6=True))
           for h, c in ((ha, client), (ha, peer), (hb, server), (hb, other))}
-    wait(lambda: http_ok(ha, client, ip[server][0]), 30, "a to reach b")
+    wait(lambda: http_ok(ha, client, ip[server][0]), 60, "a to reach b")
     for src_host, src, dst in ((ha, client, server), (hb, server, client)):
         for address in ip[dst]:
             assert ping_ok(src_host, src, address), f"{src_host.name} -> {address}"
