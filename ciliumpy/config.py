@@ -108,6 +108,23 @@ def _kv_options(value: Any) -> dict[str, str]:
     return result
 
 
+LABEL_KEY = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?")
+LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+
+
+def _node_labels(value: Any) -> dict[str, str]:
+    """This node's labels (``type=worker,zone=a``), as Kubernetes spells node labels:
+    what ``nodeSelector``, ``fromNodes`` and ``toNodes`` select."""
+    labels = _kv_options(value)
+    for key, val in labels.items():
+        if len(key) > 253 or not LABEL_KEY.fullmatch(key):
+            raise ValueError(f"{key!r} is not a label key (letters, digits, -_./)")
+        if len(val) > 63 or not LABEL_VALUE.fullmatch(val):
+            raise ValueError(f"{val!r} (label {key}) is not a label value "
+                             "(up to 63 letters, digits, -_.)")
+    return labels
+
+
 def _boolean(value: Any) -> bool:
     """true/false as YAML, flags and environment spell them."""
     if isinstance(value, bool):
@@ -209,6 +226,12 @@ class Config:
     cluster_id: int = 0
     remote_clusters: dict[str, dict[str, str]] = field(default_factory=dict)
     remote_cluster_retention: float = 300.0
+    # Host firewall (Cilium's option names): this node's labels, which nodeSelector
+    # (host policies), fromNodes and toNodes select; host policies are enforced only
+    # with enable-host-firewall; policy-audit-mode reports verdicts and drops nothing
+    node_labels: dict[str, str] = field(default_factory=dict)
+    enable_host_firewall: bool = False
+    policy_audit_mode: bool = False
 
 
 VALIDATORS: dict[str, Callable[[Any], Any]] = {
@@ -255,6 +278,9 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "cluster_id": mesh_config.cluster_id,
     "remote_clusters": mesh_config.remote_clusters,
     "remote_cluster_retention": _non_negative_float,
+    "node_labels": _node_labels,
+    "enable_host_firewall": _boolean,
+    "policy_audit_mode": _boolean,
 }
 
 OPTION_NAMES = [f.name for f in fields(Config)]

@@ -19,6 +19,10 @@ def _agent_options(func):
             func = click.option(flag, multiple=True, metavar="KEY=VALUE",
                                 help="Backend option, e.g. consul.address=HOST:PORT "
                                      "(repeatable).")(func)
+        elif name == "node_labels":
+            func = click.option(flag, multiple=True, metavar="KEY=VALUE",
+                                help="A label of this node, as nodeSelector, fromNodes "
+                                     "and toNodes select it (repeatable).")(func)
         else:
             default = cfg.Config.__dataclass_fields__[name].default
             # MISSING: a default_factory field (e.g. node-name = the hostname), computed
@@ -44,6 +48,7 @@ def agent(config_file: str | None, **flags) -> None:
     Precedence: defaults < config file < CILIUMPY_* environment < flags.
     """
     flags["kvstore_opt"] = list(flags.get("kvstore_opt") or ()) or None
+    flags["node_labels"] = list(flags.get("node_labels") or ()) or None
     try:
         config = cfg.load(config_file, flags)
     except cfg.ConfigError as exc:
