@@ -17,10 +17,12 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from ciliumpy import clustermesh_services as global_services
 from ciliumpy import metrics_hubble, nodes
 from ciliumpy.bandwidth import BandwidthManager
 from ciliumpy.cluster import ClusterSync
 from ciliumpy.clustermesh import ClusterMesh, start_mesh
+from ciliumpy.clustermesh_services import BackendPublisher
 from ciliumpy.config import Config
 from ciliumpy.docker_view import DockerView
 from ciliumpy.docker_watcher import ContainerInfo, DockerWatcher
@@ -175,6 +177,8 @@ class Agent:
             self.cluster.start()
             self.cluster.kick()
         self.mesh = start_mesh(self.config, self.kv, self.cluster, self.policy, self.monitor)
+        if self.mesh is not None:
+            global_services.wire(self.services, self.mesh)
         self.watcher = DockerWatcher(self.config.docker_host, self._container_seen,
                                      self.config.docker_resync_interval)
         self.watcher.start()
@@ -226,6 +230,9 @@ class Agent:
         self.ports = PortPublisher(self.store, tables)
         self.ports.sync_all()  # before the services' first sync prunes unused backends
         self.services = ServiceManager(self.kv, tables, self._service_endpoints)
+        if self.config.cluster_id:  # publishes this node's backends of global services
+            self.services.publisher = BackendPublisher(self.kv, self.config.node_name,
+                                                       lambda: self.lease.current())
         self.services.register_netns("host", "/proc/self/ns/net", self.node_ip,
                                      self.config.node_ipv6 or None)
         self.services.start()
@@ -366,6 +373,8 @@ class Agent:
             self.cluster.kick()  # the old lease's keys are gone: publish again
         if self.identities is not None:
             self.identities.new_lease(lease)
+        if self.services is not None and self.services.publisher is not None:
+            self.services.publisher.kick()
 
     def node_info(self) -> nodes.Node:
         return nodes.Node(name=self.config.node_name, ip=self.node_ip,

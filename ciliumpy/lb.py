@@ -12,7 +12,8 @@ resolved alone; endpoints appearing or disappearing re-resolve only the services
 selector they match or that they join (``services.index``); a frontend claimed by
 several services is settled among those. Everything is resolved at start and after a
 kvstore outage (the watch may have missed changes); the resync timer only diffs the
-endpoints, which catches a change nobody kicked us for.
+endpoints, which catches a change nobody kicked us for. A global service (Cluster Mesh)
+also balances to other clusters' backends (``ciliumpy.clustermesh_services``).
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ciliumpy import service_store
+from ciliumpy.clustermesh_services import BackendPublisher, merge
 from datapath import sock_lb
 from datapath.lb import Address, ServiceTables
 from datapath.maps import LB_HOST_PORT
 from services import maglev
 from services.index import EndpointIndex, SelectorIndex
-from services.model import Service, resolve_backends
+from services.model import Backend, Service, resolve_backends
 from state.kvstore.base import KVError, KVStore
 
 log = logging.getLogger("ciliumpy.services")
@@ -51,6 +53,7 @@ class ClusterEndpoint:
 class Programmed:
     backends: list[Any] = field(default_factory=list)
     slots: dict[str, int] = field(default_factory=dict)  # backend -> slots it holds
+    clusters: dict[str, str] = field(default_factory=dict)  # remote backend -> its cluster
     signature: tuple = ()
     seconds: float = 0.0
 
@@ -90,6 +93,10 @@ class ServiceManager:
         self._dirty: set[str] = set()
         self._endpoints_changed = False
         self._netns: dict[str, int] = {}  # endpoint id -> its namespace's cookie
+        # Cluster Mesh (ciliumpy.clustermesh_services): other clusters' backends of a
+        # global service, and where this node's own share is published
+        self.mesh_backends: Callable[[str], dict[Backend, str]] | None = None
+        self.publisher: BackendPublisher | None = None
         self._lock = threading.RLock()
         self._kick = threading.Event()
         self._stop = threading.Event()
@@ -102,6 +109,8 @@ class ServiceManager:
     def stop(self) -> None:
         self._stop.set()
         self._kick.set()
+        if self.publisher is not None:
+            self.publisher.stop()
 
     def kick(self) -> None:
         """Endpoints changed somewhere: the services they concern follow (coalesced)."""
@@ -195,6 +204,12 @@ class ServiceManager:
                     names.discard(name)
             return names
 
+    def mesh_changed(self, names: set[str]) -> None:
+        """Other clusters' backends of these services changed: the global ones follow."""
+        with self._lock:
+            self._dirty |= {n for n in names if n in self.services}
+        self._kick.set()
+
     def removed(self, name: str) -> None:
         with self._lock:
             self.services.pop(name, None)
@@ -246,6 +261,8 @@ class ServiceManager:
                     self.tables.delete_service(frontend)
             for name in set(self.programmed) - set(self._owners.values()):
                 del self.programmed[name]
+            if self.publisher is not None:
+                self.publisher.keep(set(self._owners.values()))
             if self.syncs == 0:
                 self.tables.prune()  # backends only an earlier run's tables used
             self.syncs += 1
@@ -280,6 +297,8 @@ class ServiceManager:
                 self._settle(frontend, name)
         if new is None or self._owners.get(new) != name:
             self.programmed.pop(name, None)
+            if self.publisher is not None:
+                self.publisher.drop(name)
 
     def _settle(self, frontend: Address, changed: str) -> None:
         """``frontend`` goes to the first of the services naming it by name (the full
@@ -304,7 +323,13 @@ class ServiceManager:
             self._program(self.services[owner], frontend)
 
     def _program(self, service: Service, frontend: Address) -> bool:
-        backends = resolve_backends(service, self._endpoints.candidates(service))
+        candidates = self._endpoints.candidates(service)
+        backends = resolve_backends(service, candidates)
+        clusters: dict[str, str] = {}
+        if service.is_global and self.mesh_backends is not None:
+            backends, clusters = merge(service, backends, self.mesh_backends(service.name))
+        if self.publisher is not None:
+            self.publisher.offer(service, candidates)
         self.resolved += 1
         signature = (frontend, service.affinity, service.maglev_size,
                      tuple((str(b.address), b.port, b.weight) for b in backends))
@@ -319,7 +344,7 @@ class ServiceManager:
         slots: dict[str, int] = {str(b): 0 for b in backends}
         for index in table:
             slots[names[index][0]] += 1
-        self.programmed[service.name] = Programmed(backends, slots, signature,
+        self.programmed[service.name] = Programmed(backends, slots, clusters, signature,
                                                    time.perf_counter() - start)
         log.info("service %s: %d backends programmed", service.name, len(backends))
         return True
@@ -359,7 +384,8 @@ class ServiceManager:
                 "no backends (connections refused)" if done and not backends else
                 "programmed" if done else "pending"),
             "backends": [{"address": str(b.address), "port": b.port, "weight": b.weight,
-                          "slots": done.slots.get(str(b), 0) if done else 0}
+                          "slots": done.slots.get(str(b), 0) if done else 0,
+                          "cluster": done.clusters.get(str(b)) if done else None}
                          for b in backends],
             "build_seconds": round(done.seconds, 4) if done else None,
         }

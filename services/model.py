@@ -22,7 +22,7 @@ MEMBERSHIP_LABEL = "ciliumpy.service"
 AFFINITIES = ("none", "client")
 PROTOCOLS = ("TCP", "UDP")
 FIELDS = {"name", "frontend", "backends", "selector", "target_port", "affinity",
-          "maglev_size"}
+          "maglev_size", "global", "shared"}
 
 
 def _port(value: Any, what: str) -> int:
@@ -141,6 +141,11 @@ class Service:
     target_port: int | None = None
     affinity: str = "none"
     maglev_size: int = DEFAULT_SIZE
+    # Cluster Mesh (Cilium's service.cilium.io/global and /shared): a global service also
+    # balances to the backends other clusters share for a service of the same name;
+    # shared=False keeps this cluster's backends to itself
+    is_global: bool = False
+    shared: bool = True
 
     @property
     def backend_port(self) -> int:
@@ -150,7 +155,8 @@ class Service:
         return {"name": self.name, "frontend": str(self.frontend),
                 "backends": [b.spec() for b in self.backends],
                 "selector": dict(self.selector), "target_port": self.target_port,
-                "affinity": self.affinity, "maglev_size": self.maglev_size}
+                "affinity": self.affinity, "maglev_size": self.maglev_size,
+                "global": self.is_global, "shared": self.shared}
 
     @classmethod
     def from_json(cls, data: Any) -> Service:
@@ -193,7 +199,15 @@ class Service:
         if isinstance(size, bool) or size not in ALLOWED_SIZES:
             raise ValueError(f"maglev_size {reprlib.repr(size)} must be one of "
                              f"{', '.join(map(str, ALLOWED_SIZES))} (primes)")
-        return cls(name, frontend, backends, dict(selector), target_port, affinity, size)
+        is_global, shared = data.get("global", False), data.get("shared", True)
+        for what, value in (("global", is_global), ("shared", shared)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{what} {reprlib.repr(value)} must be true or false")
+        if not shared and not is_global:
+            raise ValueError("shared: false needs global: true (a service that is not "
+                             "global is never shared with other clusters)")
+        return cls(name, frontend, backends, dict(selector), target_port, affinity, size,
+                   is_global, shared)
 
 
 def _fields(endpoint: Any) -> tuple[dict[str, str], list[str]]:

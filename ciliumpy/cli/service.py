@@ -10,7 +10,7 @@ import click
 
 from ciliumpy.cli.output import api, emit_json, output_option, show_list
 
-HEADERS = ["NAME", "FRONTEND", "BACKENDS", "SELECTOR", "AFFINITY", "M", "STATE"]
+HEADERS = ["NAME", "FRONTEND", "BACKENDS", "SELECTOR", "AFFINITY", "M", "GLOBAL", "STATE"]
 
 
 def _backends(service: dict[str, Any]) -> str:
@@ -18,14 +18,22 @@ def _backends(service: dict[str, Any]) -> str:
     if not resolved:
         return "-"
     shown = [f"{'[' + b['address'] + ']' if ':' in b['address'] else b['address']}:{b['port']}"
-             + (f" (w{b['weight']})" if b["weight"] != 1 else "") for b in resolved[:4]]
+             + (f" (w{b['weight']})" if b["weight"] != 1 else "")
+             + (f" @{b['cluster']}" if b.get("cluster") else "") for b in resolved[:4]]
     return ", ".join(shown) + (f" +{len(resolved) - 4}" if len(resolved) > 4 else "")
 
 
 def _row(service: dict[str, Any]) -> tuple:
     selector = ",".join(f"{k}={v}" for k, v in sorted(service["selector"].items())) or "-"
     return (service["name"], service["frontend"], _backends(service), selector,
-            service["affinity"], service["maglev_size"], service["status"]["state"])
+            service["affinity"], service["maglev_size"], _scope(service),
+            service["status"]["state"])
+
+
+def _scope(service: dict[str, Any]) -> str:
+    if not service.get("global"):
+        return "-"
+    return "yes" if service.get("shared", True) else "yes (not shared)"
 
 
 @click.group()
@@ -55,12 +63,19 @@ def service() -> None:
               "the client address and the service only (one backend per client).")
 @click.option("--maglev-size", type=int, default=16381, show_default=True,
               help="Maglev table size M (a prime: 251, 1021, 4093, 16381, 65537).")
+@click.option("--global", "is_global", is_flag=True,
+              help="Cluster Mesh: also balance to the backends other clusters share for "
+              "a global service of the same name (Cilium's service.cilium.io/global).")
+@click.option("--shared/--no-shared", default=True, show_default=True,
+              help="With --global: share this cluster's backends with the other clusters "
+              "(Cilium's service.cilium.io/shared).")
 @click.option("--update", is_flag=True, help="Replace an existing service of this name.")
 @output_option
 @click.pass_context
 def create(ctx: click.Context, name: str, frontend: str, backends: tuple[str, ...],
            selectors: tuple[str, ...], target_port: int | None, affinity: str,
-           maglev_size: int, update: bool, output: str) -> None:
+           maglev_size: int, is_global: bool, shared: bool, update: bool,
+           output: str) -> None:
     """Create (or with --update replace) service NAME."""
     selector = {}
     for item in selectors:
@@ -72,7 +87,7 @@ def create(ctx: click.Context, name: str, frontend: str, backends: tuple[str, ..
         raise click.ClickException(f"service {name!r} exists: use --update to replace it")
     body = {"name": name, "frontend": frontend, "backends": list(backends),
             "selector": selector, "target_port": target_port, "affinity": affinity,
-            "maglev_size": maglev_size}
+            "maglev_size": maglev_size, "global": is_global, "shared": shared}
     data = api(ctx, f"/v1/services/{quote(name, safe='')}", "PUT", body)
     if output == "json":
         emit_json(data)
@@ -99,6 +114,7 @@ def get(ctx: click.Context, name: str, output: str) -> None:
               footer=lambda data: (
                   f"  backend {b['address']}:{b['port']} weight {b['weight']}: "
                   f"{b['slots']} of {data['maglev_size']} slots"
+                  + (f" (cluster {b['cluster']})" if b.get("cluster") else "")
                   for b in data["status"]["backends"]))
 
 

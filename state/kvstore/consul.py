@@ -152,6 +152,12 @@ class ConsulStore(KVStore):
     def revoke(self, lease: str) -> None:
         self._call(self._client.session.destroy, lease)
 
+    def close(self) -> None:
+        """Closes the HTTP connections (a follower of a remote cluster that stopped)."""
+        session = getattr(self._client.http, "session", None)
+        if session is not None:
+            session.close()
+
 
 class _ConsulWatch(Watch):
     def __init__(self, store: ConsulStore, prefix: str, index: int) -> None:

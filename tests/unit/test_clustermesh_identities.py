@@ -135,7 +135,7 @@ def test_a_remote_cluster_cannot_spoof_labels_identities_or_local_addresses(tmp_
     changes = []
     remote = clustermesh.RemoteCluster(
         "b", remote_kv, 1, 60.0, lambda: {ipaddress.ip_network("10.71.0.0/16")},
-        lambda cluster, events: changes.append(events))
+        lambda cluster, events, services: changes.append(events))
     remote.cluster_id = 2  # as its config key says (checked by _check_config)
     own = (2 << 16) | 300
     remote_kv.put(clustermesh.IDS + str(own), json.dumps(
