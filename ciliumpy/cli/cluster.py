@@ -2,7 +2,8 @@
 
 ``list`` names every cluster (this one first) with its ID and Consul address;
 ``status`` shows, per remote cluster, whether its Consul is followed, when its state
-last changed, and how many nodes, endpoints and identities of it are programmed. Both
+last changed, and how many nodes, endpoints, identities and global services (with
+shared backends) of it are followed. Both
 read ``GET /v1/cluster``; ``-o json`` prints that answer unchanged.
 """
 
@@ -62,16 +63,17 @@ def cluster_list(ctx: click.Context, output: str) -> None:
 @output_option
 @click.pass_context
 def cluster_status(ctx: click.Context, output: str) -> None:
-    """Per remote cluster: connected, last update, nodes, endpoints, identities."""
+    """Per remote cluster: connected, last update, nodes, endpoints, identities, global
+    services."""
     data = api(ctx, "/v1/cluster")
     if output == "json":
         emit_json(data)
         return
     now = time.time()
     emit_table(["CLUSTER", "ID", "STATE", "LAST UPDATE", "NODES", "ENDPOINTS", "IDENTITIES",
-                "ERROR"],
+                "GLOBAL SERVICES", "ERROR"],
                [(r["name"], r["cluster_id"] or "?", state(r), ago(r["last_update"], now),
-                 r["nodes"], r["endpoints"], r["identities"],
+                 r["nodes"], r["endpoints"], r["identities"], r.get("global_services", 0),
                  "; ".join(filter(None, [r.get("error"), *r.get("overlaps", [])])) or "-")
                 for r in data["clusters"]])
     if data.get("error"):

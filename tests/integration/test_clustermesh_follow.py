@@ -4,22 +4,28 @@ Two real Consul agents, one per cluster. Cluster b's state is written the way b'
 write it (``nodes.register``, ``IdentityAllocator`` with b's cluster ID, ``ip/v1/``
 entries, the cluster config record); cluster a's ``ClusterMesh`` follows it: nodes,
 endpoints and identities arrive through blocking queries, identities outside b's range
-are refused, overlapping pools are reported, b's Consul going away keeps the last state
-for the retention time and then withdraws it, and b coming back restores everything and
-shows what changed meanwhile, without restarting anything."""
+are refused, overlapping pools are reported, backends b shares for a global service
+count only at b's own endpoints, b's Consul going away keeps the last state (backends
+included) for the retention time and then withdraws it, and b coming back restores
+everything and shows what changed meanwhile, without restarting anything. ``stop`` ends
+every follower thread and closes the client's connections to b's Consul."""
 
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 
 import pytest
 
 from ciliumpy import nodes
 from ciliumpy.clustermesh import CONFIG_KEY, IPS, ClusterMesh, MeshError, publish_config
+from ciliumpy.clustermesh_services import PREFIX as GLOBAL_SERVICES
 from ciliumpy.identities import IdentityAllocator
 from policies.labels import LabelFilter, identity_labels, parse
 from policies.parser import parse_text
+from services.model import parse_backend
 from state.kvstore.consul import ConsulStore
 from tests.support.consul import ConsulAgent
 from tests.support.hosts import wait
@@ -63,6 +69,9 @@ def test_follow_remote_cluster_through_an_outage(consuls):
     # a pool of b overlapping one of a's
     kv_a.put("ciliumpy/state/ipam/v1/10.71.0.0_16/blocks/10.71.0.0_26", "a1")
     kv_b.put("ciliumpy/state/ipam/v1/10.71.5.0_24/blocks/10.71.5.0_26", "b1")
+    # b's node b1 shares its backends of global service web (one is no endpoint of b's)
+    kv_b.put(GLOBAL_SERVICES + "web/b1", json.dumps(
+        {"backends": ["10.72.0.5:80", "10.72.0.99:80"]}), lease=lease_b)
 
     mesh = ClusterMesh(kv_a, "a", 1, {"b": {"consul.address": consul_b.address}},
                        retention=4.0, open_store=ConsulStore)
@@ -77,6 +86,8 @@ def test_follow_remote_cluster_through_an_outage(consuls):
                 policy.pop(number, None)
 
     mesh.on_identities = identity_events
+    services: list[set[str]] = []
+    mesh.on_services = services.append
     mesh.start()
     try:
         status = wait(lambda: (v := mesh.view()["clusters"][0])["connected"] and v, 15,
@@ -93,6 +104,8 @@ def test_follow_remote_cluster_through_an_outage(consuls):
         assert policy == {web: ["container:app=web", "k8s:cluster=b",
                                 "k8s:io.cilium.k8s.policy.cluster=b"]}
         assert [r["cluster"] for r in mesh.node_rows()] == ["b"]
+        assert {"web"} in services and status["global_services"] == 1
+        assert mesh.global_backends("web") == {parse_backend("10.72.0.5:80"): "b"}
         # the labels select by cluster, as a policy on a's side would
         rule = parse_text("endpointSelector: {}\ningress:\n- fromEndpoints:\n"
                           "  - matchLabels: {cluster: b, app: web}\n")[0].rules[0]
@@ -111,11 +124,14 @@ def test_follow_remote_cluster_through_an_outage(consuls):
                     10, "b to show as disconnected")
         assert down["error"] and not down["withdrawn"]
         assert "10.72.0.7" in mesh.snapshot()[1] and db in policy
+        assert list(mesh.global_backends("web")) == [parse_backend("10.72.0.5:80")]
+        services.clear()
         # after the retention time: withdrawn, identities gone from the policy
         wait(lambda: mesh.view()["clusters"][0]["withdrawn"], 10, "b's state to be withdrawn")
         assert time.monotonic() - stopped >= 3.0
         assert mesh.snapshot() == ({}, {}) and policy == {} and mesh.node_rows() == []
         assert mesh.identities() == {}
+        assert mesh.global_backends("web") == {} and {"web"} in services
 
         # b's Consul back with its data, and a new endpoint: followed again, no restart
         consul_b.start()
@@ -128,6 +144,33 @@ def test_follow_remote_cluster_through_an_outage(consuls):
         assert not back["withdrawn"] and cache in policy and web in policy
     finally:
         mesh.stop()
+    # stopped: no follower thread left, no connection to b's Consul open
+    assert mesh.threads() == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("mesh")]
+    for client in (kv_b, kv_b2):
+        client.close()
+    assert _connections_to(int(consul_b.address.rsplit(":", 1)[1])) == 0
+
+
+def _connections_to(port: int) -> int:
+    """This process's TCP connections to ``port`` on loopback (its sockets' inodes
+    matched against /proc/net/tcp)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    with open("/proc/net/tcp") as table:
+        for line in list(table)[1:]:
+            fields = line.split()
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            if remote_port == port and fields[9] in inodes and fields[3] == "01":
+                count += 1
+    return count
 
 
 def _try_lease(kv):
