@@ -97,6 +97,8 @@ class ServiceManager:
         # global service, and where this node's own share is published
         self.mesh_backends: Callable[[str], dict[Backend, str]] | None = None
         self.publisher: BackendPublisher | None = None
+        self._mesh_dirty: set[str] = set()
+        self._mesh_lock = threading.Lock()
         self._lock = threading.RLock()
         self._kick = threading.Event()
         self._stop = threading.Event()
@@ -205,9 +207,11 @@ class ServiceManager:
             return names
 
     def mesh_changed(self, names: set[str]) -> None:
-        """Other clusters' backends of these services changed: the global ones follow."""
-        with self._lock:
-            self._dirty |= {n for n in names if n in self.services}
+        """Other clusters' backends of these services changed: the global ones follow.
+        Never takes the manager's lock: a follower calls it holding its own, which
+        ``_program`` takes (through ``mesh_backends``) under the manager's."""
+        with self._mesh_lock:
+            self._mesh_dirty |= names
         self._kick.set()
 
     def removed(self, name: str) -> None:
@@ -230,6 +234,9 @@ class ServiceManager:
                 self.sync()
                 return self.resolved - before
             names, self._dirty = self._dirty, set()
+            with self._mesh_lock:
+                names |= {n for n in self._mesh_dirty if n in self.services}
+                self._mesh_dirty = set()
             if self._endpoints_changed:
                 self._endpoints_changed = False
                 names |= self._selectors.affected(self._endpoints.update(self.endpoints()))
