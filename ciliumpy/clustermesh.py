@@ -93,9 +93,7 @@ class ClusterMesh:
         """Ends every follower (within one blocking query: they run in parallel) and
         closes the remote clients; what is still running at ``timeout`` is logged."""
         deadline = time.monotonic() + timeout
-        self._stop.set()
-        for remote in self.remotes.values():
-            remote.stop()
+        self.signal_stop()
         left = [self._thread] if self._thread is not None else []
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
@@ -105,6 +103,12 @@ class ClusterMesh:
         if left:
             log.warning("cluster mesh: %d threads still running %.0f s after stop",
                         len(left), timeout)
+
+    def signal_stop(self) -> None:
+        """Asks every thread to end, without waiting (``stop`` waits)."""
+        self._stop.set()
+        for remote in self.remotes.values():
+            remote.stop()
 
     def threads(self) -> list[threading.Thread]:
         """Every thread of the mesh that is still running."""

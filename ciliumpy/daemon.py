@@ -191,11 +191,15 @@ class Agent:
         """Stops the background work; ``stop_proxy`` (a clean agent stop) also ends the
         L7 proxy, which otherwise keeps serving for the next agent to adopt."""
         self._stop.set()
+        if self.mesh is not None:  # its followers end within a blocking query: joined last
+            self.mesh.signal_stop()
         for part in (self.event_reader, self.hubble_apis, self.watcher,
-                     self.identities, self.cluster, self.mesh, self.services, self.proxy_state,
+                     self.identities, self.cluster, self.services, self.proxy_state,
                      self.fqdn, self.proxy if stop_proxy else None):
             if part is not None:
                 part.stop()
+        if self.mesh is not None:
+            self.mesh.stop(timeout=3.0)  # within gunicorn's graceful timeout (10 s)
 
     def _start_hubble(self) -> None:
         """Hubble's APIs (ciliumpy.hubble_apis), when configured; the node record then
