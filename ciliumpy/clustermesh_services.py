@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from services.model import NAME, Backend, Service, parse_backend, resolve_backends
-from state.kvstore.base import Event, KVError, KVStore
+from state.kvstore.base import Event, KVError, KVStore, LeaseExpired
 from state.kvstore.base import key as kv_key
 
 log = logging.getLogger("ciliumpy.clustermesh")
@@ -160,7 +160,12 @@ class BackendPublisher:
             self._published_lease = lease
         for name, value in wanted.items():
             if self._published.get(name) != value:
-                self.kv.put(f"{PREFIX}{name}/{self.node}", value, lease=lease)
+                key = f"{PREFIX}{name}/{self.node}"
+                try:
+                    self.kv.put(key, value, lease=lease)
+                except LeaseExpired:  # held by this node's previous lease (a restart)
+                    self.kv.delete(key)
+                    self.kv.put(key, value, lease=lease)
                 self._published[name] = value
         for name in set(self._published) - set(wanted):
             self.kv.delete(f"{PREFIX}{name}/{self.node}")
