@@ -24,6 +24,7 @@ from policies.labels import Label, parse
 from policies.model import PeerRule, PortProtocol, PortRule, Requirement, Rule, Selector
 
 ALL_PROTOCOLS = ("TCP", "UDP", "SCTP")
+PROXIED_PROTOCOLS = ("TCP", "UDP")
 PROTO_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132, "ICMP": 1, "ICMPV6": 58}
 CLUSTER_RESERVED = ("host", "init", "health", "unmanaged", "remote-node")
 
@@ -132,8 +133,11 @@ def port_specs(element: PeerRule) -> list[tuple[int, int, int]]:
 def port_rule_specs(port_rule: PortRule) -> list[tuple[int, int, int]]:
     """The (protocol number, first port, last port) triples of one ``toPorts`` item."""
     specs = []
+    # the L7 proxy takes TCP (and UDP for DNS): an L7 rule on protocol ANY must not open
+    # SCTP at L4, where nothing would ever judge it (Cilium's proxy has no SCTP either)
+    any_protocol = PROXIED_PROTOCOLS if port_rule.l7_kind else ALL_PROTOCOLS
     for port in port_rule.ports:
-        protocols = ALL_PROTOCOLS if port.protocol == "ANY" else (port.protocol,)
+        protocols = any_protocol if port.protocol == "ANY" else (port.protocol,)
         for protocol in protocols:
             specs.append((PROTO_NUMBERS[protocol], port.port, port.end_port or port.port))
     return specs

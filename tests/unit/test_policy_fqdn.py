@@ -126,6 +126,13 @@ def test_to_fqdns_allows_exactly_the_addresses_learnt_for_its_names():
     assert all(e.l7_kind == "dns" for e in egress_of(policy.rules, universe) if e.port == 53)
 
 
+def test_dns_rules_on_protocol_any_open_tcp_and_udp_never_sctp():
+    (policy,) = parse_text(FQDN_RULE)
+    universe, _ = universe_with(policy.rules, {})
+    dns = [e for e in egress_of(policy.rules, universe) if e.port == 53]
+    assert {e.proto for e in dns} == {6, 17}, dns  # SCTP (132) could not be proxied
+
+
 def test_nothing_learnt_allows_nothing():
     (policy,) = parse_text(FQDN_RULE)
     universe, _ = universe_with(policy.rules, {})
