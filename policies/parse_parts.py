@@ -19,7 +19,6 @@ from policies import fqdn, icmp
 from policies.fqdn import FQDNSelector
 from policies.http_rules import RuleError, check_path
 from policies.kafka_rules import KafkaRuleError, check_rule
-from policies.tls_rules import TlsRuleError, check_name
 from policies.model import (
     OPERATORS,
     PROTOCOLS,
@@ -29,6 +28,7 @@ from policies.model import (
     Requirement,
     Selector,
 )
+from policies.tls_rules import TlsRuleError, check_name
 
 UNSUPPORTED = {
     "toGroups": "toGroups (cloud provider groups) is not supported",

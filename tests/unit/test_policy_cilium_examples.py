@@ -5,8 +5,8 @@ load here, and that every refusal is one of the documented reasons, worded so.
 Measured when the set was copied: 64 of the 93 files Cilium accepts load (68.8%);
 with toFQDNs and rules.dns enforced by the DNS proxy, 77 (82.8%); with serverNames
 (TLS SNI) enforced by the L7 proxy, 79 (84.9%). The rest are refused for features
-other parts of issue 15 build (host policies, fromNodes) or that ciliumpy refuses on purpose (Envoy listeners, mutual
-authentication). Raise FLOOR as those land.
+other parts of issue 15 build (host policies, fromNodes) or that ciliumpy refuses on
+purpose (Envoy listeners, mutual authentication). Raise FLOOR as those land.
 """
 
 from __future__ import annotations
