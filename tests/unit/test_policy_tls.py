@@ -13,6 +13,7 @@ import tempfile
 import pytest
 
 from ciliumpy.flows.model import flows_from_event
+from ciliumpy.hubble.convert import flow_to_proto
 from ciliumpy.monitor import format_l7
 from ciliumpy.proxy_state import l7_entries
 from policies.engine import labels_of
@@ -172,6 +173,8 @@ def test_monitor_and_flow_show_the_sni():
     (flow,) = flows_from_event(EVENT, "node1", lambda ip: None)
     assert flow["verdict"] == "DROPPED" and flow["Type"] == "L7"
     assert flow["Summary"] == "TLS ClientHello SNI other.example reset"
+    message = flow_to_proto(flow)  # what Hubble clients receive
+    assert message.Summary == flow["Summary"] and message.l7.type == 1  # REQUEST
     allowed = dict(EVENT, verdict="FORWARDED", tls={"sni": "allowed.example"})
     assert flows_from_event(allowed, "node1", lambda ip: None)[0]["Summary"] == \
         "TLS ClientHello SNI allowed.example spliced"
