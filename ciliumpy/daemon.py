@@ -62,9 +62,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ciliumpy.agent")
 # L7 rule kinds whose connections go to the proxy. HTTP (and gRPC) are enforced there;
-# Kafka rules too (the proxy reads Kafka's wire protocol). DNS (UDP) stays at L4 until
-# the DNS proxy exists.
-L7_KINDS = ("http", "kafka", "dns")
+# Kafka rules too (the proxy reads Kafka's wire protocol), DNS rules (UDP and TCP) and
+# serverNames ("tls": the proxy reads the ClientHello's server name).
+L7_KINDS = ("http", "kafka", "dns", "tls")
 
 
 class Agent:

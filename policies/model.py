@@ -102,7 +102,7 @@ class PortProtocol:
 @dataclass(frozen=True)
 class PortRule:
     ports: tuple[PortProtocol, ...]
-    l7_kind: str | None = None  # http | kafka | dns (validated; enforced by the L7 proxy)
+    l7_kind: str | None = None  # http | kafka | dns | tls (serverNames); the L7 proxy enforces
     l7_rules: tuple = ()
 
 

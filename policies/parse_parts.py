@@ -28,6 +28,7 @@ from policies.model import (
     Requirement,
     Selector,
 )
+from policies.tls_rules import TlsRuleError, check_name
 
 UNSUPPORTED = {
     "toGroups": "toGroups (cloud provider groups) is not supported",
@@ -47,8 +48,6 @@ UNSUPPORTED = {
     "listener": "Envoy listeners (listener) are not supported: they hand the connection to "
                 "an Envoy listener of a CiliumEnvoyConfig, and ciliumpy's L7 proxy is not "
                 "Envoy and has no such configuration",
-    "serverNames": "TLS server-name rules (serverNames) are not supported yet: the proxy "
-                   "does not read TLS handshakes",
     "terminatingTLS": "TLS interception (terminatingTLS/originatingTLS) is not supported",
     "originatingTLS": "TLS interception (terminatingTLS/originatingTLS) is not supported",
 }
@@ -332,6 +331,39 @@ def l7_rules(ctx: Ctx, obj: Any, path: str, ports: tuple[PortProtocol, ...], den
                                       ("matchPattern", found.match_pattern)) if v}
         rules.append(rule)
     return kind, tuple(tuple(sorted(r.items())) for r in rules)
+
+
+def server_names(ctx: Ctx, obj: Any, path: str, ports: tuple[PortProtocol, ...],
+                 has_l7: bool) -> tuple[str | None, tuple]:
+    """``serverNames``: the L7 kind "tls" with one rule per name (``[]``: none, as in
+    Cilium). Each port must be TCP and not 0: the proxy reads the ClientHello."""
+    names = as_list(ctx, obj, path)
+    if not names:
+        return None, ()
+    if has_l7:
+        # Cilium: "ServerNames are not allowed with L7 rules without TLS termination";
+        # ciliumpy does not terminate TLS, so the HTTP/Kafka inside cannot be read
+        ctx.fail(path, "serverNames are not allowed with L7 rules (rules) without TLS "
+                 "termination, and ciliumpy does not terminate TLS (terminatingTLS): the "
+                 "proxy cannot read requests inside TLS. Use serverNames alone, or L7 "
+                 "rules on a plain-text port")
+    for i, port in enumerate(ports):
+        where = f"{path.rsplit('.', 1)[0]}.ports[{i}]"
+        if port.protocol != "TCP":
+            ctx.fail(f"{where}.protocol", f"serverNames (TLS) apply to TCP only, not "
+                     f"{port.protocol}: write protocol: TCP")
+        if port.port == 0:
+            ctx.fail(f"{where}.port", "serverNames need a port, not 0")
+    rules = []
+    for i, name in enumerate(names):
+        try:
+            rules.append((("serverName", check_name(name)),))
+        except TlsRuleError as exc:
+            ctx.fail(f"{path}[{i}]", str(exc))
+    if not ports:
+        ctx.fail(path, "serverNames need ports (the proxy reads the TLS handshake on a "
+                 "given TCP port)")
+    return "tls", tuple(dict.fromkeys(rules))
 
 
 def fqdn_selector(ctx: Ctx, obj: Any, path: str, what: str = "an FQDN selector"

@@ -40,6 +40,7 @@ from policies.parse_parts import (
     network,
     port_protocol,
     selector,
+    server_names,
 )
 
 __all__ = ["UNSUPPORTED", "PolicyError", "load_documents", "parse_documents", "parse_file",
@@ -109,10 +110,12 @@ def _peer_rule(ctx: Ctx, obj: Any, path: str, direction: str, deny: bool) -> Pee
     port_rules = []
     for i, item in enumerate(as_list(ctx, obj.get("toPorts") or [], f"{path}.toPorts")):
         here = f"{path}.toPorts[{i}]"
-        if deny and isinstance(item, dict) and any(canonical(k, ("rules",)) for k in item):
-            ctx.fail(f"{here}.rules", "deny rules cannot have L7 rules")
-        item = fields(ctx, item, here, ("ports", "rules") if not deny else ("ports",),
-                       "a port rule" if not deny else "a deny port rule")
+        if deny and isinstance(item, dict):
+            for key, what in (("rules", "L7 rules"), ("serverNames", "serverNames")):
+                if any(canonical(k, (key,)) for k in item):
+                    ctx.fail(f"{here}.{key}", f"deny rules cannot have {what}")
+        item = fields(ctx, item, here, ("ports", "rules", "serverNames") if not deny
+                       else ("ports",), "a port rule" if not deny else "a deny port rule")
         ports_raw = as_list(ctx, item.get("ports") or [], f"{here}.ports")
         if len(ports_raw) > 40:
             ctx.fail(f"{here}.ports", f"at most 40 ports per port rule, found {len(ports_raw)}")
@@ -120,6 +123,11 @@ def _peer_rule(ctx: Ctx, obj: Any, path: str, direction: str, deny: bool) -> Pee
         kind, l7 = (None, ())
         if item.get("rules") is not None:
             kind, l7 = l7_rules(ctx, item["rules"], f"{here}.rules", ports, deny, direction)
+        if item.get("serverNames") is not None:
+            names = server_names(ctx, item["serverNames"], f"{here}.serverNames", ports,
+                                 kind is not None)
+            if names[0] is not None:
+                kind, l7 = names
         port_rules.append(PortRule(ports, kind, l7))
     if obj.get("icmps") is not None:
         if port_rules:

@@ -86,7 +86,7 @@ def describe_kafka(request: KafkaRequest) -> str:
     return text
 
 
-KIND_NAMES = {"http": "HTTP", "kafka": "Kafka", "dns": "DNS"}
+KIND_NAMES = {"http": "HTTP", "kafka": "Kafka", "dns": "DNS", "tls": "TLS serverNames"}
 
 
 def _l7_verdict(l7: list[L7List], request: Request | KafkaRequest | None,
@@ -96,7 +96,11 @@ def _l7_verdict(l7: list[L7List], request: Request | KafkaRequest | None,
     kinds = {kind for kind, _ in l7}
     if request is None:
         hint = (" (trace one with --http-method/--http-path)" if "http" in kinds else
-                " (trace one with --kafka-api-key/--kafka-topic)" if "kafka" in kinds else "")
+                " (trace one with --kafka-api-key/--kafka-topic)" if "kafka" in kinds else
+                " (the TLS ClientHello's server name: serverNames "
+                + ", ".join(dict.fromkeys(r.get("serverName", "") for kind, rules in l7
+                                          if kind == "tls" for r in rules)) + ")"
+                if "tls" in kinds else "")
         log.append(f"L7 rules apply on this port: each request is judged by the L7 proxy{hint}")
         return True
     wanted = "kafka" if isinstance(request, KafkaRequest) else "http"

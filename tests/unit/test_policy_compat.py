@@ -263,7 +263,8 @@ status: {conditions: []}
 @pytest.mark.parametrize(("field", "words"), [
     ("listener: {envoyConfig: {kind: CiliumEnvoyConfig, name: x}, name: l}",
      "Envoy listeners (listener) are not supported"),
-    ("serverNames: [example.com]", "serverNames) are not supported yet"),
+    ("serverNames: [example.com]\n      rules: {http: [{}]}",
+     "serverNames are not allowed with L7 rules (rules) without TLS termination"),
     ("terminatingTLS: {secret: {name: s}}", "TLS interception"),
 ])
 def test_cilium_fields_we_lack_get_their_own_sentence(field, words):
