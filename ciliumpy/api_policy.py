@@ -11,6 +11,7 @@ from flask import Blueprint, jsonify, request
 from ciliumpy import policy_store as repository
 from ciliumpy.api_common import api_error, json_object, optional_text, the_agent
 from ciliumpy.lookup import find_endpoint, parse_dport
+from policies import named_ports
 from policies.engine import Peer, labels_of
 from policies.identities import INIT
 from policies.parser import PolicyError, parse_documents, parse_text
@@ -41,9 +42,13 @@ def import_policy():
         return api_error(str(exc))
     except KVError as exc:
         return api_error(f"kvstore: {exc}", 503)
+    warnings = [w for p in policies for w in p.warnings]
+    with the_agent().policy.lock:
+        known = list(the_agent().policy.identities.values())
+    warnings += [named_ports.warning(name) for name in named_ports.undeclared(
+        [rule for p in policies for rule in p.rules], known)]
     return jsonify({"revision": revision, "policies": [p.name for p in policies],
-                    "rules": sum(len(p.rules) for p in policies),
-                    "warnings": [w for p in policies for w in p.warnings]})
+                    "rules": sum(len(p.rules) for p in policies), "warnings": warnings})
 
 
 @bp.get("")

@@ -30,7 +30,7 @@ from ciliumpy import policy_store as repository
 from ciliumpy.identities import BASE as IDENTITIES
 from ciliumpy.identities import IdentityAllocator
 from datapath.datapath import Datapath
-from policies import engine
+from policies import engine, named_ports
 from policies.engine import labels_of
 from policies.labels import Label
 from policies.model import Rule
@@ -222,7 +222,7 @@ class PolicyManager:
         view.contrib.clear()
         view.counts.clear()
         for key, rule in view.selected.items():
-            view.add(key, rule_entries(rule, view.reqs, self.universe))
+            view.add(key, rule_entries(rule, view.reqs, self.universe, own=view.labels))
         self._update_flags(view)
 
     # ---- incremental updates ----------------------------------------------------
@@ -278,7 +278,7 @@ class PolicyManager:
             self._recompute(view)
             return
         for key, rule in added:
-            view.add(key, rule_entries(rule, view.reqs, self.universe))
+            view.add(key, rule_entries(rule, view.reqs, self.universe, own=view.labels))
         self._update_flags(view)
 
     def mesh_identity_events(self, events: list[Event]) -> None:
@@ -300,7 +300,11 @@ class PolicyManager:
                 elif number in self.identities:
                     removed = True
                     self.identities.pop(number)
-            if removed:
+            # a new peer declaring a named port can widen what an egress rule's named
+            # port means for "any peer" (identity 0): recompute rather than add
+            declares = any(named_ports.LABEL_PREFIX in text for labels in added.values()
+                           for text in labels)
+            if removed or declares:
                 self.identities.update(added)
                 self._rebuild()
                 return
@@ -312,7 +316,8 @@ class PolicyManager:
             for view in self.views.values():
                 view.begin()
                 for key, rule in list(view.selected.items()):
-                    more = rule_entries(rule, view.reqs, self.universe, only) - view.contrib[key]
+                    more = rule_entries(rule, view.reqs, self.universe, only,
+                                        own=view.labels) - view.contrib[key]
                     if more:
                         view.add(key, more)
             self._changed()

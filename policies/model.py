@@ -93,10 +93,12 @@ class PortProtocol:
     port: int
     end_port: int = 0
     protocol: str = "ANY"
+    # a named port (port 0 here): each endpoint's own number (policies/named_ports.py)
+    name: str = ""
 
     def __str__(self) -> str:
         span = f"{self.port}-{self.end_port}" if self.end_port else str(self.port)
-        return f"{span}/{self.protocol}"
+        return f"{self.name or span}/{self.protocol}"
 
 
 @dataclass(frozen=True)

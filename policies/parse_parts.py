@@ -15,7 +15,7 @@ import ipaddress
 import re
 from typing import Any
 
-from policies import fqdn, icmp
+from policies import fqdn, icmp, named_ports
 from policies.fqdn import FQDNSelector
 from policies.http_rules import RuleError, check_path
 from policies.kafka_rules import KafkaRuleError, check_rule
@@ -222,6 +222,8 @@ def port_protocol(ctx: Ctx, obj: Any, path: str) -> PortProtocol:
     if "port" not in obj or obj["port"] in (None, ""):
         ctx.fail(f"{path}.port", "port must be specified")
     raw = obj["port"]
+    if isinstance(raw, str) and named_ports.is_port_name(raw):
+        return _named_port(ctx, obj, path, raw)
     port = _port_number(ctx, raw, f"{path}.port")
     end = obj.get("endPort") or 0
     if isinstance(end, bool) or not isinstance(end, int) or not 0 <= end <= 65535:
@@ -240,13 +242,25 @@ def port_protocol(ctx: Ctx, obj: Any, path: str) -> PortProtocol:
     return PortProtocol(port, end if end != port else 0, protocol)
 
 
+def _named_port(ctx: Ctx, obj: dict, path: str, name: str) -> PortProtocol:
+    """``port: http``: each endpoint's port of that name (its ``ciliumpy.port.http``
+    label); Cilium refuses a range on a named port."""
+    if obj.get("endPort"):
+        ctx.fail(f"{path}.endPort", f"endPort cannot be combined with the named port {name!r}")
+    protocol = str(obj.get("protocol") or "ANY").upper()
+    if protocol not in PROTOCOLS:
+        ctx.fail(f"{path}.protocol", f"protocol {obj.get('protocol')!r} is not one of "
+                 f"{', '.join(PROTOCOLS)}")
+    return PortProtocol(0, 0, protocol, name=name)
+
+
 def _port_number(ctx: Ctx, raw: Any, path: str) -> int:
     """A port as Cilium reads it: ``strconv.ParseUint(port, 0, 16)``, so "0" is every
     port and a leading 0 makes the digits octal ("010" is 8)."""
     text = str(raw)
     if isinstance(raw, bool) or not re.fullmatch(r"\d+", text):
-        ctx.fail(path, f"{raw!r} is not a port number (named ports are not supported on "
-                 "Docker hosts)")
+        ctx.fail(path, f"{raw!r} is neither a port number nor a port name (a name is 1-15 "
+                 "lowercase letters, digits and single dashes, with a letter)")
     if isinstance(raw, str) and len(text) > 1 and text.startswith("0"):
         if re.search("[89]", text):
             ctx.fail(path, f"{raw!r} is not a port number: Cilium reads a leading 0 as "
@@ -278,7 +292,7 @@ def l7_rules(ctx: Ctx, obj: Any, path: str, ports: tuple[PortProtocol, ...], den
         if kind != "dns" and port.protocol != "TCP":
             ctx.fail(f"{path.rsplit('.', 1)[0]}.ports[{i}].protocol",
                      f"L7 rules can only apply to TCP, not {port.protocol}")
-        if port.port == 0:
+        if port.port == 0 and not port.name:
             ctx.fail(f"{path.rsplit('.', 1)[0]}.ports[{i}].port", "L7 rules need a port, not 0")
     if kind == "dns" and direction == "ingress":
         ctx.fail(f"{path}.dns", "DNS rules are not allowed on ingress")

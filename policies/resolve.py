@@ -146,7 +146,7 @@ def resolve(rules: list[Rule], labels: Iterable[Label], universe: Universe, mode
     reqs = {d: engine.requirements(selected, d) for d in ("ingress", "egress")}
     entries: set[Entry] = set()
     for rule in selected:
-        entries |= rule_entries(rule, reqs, universe)
+        entries |= rule_entries(rule, reqs, universe, own=labels)
     flags = {}
     for direction in ("ingress", "egress"):
         enforced = engine.enforced(selected, direction, mode, init)
@@ -158,9 +158,12 @@ def resolve(rules: list[Rule], labels: Iterable[Label], universe: Universe, mode
 
 
 def rule_entries(rule: Rule, reqs: dict[str, tuple], universe: Universe,
-                 only: dict[int, Peer] | None = None) -> set[Entry]:
-    """The entries one rule contributes to an endpoint it selects (``only``: restrict
-    to these identities, for adding new identities incrementally)."""
+                 only: dict[int, Peer] | None = None, own: Iterable[Label] = ()
+                 ) -> set[Entry]:
+    """The entries one rule contributes to an endpoint it selects, whose labels are
+    ``own`` (what an ingress rule's named ports resolve on; ``only``: restrict to these
+    identities, for adding new identities incrementally)."""
+    own = list(own)
     entries: set[Entry] = set()
     for direction in ("ingress", "egress"):
         for deny, elements in ((False, rule.allows(direction)), (True, rule.denies(direction))):
@@ -168,18 +171,35 @@ def rule_entries(rule: Rule, reqs: dict[str, tuple], universe: Universe,
                 peers = _peer_identities(element, universe, reqs[direction], only)
                 if not peers:
                     continue
-                for proto, first, last, l7 in _specs(element):
-                    for identity in peers:
+                shared = _specs(element, own) if direction == "ingress" or not \
+                    engine.has_named_port(element) else None
+                for identity in peers:
+                    # egress named ports resolve on each destination (identity 0: any
+                    # peer, so every number any peer declares for the name)
+                    specs = shared if shared is not None else _egress_specs(
+                        element, identity, universe, only)
+                    for proto, first, last, l7 in specs:
                         entries.add(Entry(direction, identity, proto, first,
                                           last if last != first else 0, deny, l7))
     return entries
 
 
-def _specs(element) -> list[tuple[int, int, int, str]]:
+def _specs(element, dest: Iterable[Label] | None) -> list[tuple[int, int, int, str]]:
     if not element.to_ports:
         return [(0, 0, 0, "")]
     return [(*spec, l7_key(port_rule)) for port_rule in element.to_ports
-            for spec in engine.port_rule_specs(port_rule)]
+            for spec in engine.port_rule_specs(port_rule, dest)]
+
+
+def _egress_specs(element, identity: int, universe: Universe,
+                  only: dict[int, Peer] | None) -> list[tuple[int, int, int, str]]:
+    if identity:
+        peer = (only or {}).get(identity) or universe.peers.get(identity)
+        return _specs(element, peer.labels if peer is not None else ())
+    found: dict = {}
+    for peer in universe.peers.values():
+        found.update(dict.fromkeys(_specs(element, peer.labels)))
+    return list(found)
 
 
 def _peer_identities(element, universe: Universe, reqs, only=None) -> set[int]:
