@@ -226,6 +226,9 @@ class Agent:
         self.ports = PortPublisher(self.store, tables)
         self.ports.sync_all()  # before the services' first sync prunes unused backends
         self.services = ServiceManager(self.kv, tables, self._service_endpoints)
+        # toServices rules follow the services they name
+        self.policy.service_selector = self.services.selector_of
+        self.services.on_services_changed = self.policy.services_changed
         self.services.register_netns("host", "/proc/self/ns/net", self.node_ip,
                                      self.config.node_ipv6 or None)
         self.services.start()

@@ -34,13 +34,15 @@ CLUSTER_RESERVED = ("host", "init", "health", "unmanaged", "remote-node")
 class Peer:
     """The other side of a connection: its labels, and its address if known.
     ``kind`` is "endpoint" (labels from an identity), "reserved" or "cidr"; ``names``
-    are the DNS names the proxy learnt the address for (what ``toFQDNs`` selects)."""
+    are the DNS names the proxy learnt the address for (what ``toFQDNs`` selects);
+    ``services`` the services whose backends it is (what ``toServices`` selects)."""
 
     labels: tuple[Label, ...]
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     cidr: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
     kind: str = "endpoint"
     names: tuple[str, ...] = ()
+    services: tuple[str, ...] = ()  # the ciliumpy services it is a backend of (toServices)
 
     def reserved(self, name: str) -> bool:
         return any(lbl.source == "reserved" and lbl.key == name for lbl in self.labels)
@@ -121,6 +123,8 @@ def peer_matches(element: PeerRule, peer: Peer, reqs: tuple[Requirement, ...]) -
     if element.fqdns is not None:
         return peer.kind == "cidr" and any(s.matches(name) for s in element.fqdns
                                            for name in peer.names)
+    if element.services is not None:
+        return any(name in peer.services for name in element.services)
     return _cidr_matches(element, peer)
 
 

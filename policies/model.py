@@ -119,11 +119,14 @@ class PeerRule:
     to_ports: tuple[PortRule, ...] = ()
     # toFQDNs: the addresses the DNS proxy learnt for names these select
     fqdns: tuple[FQDNSelector, ...] | None = None
+    # toServices: the backends of the ciliumpy services of these names
+    services: tuple[str, ...] | None = None
 
     @property
     def has_peer(self) -> bool:
         return (self.endpoints is not None or self.cidrs is not None
-                or self.entities is not None or self.fqdns is not None)
+                or self.entities is not None or self.fqdns is not None
+                or self.services is not None)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from policies.parse_parts import (
     selector,
     server_names,
 )
+from policies.to_services import service_name
 
 __all__ = ["UNSUPPORTED", "PolicyError", "load_documents", "parse_documents", "parse_file",
            "parse_rule", "parse_text"]
@@ -65,17 +66,14 @@ def _peer_rule(ctx: Ctx, obj: Any, path: str, direction: str, deny: bool) -> Pee
     if len(present) > 1 and not (len(present) == 2 and len(cidr_kinds) == 2):
         ctx.fail(path, f"combining {present[0]} and {present[1]} is not supported: use two "
                  "rule elements")
-    endpoints = cidrs = entities = fqdns = None
+    endpoints = cidrs = entities = fqdns = services = None
     if obj.get("toFQDNs") is not None:
         fqdns = tuple(fqdn_selector(ctx, item, f"{path}.toFQDNs[{i}]") for i, item in
                       enumerate(as_list(ctx, obj["toFQDNs"], f"{path}.toFQDNs")))
     if obj.get("toServices") is not None:
-        # Kubernetes services (k8sService, k8sServiceSelector): none on a Docker host
-        as_list(ctx, obj["toServices"], f"{path}.toServices")
-        ctx.warn(f"{path}.toServices", "toServices selects Kubernetes services "
-                 "(k8sService, k8sServiceSelector), which a Docker host does not have: this "
-                 "element selects nothing (ciliumpy's own services are not matched by it)")
-        endpoints = ()
+        services = tuple(name for i, item in enumerate(
+            as_list(ctx, obj["toServices"], f"{path}.toServices"))
+            if (name := service_name(ctx, item, f"{path}.toServices[{i}]")))
     if obj.get(f"{prefix}Endpoints") is not None:
         endpoints = tuple(selector(ctx, s, f"{path}.{prefix}Endpoints[{i}]") for i, s in
                           enumerate(as_list(ctx, obj[f"{prefix}Endpoints"],
@@ -134,7 +132,7 @@ def _peer_rule(ctx: Ctx, obj: Any, path: str, direction: str, deny: bool) -> Pee
             ctx.fail(f"{path}.icmps", "icmps and toPorts cannot be combined in one rule "
                      "element (as in Cilium): write two elements")
         port_rules.append(icmp_rules(ctx, obj["icmps"], f"{path}.icmps"))
-    return PeerRule(endpoints, requires, cidrs, entities, tuple(port_rules), fqdns)
+    return PeerRule(endpoints, requires, cidrs, entities, tuple(port_rules), fqdns, services)
 
 
 RULE_FIELDS = ("endpointSelector", "ingress", "ingressDeny", "egress", "egressDeny", "labels",

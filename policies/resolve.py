@@ -15,10 +15,10 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from policies import engine
+from policies import engine, to_services
 from policies.engine import Peer
 from policies.labels import Label, parse
 from policies.model import PortRule, Rule, selector_key
@@ -106,15 +106,18 @@ def fqdn_identities(cidrs: dict[Network, int], addresses: dict, previous: FQDNPe
 class Universe:
     """Everything a peer selector can resolve to, indexed by label (key, value) so a
     selector with matchLabels only examines identities that carry them. ``fqdns``:
-    the addresses the DNS proxy learnt, each with its identity and names."""
+    the addresses the DNS proxy learnt, each with its identity and names; ``services``:
+    the selectors of the services toServices rules name (policies/to_services.py)."""
 
     def __init__(self, identities: dict[int, Iterable[str]], cidrs: dict[Network, int],
-                 fqdns: FQDNPeers | None = None) -> None:
+                 fqdns: FQDNPeers | None = None,
+                 services: Mapping[str, Mapping[str, str] | None] | None = None) -> None:
         self.peers: dict[int, Peer] = dict(engine.RESERVED_PEERS)
-        for number, labels in identities.items():
+        for number, texts in identities.items():
             if number not in self.peers:
-                self.peers[number] = Peer(tuple(parse(t, default_source="container")
-                                                for t in labels))
+                labels = tuple(parse(t, default_source="container") for t in texts)
+                self.peers[number] = Peer(labels, services=to_services.backing(
+                    labels, services) if services else ())
         for prefix, number in cidrs.items():
             self.peers[number] = Peer((Label("reserved", "world"),
                                        Label("cidr", str(prefix))), cidr=prefix, kind="cidr")

@@ -107,16 +107,16 @@ spec:
   endpointSelector: {matchLabels: {app: a}}
   egress:
   - toEntities: [kube-apiserver]
-  - toServices: [{k8sService: {serviceName: db, namespace: default}}]
+  - toServices: [{k8sServiceSelector: {selector: {matchLabels: {app: db}}}}]
     toPorts: [{ports: [{port: "5432", protocol: TCP}]}]
   - toEntities: [world, ingress]
 """
     (policy,) = parse_text(text)
     assert [w.split(":")[0] for w in policy.warnings] == [
-        "spec.egress[0].toEntities[0]", "spec.egress[1].toServices",
+        "spec.egress[0].toEntities[0]", "spec.egress[1].toServices[0].k8sServiceSelector",
         "spec.egress[2].toEntities[1]"]
     egress = policy.rules[0].egress
-    assert egress[0].entities == ("none",) and egress[1].endpoints == ()
+    assert egress[0].entities == ("none",) and egress[1].services == ()
     assert egress[2].entities == ("world",)
     for dst, port in (("host", "443/tcp"), ("app=db", "5432/tcp")):
         assert trace(text, "--src", "app=a", "--dst", dst, "--dport", port)["verdict"] == \
