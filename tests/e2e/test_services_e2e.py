@@ -325,6 +325,11 @@ egress:
         assert wait_for(lambda: reach(backend_ip), timeout=10), "backend still refused"
         assert reach(vip), "the service's VIP leads to its backends"
         assert not reach(other_ip), "a container that is no backend was reached"
+        backend = next(iter(web["backends"].values()))[0]
+        for dst, verdict in ((backend, "ALLOWED"), (other, "DENIED")):
+            out = cli(agent, "policy", "trace", "--src", web["client"], "--dst", dst,
+                      "--dport", "80/tcp", "-o", "json").stdout
+            assert json.loads(out)["verdict"] == verdict, (dst, out)
         cli(agent, "service", "delete", name)
         assert wait_for(lambda: not reach(backend_ip), timeout=10), \
             "the service is gone but its backends are still allowed"

@@ -98,3 +98,24 @@ def test_trace_resolves_the_name_on_the_destination():
     assert trace(rules, client, server, "TCP", 9090, "default").verdict == "DENIED"
     bare = Side(Peer(labels_of(["app=server"])), managed=True)
     assert trace(rules, client, bare, "TCP", 8080, "default").verdict == "DENIED"
+
+
+def test_to_services_selects_backends_by_selector_or_membership_label():
+    from policies import to_services
+
+    selectors = {"web": {"app": "server"}, "db": None, "api": {"app": "server", "v": "2"}}
+    server = labels_of(SERVER)
+    assert to_services.backing(server, selectors) == ("web",)
+    member = labels_of(["app=x", "ciliumpy.service=db:5432,cache"])
+    assert to_services.backing(member, selectors) == ("db",)
+    assert to_services.backing(labels_of(CLIENT), selectors) == ()
+    text = """spec:
+  endpointSelector: {matchLabels: {app: client}}
+  egress:
+  - toServices: [{k8sService: {serviceName: web}}, {k8sService: {serviceName: gone}}]
+"""
+    rules = rules_of(text)
+    assert to_services.used(rules) == {"web", "gone"}
+    universe = Universe(IDENTITIES, {}, services={"web": {"app": "server"}})
+    resolved = resolve(rules, labels_of(CLIENT), universe, "default")
+    assert {e.identity for e in resolved.entries if e.direction == "egress"} == {256}
