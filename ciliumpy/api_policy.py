@@ -3,6 +3,7 @@ revision, and trace a verdict for running workloads or arbitrary label sets."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import reprlib
 
@@ -11,6 +12,7 @@ from flask import Blueprint, jsonify, request
 from ciliumpy import policy_store as repository
 from ciliumpy.api_common import api_error, json_object, optional_text, the_agent
 from ciliumpy.lookup import find_endpoint, parse_dport
+from policies import named_ports, to_services
 from policies.engine import Peer, labels_of
 from policies.identities import INIT
 from policies.parser import PolicyError, parse_documents, parse_text
@@ -41,9 +43,13 @@ def import_policy():
         return api_error(str(exc))
     except KVError as exc:
         return api_error(f"kvstore: {exc}", 503)
+    warnings = [w for p in policies for w in p.warnings]
+    with the_agent().policy.lock:
+        known = list(the_agent().policy.identities.values())
+    warnings += [named_ports.warning(name) for name in named_ports.undeclared(
+        [rule for p in policies for rule in p.rules], known)]
     return jsonify({"revision": revision, "policies": [p.name for p in policies],
-                    "rules": sum(len(p.rules) for p in policies),
-                    "warnings": [w for p in policies for w in p.warnings]})
+                    "rules": sum(len(p.rules) for p in policies), "warnings": warnings})
 
 
 @bp.get("")
@@ -86,7 +92,18 @@ def revision():
 
 
 def side_of(text: str) -> Side:
-    """labels (a=b,c=d), an IP, 'host', 'world', a container name/id or an endpoint id."""
+    """labels (a=b,c=d), an IP, 'host', 'world', a container name/id or an endpoint id,
+    with the services whose backends its labels make it (what toServices selects)."""
+    side = _side_of(text)
+    if side.peer.kind != "endpoint":
+        return side
+    selectors = the_agent().policy.service_selectors
+    peer = dataclasses.replace(side.peer, services=to_services.backing(side.peer.labels,
+                                                                       selectors))
+    return dataclasses.replace(side, peer=peer)
+
+
+def _side_of(text: str) -> Side:
     agent = the_agent()
     text = text.strip()
     if text in ("host", "world"):

@@ -64,9 +64,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ciliumpy.agent")
 # L7 rule kinds whose connections go to the proxy. HTTP (and gRPC) are enforced there;
-# Kafka rules too (the proxy reads Kafka's wire protocol). DNS (UDP) stays at L4 until
-# the DNS proxy exists.
-L7_KINDS = ("http", "kafka", "dns")
+# Kafka rules too (the proxy reads Kafka's wire protocol), DNS rules (UDP and TCP) and
+# serverNames ("tls": the proxy reads the ClientHello's server name).
+L7_KINDS = ("http", "kafka", "dns", "tls")
 
 
 class Agent:
@@ -237,6 +237,9 @@ class Agent:
         if self.config.cluster_id:  # publishes this node's backends of global services
             self.services.publisher = BackendPublisher(self.kv, self.config.node_name,
                                                        lambda: self.lease.current())
+        # toServices rules follow the services they name
+        self.policy.service_selector = self.services.selector_of
+        self.services.on_services_changed = self.policy.services_changed
         self.services.register_netns("host", "/proc/self/ns/net", self.node_ip,
                                      self.config.node_ipv6 or None)
         self.services.start()

@@ -10,6 +10,12 @@ client's next connection meets the new policy. A thread forgets addresses when t
 TTL (at least ``--tofqdns-min-ttl``) has passed; new connections to them are then
 dropped again (established ones keep their conntrack entry, as in Cilium).
 
+What is learnt is kept in ``<state-dir>/proxy/fqdn-cache.json`` (wall-clock expiries,
+written atomically at each change) and learnt back at start, as Cilium restores its
+DNS cache: a client holding an answer from before an agent restart can still connect.
+A change the policy manager failed to apply is retried by the expiry thread every
+second until it succeeds (the cache has changed already: never leave the maps behind).
+
 The socket is served by its own threads, never by the gunicorn request handlers."""
 
 from __future__ import annotations
@@ -59,7 +65,9 @@ class FqdnManager:
     def __init__(self, path: str, min_ttl: float,
                  apply: Callable[[dict], None]) -> None:
         self.path, self.apply = path, apply
+        self.saved_path = os.path.join(os.path.dirname(path), "fqdn-cache.json")
         self.cache = FQDNCache(min_ttl)
+        self._unapplied = False  # the cache changed and apply() failed: retry
         self.lock = threading.Lock()
         self.learnt = 0
         self._server: _Server | None = None
@@ -70,6 +78,7 @@ class FqdnManager:
 
     def start(self) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._restore()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         old = os.umask(0o077)
@@ -107,14 +116,53 @@ class FqdnManager:
         self.learn(name, addresses, ttl)
 
     def learn(self, name: str, ips: list[str], ttl: int) -> None:
+        """Raises if the policy could not follow: the proxy then drops the answer (its
+        client asks again), and the expiry thread retries the change."""
         with self.lock:
             now = time.monotonic()
             self.learnt += 1
-            if self.cache.learn(name, ips, ttl, now):
-                self.apply(self.cache.addresses(now))
+            if self.cache.learn(name, ips, ttl, now) or self._unapplied:
+                self._apply(now)
                 log.info("learnt %s -> %s (ttl %ss)", name, ", ".join(ips),
                          max(ttl, self.cache.min_ttl))
         self._wake.set()
+
+    def _apply(self, now: float) -> None:
+        """The cache's valid addresses to the policy, then to disk; with ``lock`` held."""
+        self._unapplied = True
+        self.apply(self.cache.addresses(now))
+        self._unapplied = False
+        self._save(now)
+
+    def _save(self, now: float) -> None:
+        tmp = self.saved_path + ".tmp"
+        try:
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+                json.dump({"version": 1, "names": self.cache.export(now, time.time())}, f)
+            os.replace(tmp, self.saved_path)
+        except OSError as exc:  # the cache still works; only a restart would forget
+            log.warning("could not keep the DNS cache in %s: %s", self.saved_path, exc)
+
+    def _restore(self) -> None:
+        try:
+            with open(self.saved_path) as f:
+                saved = json.load(f)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring the saved DNS cache %s: %s", self.saved_path, exc)
+            return
+        with self.lock:
+            now = time.monotonic()
+            names = saved.get("names") if isinstance(saved, dict) else None
+            restored = self.cache.restore(names, now, time.time())
+            if restored:
+                log.info("restored %d address(es) learnt from DNS before the restart",
+                         restored)
+                try:
+                    self._apply(now)
+                except Exception:  # the expiry thread retries
+                    log.exception("applying the restored DNS addresses failed")
 
     def _expire_loop(self) -> None:
         while not self._stop.is_set():
@@ -127,11 +175,11 @@ class FqdnManager:
                 return
             with self.lock:
                 now = time.monotonic()
-                if self.cache.expire(now):
+                if self.cache.expire(now) or self._unapplied:
                     try:
-                        self.apply(self.cache.addresses(now))
-                    except Exception:  # keep expiring; the next change retries
-                        log.exception("withdrawing expired DNS addresses failed")
+                        self._apply(now)
+                    except Exception:  # keep expiring; retried in a second
+                        log.exception("applying the DNS addresses to the policy failed")
 
     def view(self) -> list[dict]:
         """Every valid (name, address, seconds left), for status and the API."""

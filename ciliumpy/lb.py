@@ -102,6 +102,10 @@ class ServiceManager:
         self._lock = threading.RLock()
         self._kick = threading.Event()
         self._stop = threading.Event()
+        # told, outside this manager's lock, the names of services stored or removed
+        # (None: possibly any, after a reload): toServices rules follow them
+        self.on_services_changed: Callable[[set[str] | None], None] | None = None
+        self._told: set[str] | None = set()
 
     # ---- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -148,7 +152,30 @@ class ServiceManager:
         with self._lock:
             self.services = services
             self._loaded = self._full = True
+            self._told = None
         self._kick.set()
+
+    def selector_of(self, name: str) -> tuple[bool, dict[str, str] | None]:
+        """Whether service ``name`` exists, and its backend selector (None: it has
+        none, its backends are listed or join by label). No lock: a dict read, and
+        the policy manager calls it holding its own lock."""
+        service = self.services.get(name)
+        if service is None:
+            return False, None
+        return True, dict(service.selector) or None
+
+    def _tell(self, names: set[str]) -> None:
+        with self._lock:
+            if self._told is not None:
+                self._told |= names
+
+    def _announce(self) -> None:
+        """Tells ``on_services_changed`` what changed since last time; never under
+        this manager's lock (the policy manager takes its own)."""
+        with self._lock:
+            told, self._told = self._told, set()
+        if self.on_services_changed is not None and (told is None or told):
+            self.on_services_changed(told)
 
     def _apply(self, events: list) -> None:
         """Watch events one by one (a reload would parse every service per change); only
@@ -162,6 +189,7 @@ class ServiceManager:
                     continue  # the echo of what the API stored: applied already
                 self.services.pop(name, None)
                 self._dirty.add(name)
+                self._tell({name})
                 if service is not None:
                     self.services[service.name] = service
                     self._dirty.add(service.name)
@@ -177,6 +205,7 @@ class ServiceManager:
                     self._endpoints_changed = True
             try:
                 self.process()
+                self._announce()
             except Exception:
                 log.exception("programming services failed; everything again next time")
                 with self._lock:
@@ -189,6 +218,7 @@ class ServiceManager:
         with self._lock:
             self.services[service.name] = service
             self._dirty.add(service.name)
+        self._tell({service.name})
         self._kick.set()
 
     def claimants(self, service: Service) -> set[str]:
@@ -218,6 +248,7 @@ class ServiceManager:
         with self._lock:
             self.services.pop(name, None)
             self._dirty.add(name)
+        self._tell({name})
         self._kick.set()
 
     # ---- programming -------------------------------------------------------------

@@ -105,6 +105,8 @@ class Monitor:
             event["kafka"] = kafka
         if raw.get("dns"):
             event["dns"] = raw["dns"]
+        if raw.get("tls"):
+            event["tls"] = raw["tls"]
         latency = http.get("latency_ms")
         with self._lock:
             self.l7_requests[(event["verdict"], event["protocol"])] += 1
@@ -221,10 +223,25 @@ def format_dns(event: dict) -> str:
             f"dst labels [{', '.join(event['dst_labels'])}]")
 
 
+def format_tls(event: dict) -> str:
+    """``(TLS SNI allowed.example) -> spliced`` / ``-> reset``: one connection."""
+    tls, http = event.get("tls") or {}, event.get("http") or {}
+    outcome = "spliced" if event["verdict"] == "FORWARDED" else "reset"
+    return (f"<> l7 {event['verdict']} {event['direction']} (TLS SNI "
+            f"{tls.get('sni') or '-'}) -> {outcome} "
+            f"{event['src_ip']}:{event['src_port']} -> {event['dst_ip']}:{event['dst_port']} "
+            f"identity {event['src_identity']}->{event['dst_identity']} "
+            f"{http.get('latency_ms')} ms{' ' + event['reason'] if event.get('reason') else ''} "
+            f"src labels [{', '.join(event['src_labels'])}] "
+            f"dst labels [{', '.join(event['dst_labels'])}]")
+
+
 def format_l7(event: dict) -> str:
     """Hubble's L7 wording: ``(HTTP/1.1 GET http://host/path) -> 403``."""
     if event.get("protocol") == "kafka":
         return format_kafka(event)
+    if event.get("protocol") == "tls":
+        return format_tls(event)
     if event.get("protocol") == "dns":
         return format_dns(event)
     http = event.get("http") or {}

@@ -30,7 +30,7 @@ from ciliumpy import policy_store as repository
 from ciliumpy.identities import BASE as IDENTITIES
 from ciliumpy.identities import IdentityAllocator
 from datapath.datapath import Datapath
-from policies import engine
+from policies import engine, named_ports, to_services
 from policies.engine import labels_of
 from policies.labels import Label
 from policies.model import Rule
@@ -133,6 +133,12 @@ class PolicyManager:
         self.identities: dict[int, list[str]] = {}
         # Cluster Mesh: the remote clusters' identities (kept across a refresh)
         self.remote_identities: Callable[[], dict[int, list[str]]] = dict
+        # toServices: a service's backend selector by name (None: it has none; a name
+        # missing from the answer: no such service), set by the agent, and the
+        # selectors of the services the rules name
+        self.service_selector: Callable[[str], tuple[bool, dict | None]] = \
+            lambda name: (False, None)
+        self.service_selectors: dict[str, dict | None] = {}
         self.universe = Universe({}, {})
         self.views: dict[tuple, View] = {}
         self.error: str | None = None
@@ -197,10 +203,33 @@ class PolicyManager:
         return [rule for policy in parse_documents([item["document"]], "", item["name"])
                 for rule in policy.rules]
 
+    def _universe(self) -> Universe:
+        return Universe(self.identities, self.cidrs, self.fqdns, self.service_selectors)
+
+    def _named_services(self) -> dict[str, dict | None]:
+        """The backend selectors of the services toServices rules name (those that
+        exist: a missing one selects nothing)."""
+        found = {}
+        for name in sorted(to_services.used(self.rules)):
+            exists, selector = self.service_selector(name)
+            if exists:
+                found[name] = selector
+        return found
+
+    def services_changed(self, names: set[str] | None) -> None:
+        """Services were stored or removed (None: any may have): toServices rules
+        naming them follow their selectors. Nothing to do when no rule names them."""
+        with self.lock, collector_paused():
+            if names is not None and not names & to_services.used(self.rules):
+                return
+            if self._named_services() != self.service_selectors:
+                self._rebuild()
+
     def _rebuild(self) -> None:
+        self.service_selectors = self._named_services()
         self.cidrs = cidr_identities(self.rules)
         self.fqdns = fqdn_identities(self.cidrs, self._learnt(), self.fqdns)
-        self.universe = Universe(self.identities, self.cidrs, self.fqdns)
+        self.universe = self._universe()
         self._sync_cidrs()
         self.views.clear()
         self._changed()
@@ -222,7 +251,7 @@ class PolicyManager:
         view.contrib.clear()
         view.counts.clear()
         for key, rule in view.selected.items():
-            view.add(key, rule_entries(rule, view.reqs, self.universe))
+            view.add(key, rule_entries(rule, view.reqs, self.universe, own=view.labels))
         self._update_flags(view)
 
     # ---- incremental updates ----------------------------------------------------
@@ -246,7 +275,8 @@ class PolicyManager:
                                 for rule in (*old, *new)
                                 for element in (*rule.ingress, *rule.ingress_deny,
                                                 *rule.egress, *rule.egress_deny))
-            if touched_cidrs and cidr_identities(self.rules) != self.cidrs:
+            if touched_cidrs and cidr_identities(self.rules) != self.cidrs or \
+                    self._named_services() != self.service_selectors:
                 self._rebuild()
             else:
                 for view in self.views.values():
@@ -278,7 +308,7 @@ class PolicyManager:
             self._recompute(view)
             return
         for key, rule in added:
-            view.add(key, rule_entries(rule, view.reqs, self.universe))
+            view.add(key, rule_entries(rule, view.reqs, self.universe, own=view.labels))
         self._update_flags(view)
 
     def mesh_identity_events(self, events: list[Event]) -> None:
@@ -300,19 +330,24 @@ class PolicyManager:
                 elif number in self.identities:
                     removed = True
                     self.identities.pop(number)
-            if removed:
+            # a new peer declaring a named port can widen what an egress rule's named
+            # port means for "any peer" (identity 0): recompute rather than add
+            declares = any(named_ports.LABEL_PREFIX in text for labels in added.values()
+                           for text in labels)
+            if removed or declares:
                 self.identities.update(added)
                 self._rebuild()
                 return
             if not added:
                 return
             self.identities.update(added)
-            self.universe = Universe(self.identities, self.cidrs, self.fqdns)
+            self.universe = self._universe()
             only = {n: self.universe.peers[n] for n in added}
             for view in self.views.values():
                 view.begin()
                 for key, rule in list(view.selected.items()):
-                    more = rule_entries(rule, view.reqs, self.universe, only) - view.contrib[key]
+                    more = rule_entries(rule, view.reqs, self.universe, only,
+                                        own=view.labels) - view.contrib[key]
                     if more:
                         view.add(key, more)
             self._changed()
@@ -358,7 +393,7 @@ class PolicyManager:
             if fqdns == self.fqdns:
                 return
             self.fqdns = fqdns
-            self.universe = Universe(self.identities, self.cidrs, self.fqdns)
+            self.universe = self._universe()
             self._sync_cidrs()
             for view in self.views.values():
                 self._recompute(view)

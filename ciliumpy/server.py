@@ -202,7 +202,7 @@ class AgentApplication(BaseApplication):
         settings = {
             "bind": [f"fd://{fd}" for fd in self.fds],
             "workers": 1,
-            "worker_class": "gthread",
+            "worker_class": "ciliumpy.http_worker.JSONErrorWorker",
             "threads": self.agent_config.threads,
             "timeout": 120,
             "graceful_timeout": 10,

@@ -19,11 +19,13 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from policies import named_ports
 from policies.identities import RESERVED_BY_NAME
 from policies.labels import Label, parse
 from policies.model import PeerRule, PortProtocol, PortRule, Requirement, Rule, Selector
 
 ALL_PROTOCOLS = ("TCP", "UDP", "SCTP")
+PROXIED_PROTOCOLS = ("TCP", "UDP")
 PROTO_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132, "ICMP": 1, "ICMPV6": 58}
 CLUSTER_RESERVED = ("host", "init", "health", "unmanaged", "remote-node")
 
@@ -32,13 +34,15 @@ CLUSTER_RESERVED = ("host", "init", "health", "unmanaged", "remote-node")
 class Peer:
     """The other side of a connection: its labels, and its address if known.
     ``kind`` is "endpoint" (labels from an identity), "reserved" or "cidr"; ``names``
-    are the DNS names the proxy learnt the address for (what ``toFQDNs`` selects)."""
+    are the DNS names the proxy learnt the address for (what ``toFQDNs`` selects);
+    ``services`` the services whose backends it is (what ``toServices`` selects)."""
 
     labels: tuple[Label, ...]
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     cidr: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
     kind: str = "endpoint"
     names: tuple[str, ...] = ()
+    services: tuple[str, ...] = ()  # the ciliumpy services it is a backend of (toServices)
 
     def reserved(self, name: str) -> bool:
         return any(lbl.source == "reserved" and lbl.key == name for lbl in self.labels)
@@ -119,29 +123,52 @@ def peer_matches(element: PeerRule, peer: Peer, reqs: tuple[Requirement, ...]) -
     if element.fqdns is not None:
         return peer.kind == "cidr" and any(s.matches(name) for s in element.fqdns
                                            for name in peer.names)
+    if element.services is not None:
+        return any(name in peer.services for name in element.services)
     return _cidr_matches(element, peer)
 
 
-def port_specs(element: PeerRule) -> list[tuple[int, int, int]]:
-    """(protocol number, first port, last port) triples; protocol 0 = L3-only."""
+def port_specs(element: PeerRule, dest: Iterable[Label] | None = None
+               ) -> list[tuple[int, int, int]]:
+    """(protocol number, first port, last port) triples; protocol 0 = L3-only. Named
+    ports resolve on ``dest``, the destination's labels (none given: they match
+    nothing)."""
     if not element.to_ports:
         return [(0, 0, 0)]
-    return [spec for port_rule in element.to_ports for spec in port_rule_specs(port_rule)]
+    return [spec for port_rule in element.to_ports
+            for spec in port_rule_specs(port_rule, dest)]
 
 
-def port_rule_specs(port_rule: PortRule) -> list[tuple[int, int, int]]:
-    """The (protocol number, first port, last port) triples of one ``toPorts`` item."""
+def port_rule_specs(port_rule: PortRule, dest: Iterable[Label] | None = None
+                    ) -> list[tuple[int, int, int]]:
+    """The (protocol number, first port, last port) triples of one ``toPorts`` item;
+    a named port gives the number ``dest`` (the destination's labels) declares."""
     specs = []
+    # the L7 proxy takes TCP (and UDP for DNS): an L7 rule on protocol ANY must not open
+    # SCTP at L4, where nothing would ever judge it (Cilium's proxy has no SCTP either)
+    any_protocol = PROXIED_PROTOCOLS if port_rule.l7_kind else ALL_PROTOCOLS
+    dest = list(dest) if dest is not None else None
     for port in port_rule.ports:
-        protocols = ALL_PROTOCOLS if port.protocol == "ANY" else (port.protocol,)
+        if port.name:
+            wanted = 0 if port.protocol == "ANY" else PROTO_NUMBERS[port.protocol]
+            numbers = tuple(PROTO_NUMBERS[p] for p in any_protocol)
+            specs += [(proto, number, number) for proto, number in
+                      named_ports.resolve(port.name, wanted, dest or (), numbers)]
+            continue
+        protocols = any_protocol if port.protocol == "ANY" else (port.protocol,)
         for protocol in protocols:
             specs.append((PROTO_NUMBERS[protocol], port.port, port.end_port or port.port))
     return specs
 
 
-def port_matches(element: PeerRule, protocol: str, port: int) -> bool:
+def has_named_port(element: PeerRule) -> bool:
+    return any(port.name for port_rule in element.to_ports for port in port_rule.ports)
+
+
+def port_matches(element: PeerRule, protocol: str, port: int,
+                 dest: Iterable[Label] | None = None) -> bool:
     number = PROTO_NUMBERS.get(protocol.upper(), 0)
-    for proto, first, last in port_specs(element):
+    for proto, first, last in port_specs(element, dest):
         if proto == 0:
             return True
         if proto == number and (first == 0 or first <= port <= last):

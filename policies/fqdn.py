@@ -174,6 +174,43 @@ class FQDNCache:
                     found.setdefault(ip, set()).add(name)
         return {ip: tuple(sorted(names)) for ip, names in found.items()}
 
+    def export(self, now: float, wall: float) -> dict[str, dict[str, float]]:
+        """The valid addresses with their expiry as wall-clock time (``wall`` is the
+        wall clock at monotonic ``now``), to keep across an agent restart."""
+        return {name: {str(ip): round(wall + expiry - now, 3)
+                       for ip, expiry in known.items() if expiry > now}
+                for name, known in self.names.items()
+                if any(expiry > now for expiry in known.values())}
+
+    def restore(self, saved: object, now: float, wall: float) -> int:
+        """Learns back what ``export`` gave, dropping what expired meanwhile and anything
+        malformed; returns how many addresses came back."""
+        restored = 0
+        if not isinstance(saved, dict):
+            return 0
+        for name, known in saved.items():
+            if not isinstance(name, str) or not isinstance(known, dict):
+                continue
+            for ip, expiry in known.items():
+                try:
+                    left = float(expiry) - wall
+                    ipaddress.ip_address(ip)
+                except (TypeError, ValueError):
+                    continue
+                if left > 0:
+                    # no minimum TTL here: what was learnt keeps its own expiry
+                    address = ipaddress.ip_address(ip)
+                    entry = self.names.setdefault(fqdn(name), {})
+                    entry[address] = max(entry.get(address, 0.0), now + left)
+                    restored += 1
+        for name in list(self.names):  # the same bounds as learn()
+            known = self.names[name]
+            for ip in sorted(known, key=known.get)[:max(0, len(known) - self.max_ips_per_name)]:
+                del known[ip]
+        while len(self.names) > self.max_names:
+            del self.names[min(self.names, key=lambda n: max(self.names[n].values()))]
+        return restored
+
     def dump(self, now: float) -> list[dict]:
         """For ``ciliumpy fqdn cache``-style listings: one row per name and address."""
         return [{"name": name, "ip": str(ip), "expires_in": round(expiry - now, 1)}

@@ -93,16 +93,18 @@ class PortProtocol:
     port: int
     end_port: int = 0
     protocol: str = "ANY"
+    # a named port (port 0 here): each endpoint's own number (policies/named_ports.py)
+    name: str = ""
 
     def __str__(self) -> str:
         span = f"{self.port}-{self.end_port}" if self.end_port else str(self.port)
-        return f"{span}/{self.protocol}"
+        return f"{self.name or span}/{self.protocol}"
 
 
 @dataclass(frozen=True)
 class PortRule:
     ports: tuple[PortProtocol, ...]
-    l7_kind: str | None = None  # http | kafka | dns (validated; enforced by the L7 proxy)
+    l7_kind: str | None = None  # http | kafka | dns | tls (serverNames); the L7 proxy enforces
     l7_rules: tuple = ()
 
 
@@ -117,11 +119,14 @@ class PeerRule:
     to_ports: tuple[PortRule, ...] = ()
     # toFQDNs: the addresses the DNS proxy learnt for names these select
     fqdns: tuple[FQDNSelector, ...] | None = None
+    # toServices: the backends of the ciliumpy services of these names
+    services: tuple[str, ...] | None = None
 
     @property
     def has_peer(self) -> bool:
         return (self.endpoints is not None or self.cidrs is not None
-                or self.entities is not None or self.fqdns is not None)
+                or self.entities is not None or self.fqdns is not None
+                or self.services is not None)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import ipaddress
 import re
 from typing import Any
 
-from policies import fqdn, icmp
+from policies import fqdn, icmp, named_ports
 from policies.fqdn import FQDNSelector
 from policies.http_rules import RuleError, check_path
 from policies.kafka_rules import KafkaRuleError, check_rule
@@ -28,6 +28,7 @@ from policies.model import (
     Requirement,
     Selector,
 )
+from policies.tls_rules import TlsRuleError, check_name
 
 UNSUPPORTED = {
     "toGroups": "toGroups (cloud provider groups) is not supported",
@@ -47,8 +48,6 @@ UNSUPPORTED = {
     "listener": "Envoy listeners (listener) are not supported: they hand the connection to "
                 "an Envoy listener of a CiliumEnvoyConfig, and ciliumpy's L7 proxy is not "
                 "Envoy and has no such configuration",
-    "serverNames": "TLS server-name rules (serverNames) are not supported yet: the proxy "
-                   "does not read TLS handshakes",
     "terminatingTLS": "TLS interception (terminatingTLS/originatingTLS) is not supported",
     "originatingTLS": "TLS interception (terminatingTLS/originatingTLS) is not supported",
 }
@@ -223,6 +222,8 @@ def port_protocol(ctx: Ctx, obj: Any, path: str) -> PortProtocol:
     if "port" not in obj or obj["port"] in (None, ""):
         ctx.fail(f"{path}.port", "port must be specified")
     raw = obj["port"]
+    if isinstance(raw, str) and named_ports.is_port_name(raw):
+        return _named_port(ctx, obj, path, raw)
     port = _port_number(ctx, raw, f"{path}.port")
     end = obj.get("endPort") or 0
     if isinstance(end, bool) or not isinstance(end, int) or not 0 <= end <= 65535:
@@ -241,13 +242,25 @@ def port_protocol(ctx: Ctx, obj: Any, path: str) -> PortProtocol:
     return PortProtocol(port, end if end != port else 0, protocol)
 
 
+def _named_port(ctx: Ctx, obj: dict, path: str, name: str) -> PortProtocol:
+    """``port: http``: each endpoint's port of that name (its ``ciliumpy.port.http``
+    label); Cilium refuses a range on a named port."""
+    if obj.get("endPort"):
+        ctx.fail(f"{path}.endPort", f"endPort cannot be combined with the named port {name!r}")
+    protocol = str(obj.get("protocol") or "ANY").upper()
+    if protocol not in PROTOCOLS:
+        ctx.fail(f"{path}.protocol", f"protocol {obj.get('protocol')!r} is not one of "
+                 f"{', '.join(PROTOCOLS)}")
+    return PortProtocol(0, 0, protocol, name=name)
+
+
 def _port_number(ctx: Ctx, raw: Any, path: str) -> int:
     """A port as Cilium reads it: ``strconv.ParseUint(port, 0, 16)``, so "0" is every
     port and a leading 0 makes the digits octal ("010" is 8)."""
     text = str(raw)
     if isinstance(raw, bool) or not re.fullmatch(r"\d+", text):
-        ctx.fail(path, f"{raw!r} is not a port number (named ports are not supported on "
-                 "Docker hosts)")
+        ctx.fail(path, f"{raw!r} is neither a port number nor a port name (a name is 1-15 "
+                 "lowercase letters, digits and single dashes, with a letter)")
     if isinstance(raw, str) and len(text) > 1 and text.startswith("0"):
         if re.search("[89]", text):
             ctx.fail(path, f"{raw!r} is not a port number: Cilium reads a leading 0 as "
@@ -279,7 +292,7 @@ def l7_rules(ctx: Ctx, obj: Any, path: str, ports: tuple[PortProtocol, ...], den
         if kind != "dns" and port.protocol != "TCP":
             ctx.fail(f"{path.rsplit('.', 1)[0]}.ports[{i}].protocol",
                      f"L7 rules can only apply to TCP, not {port.protocol}")
-        if port.port == 0:
+        if port.port == 0 and not port.name:
             ctx.fail(f"{path.rsplit('.', 1)[0]}.ports[{i}].port", "L7 rules need a port, not 0")
     if kind == "dns" and direction == "ingress":
         ctx.fail(f"{path}.dns", "DNS rules are not allowed on ingress")
@@ -332,6 +345,39 @@ def l7_rules(ctx: Ctx, obj: Any, path: str, ports: tuple[PortProtocol, ...], den
                                       ("matchPattern", found.match_pattern)) if v}
         rules.append(rule)
     return kind, tuple(tuple(sorted(r.items())) for r in rules)
+
+
+def server_names(ctx: Ctx, obj: Any, path: str, ports: tuple[PortProtocol, ...],
+                 has_l7: bool) -> tuple[str | None, tuple]:
+    """``serverNames``: the L7 kind "tls" with one rule per name (``[]``: none, as in
+    Cilium). Each port must be TCP and not 0: the proxy reads the ClientHello."""
+    names = as_list(ctx, obj, path)
+    if not names:
+        return None, ()
+    if has_l7:
+        # Cilium: "ServerNames are not allowed with L7 rules without TLS termination";
+        # ciliumpy does not terminate TLS, so the HTTP/Kafka inside cannot be read
+        ctx.fail(path, "serverNames are not allowed with L7 rules (rules) without TLS "
+                 "termination, and ciliumpy does not terminate TLS (terminatingTLS): the "
+                 "proxy cannot read requests inside TLS. Use serverNames alone, or L7 "
+                 "rules on a plain-text port")
+    for i, port in enumerate(ports):
+        where = f"{path.rsplit('.', 1)[0]}.ports[{i}]"
+        if port.protocol != "TCP":
+            ctx.fail(f"{where}.protocol", f"serverNames (TLS) apply to TCP only, not "
+                     f"{port.protocol}: write protocol: TCP")
+        if port.port == 0:
+            ctx.fail(f"{where}.port", "serverNames need a port, not 0")
+    rules = []
+    for i, name in enumerate(names):
+        try:
+            rules.append((("serverName", check_name(name)),))
+        except TlsRuleError as exc:
+            ctx.fail(f"{path}[{i}]", str(exc))
+    if not ports:
+        ctx.fail(path, "serverNames need ports (the proxy reads the TLS handshake on a "
+                 "given TCP port)")
+    return "tls", tuple(dict.fromkeys(rules))
 
 
 def fqdn_selector(ctx: Ctx, obj: Any, path: str, what: str = "an FQDN selector"

@@ -40,7 +40,9 @@ from policies.parse_parts import (
     network,
     port_protocol,
     selector,
+    server_names,
 )
+from policies.to_services import service_name
 
 __all__ = ["UNSUPPORTED", "PolicyError", "load_documents", "parse_documents", "parse_file",
            "parse_rule", "parse_text"]
@@ -64,17 +66,14 @@ def _peer_rule(ctx: Ctx, obj: Any, path: str, direction: str, deny: bool) -> Pee
     if len(present) > 1 and not (len(present) == 2 and len(cidr_kinds) == 2):
         ctx.fail(path, f"combining {present[0]} and {present[1]} is not supported: use two "
                  "rule elements")
-    endpoints = cidrs = entities = fqdns = None
+    endpoints = cidrs = entities = fqdns = services = None
     if obj.get("toFQDNs") is not None:
         fqdns = tuple(fqdn_selector(ctx, item, f"{path}.toFQDNs[{i}]") for i, item in
                       enumerate(as_list(ctx, obj["toFQDNs"], f"{path}.toFQDNs")))
     if obj.get("toServices") is not None:
-        # Kubernetes services (k8sService, k8sServiceSelector): none on a Docker host
-        as_list(ctx, obj["toServices"], f"{path}.toServices")
-        ctx.warn(f"{path}.toServices", "toServices selects Kubernetes services "
-                 "(k8sService, k8sServiceSelector), which a Docker host does not have: this "
-                 "element selects nothing (ciliumpy's own services are not matched by it)")
-        endpoints = ()
+        services = tuple(name for i, item in enumerate(
+            as_list(ctx, obj["toServices"], f"{path}.toServices"))
+            if (name := service_name(ctx, item, f"{path}.toServices[{i}]")))
     if obj.get(f"{prefix}Endpoints") is not None:
         endpoints = tuple(selector(ctx, s, f"{path}.{prefix}Endpoints[{i}]") for i, s in
                           enumerate(as_list(ctx, obj[f"{prefix}Endpoints"],
@@ -109,10 +108,12 @@ def _peer_rule(ctx: Ctx, obj: Any, path: str, direction: str, deny: bool) -> Pee
     port_rules = []
     for i, item in enumerate(as_list(ctx, obj.get("toPorts") or [], f"{path}.toPorts")):
         here = f"{path}.toPorts[{i}]"
-        if deny and isinstance(item, dict) and any(canonical(k, ("rules",)) for k in item):
-            ctx.fail(f"{here}.rules", "deny rules cannot have L7 rules")
-        item = fields(ctx, item, here, ("ports", "rules") if not deny else ("ports",),
-                       "a port rule" if not deny else "a deny port rule")
+        if deny and isinstance(item, dict):
+            for key, what in (("rules", "L7 rules"), ("serverNames", "serverNames")):
+                if any(canonical(k, (key,)) for k in item):
+                    ctx.fail(f"{here}.{key}", f"deny rules cannot have {what}")
+        item = fields(ctx, item, here, ("ports", "rules", "serverNames") if not deny
+                       else ("ports",), "a port rule" if not deny else "a deny port rule")
         ports_raw = as_list(ctx, item.get("ports") or [], f"{here}.ports")
         if len(ports_raw) > 40:
             ctx.fail(f"{here}.ports", f"at most 40 ports per port rule, found {len(ports_raw)}")
@@ -120,13 +121,18 @@ def _peer_rule(ctx: Ctx, obj: Any, path: str, direction: str, deny: bool) -> Pee
         kind, l7 = (None, ())
         if item.get("rules") is not None:
             kind, l7 = l7_rules(ctx, item["rules"], f"{here}.rules", ports, deny, direction)
+        if item.get("serverNames") is not None:
+            names = server_names(ctx, item["serverNames"], f"{here}.serverNames", ports,
+                                 kind is not None)
+            if names[0] is not None:
+                kind, l7 = names
         port_rules.append(PortRule(ports, kind, l7))
     if obj.get("icmps") is not None:
         if port_rules:
             ctx.fail(f"{path}.icmps", "icmps and toPorts cannot be combined in one rule "
                      "element (as in Cilium): write two elements")
         port_rules.append(icmp_rules(ctx, obj["icmps"], f"{path}.icmps"))
-    return PeerRule(endpoints, requires, cidrs, entities, tuple(port_rules), fqdns)
+    return PeerRule(endpoints, requires, cidrs, entities, tuple(port_rules), fqdns, services)
 
 
 RULE_FIELDS = ("endpointSelector", "ingress", "ingressDeny", "egress", "egressDeny", "labels",

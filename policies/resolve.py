@@ -15,10 +15,10 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from policies import engine
+from policies import engine, to_services
 from policies.engine import Peer
 from policies.labels import Label, parse
 from policies.model import PortRule, Rule, selector_key
@@ -106,15 +106,18 @@ def fqdn_identities(cidrs: dict[Network, int], addresses: dict, previous: FQDNPe
 class Universe:
     """Everything a peer selector can resolve to, indexed by label (key, value) so a
     selector with matchLabels only examines identities that carry them. ``fqdns``:
-    the addresses the DNS proxy learnt, each with its identity and names."""
+    the addresses the DNS proxy learnt, each with its identity and names; ``services``:
+    the selectors of the services toServices rules name (policies/to_services.py)."""
 
     def __init__(self, identities: dict[int, Iterable[str]], cidrs: dict[Network, int],
-                 fqdns: FQDNPeers | None = None) -> None:
+                 fqdns: FQDNPeers | None = None,
+                 services: Mapping[str, Mapping[str, str] | None] | None = None) -> None:
         self.peers: dict[int, Peer] = dict(engine.RESERVED_PEERS)
-        for number, labels in identities.items():
+        for number, texts in identities.items():
             if number not in self.peers:
-                self.peers[number] = Peer(tuple(parse(t, default_source="container")
-                                                for t in labels))
+                labels = tuple(parse(t, default_source="container") for t in texts)
+                self.peers[number] = Peer(labels, services=to_services.backing(
+                    labels, services) if services else ())
         for prefix, number in cidrs.items():
             self.peers[number] = Peer((Label("reserved", "world"),
                                        Label("cidr", str(prefix))), cidr=prefix, kind="cidr")
@@ -146,7 +149,7 @@ def resolve(rules: list[Rule], labels: Iterable[Label], universe: Universe, mode
     reqs = {d: engine.requirements(selected, d) for d in ("ingress", "egress")}
     entries: set[Entry] = set()
     for rule in selected:
-        entries |= rule_entries(rule, reqs, universe)
+        entries |= rule_entries(rule, reqs, universe, own=labels)
     flags = {}
     for direction in ("ingress", "egress"):
         enforced = engine.enforced(selected, direction, mode, init)
@@ -158,9 +161,12 @@ def resolve(rules: list[Rule], labels: Iterable[Label], universe: Universe, mode
 
 
 def rule_entries(rule: Rule, reqs: dict[str, tuple], universe: Universe,
-                 only: dict[int, Peer] | None = None) -> set[Entry]:
-    """The entries one rule contributes to an endpoint it selects (``only``: restrict
-    to these identities, for adding new identities incrementally)."""
+                 only: dict[int, Peer] | None = None, own: Iterable[Label] = ()
+                 ) -> set[Entry]:
+    """The entries one rule contributes to an endpoint it selects, whose labels are
+    ``own`` (what an ingress rule's named ports resolve on; ``only``: restrict to these
+    identities, for adding new identities incrementally)."""
+    own = list(own)
     entries: set[Entry] = set()
     for direction in ("ingress", "egress"):
         for deny, elements in ((False, rule.allows(direction)), (True, rule.denies(direction))):
@@ -168,18 +174,35 @@ def rule_entries(rule: Rule, reqs: dict[str, tuple], universe: Universe,
                 peers = _peer_identities(element, universe, reqs[direction], only)
                 if not peers:
                     continue
-                for proto, first, last, l7 in _specs(element):
-                    for identity in peers:
+                shared = _specs(element, own) if direction == "ingress" or not \
+                    engine.has_named_port(element) else None
+                for identity in peers:
+                    # egress named ports resolve on each destination (identity 0: any
+                    # peer, so every number any peer declares for the name)
+                    specs = shared if shared is not None else _egress_specs(
+                        element, identity, universe, only)
+                    for proto, first, last, l7 in specs:
                         entries.add(Entry(direction, identity, proto, first,
                                           last if last != first else 0, deny, l7))
     return entries
 
 
-def _specs(element) -> list[tuple[int, int, int, str]]:
+def _specs(element, dest: Iterable[Label] | None) -> list[tuple[int, int, int, str]]:
     if not element.to_ports:
         return [(0, 0, 0, "")]
     return [(*spec, l7_key(port_rule)) for port_rule in element.to_ports
-            for spec in engine.port_rule_specs(port_rule)]
+            for spec in engine.port_rule_specs(port_rule, dest)]
+
+
+def _egress_specs(element, identity: int, universe: Universe,
+                  only: dict[int, Peer] | None) -> list[tuple[int, int, int, str]]:
+    if identity:
+        peer = (only or {}).get(identity) or universe.peers.get(identity)
+        return _specs(element, peer.labels if peer is not None else ())
+    found: dict = {}
+    for peer in universe.peers.values():
+        found.update(dict.fromkeys(_specs(element, peer.labels)))
+    return list(found)
 
 
 def _peer_identities(element, universe: Universe, reqs, only=None) -> set[int]:

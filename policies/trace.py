@@ -59,16 +59,17 @@ class TraceResult:
 L7List = tuple[str, list[dict]]  # (kind: http | kafka | dns, the port rule's L7 rules)
 
 
-def _l7_of(element: PeerRule, protocol: str, port: int) -> list[L7List] | None:
-    """The L7 rule lists of the element's port rules that cover the port; None when a
-    covering port rule has no L7 rules (then every request is allowed)."""
+def _l7_of(element: PeerRule, protocol: str, port: int, dest) -> list[L7List] | None:
+    """The L7 rule lists of the element's port rules that cover the port (named ports
+    as ``dest``, the destination's labels, declares them); None when a covering port
+    rule has no L7 rules (then every request is allowed)."""
     if not element.to_ports:
         return None
     number = engine.PROTO_NUMBERS.get(protocol.upper(), 0)
     found = []
     for port_rule in element.to_ports:
         if not any(proto in (0, number) and (first == 0 or first <= port <= last)
-                   for proto, first, last in engine.port_rule_specs(port_rule)):
+                   for proto, first, last in engine.port_rule_specs(port_rule, dest)):
             continue
         if not port_rule.l7_kind:
             return None
@@ -86,7 +87,7 @@ def describe_kafka(request: KafkaRequest) -> str:
     return text
 
 
-KIND_NAMES = {"http": "HTTP", "kafka": "Kafka", "dns": "DNS"}
+KIND_NAMES = {"http": "HTTP", "kafka": "Kafka", "dns": "DNS", "tls": "TLS serverNames"}
 
 
 def _l7_verdict(l7: list[L7List], request: Request | KafkaRequest | None,
@@ -96,7 +97,11 @@ def _l7_verdict(l7: list[L7List], request: Request | KafkaRequest | None,
     kinds = {kind for kind, _ in l7}
     if request is None:
         hint = (" (trace one with --http-method/--http-path)" if "http" in kinds else
-                " (trace one with --kafka-api-key/--kafka-topic)" if "kafka" in kinds else "")
+                " (trace one with --kafka-api-key/--kafka-topic)" if "kafka" in kinds else
+                " (the TLS ClientHello's server name: serverNames "
+                + ", ".join(dict.fromkeys(r.get("serverName", "") for kind, rules in l7
+                                          if kind == "tls" for r in rules)) + ")"
+                if "tls" in kinds else "")
         log.append(f"L7 rules apply on this port: each request is judged by the L7 proxy{hint}")
         return True
     wanted = "kafka" if isinstance(request, KafkaRequest) else "http"
@@ -142,6 +147,8 @@ def _direction(rules: list[Rule], direction: str, subject: Side, other: Side, pr
         log.append(f"Not a ciliumpy endpoint: no {direction} policy applies")
         return "ALLOWED"
     selected = engine.selecting(rules, subject.peer.labels)
+    # named ports resolve on the destination: the subject itself on ingress
+    dest = subject.peer.labels if direction == "ingress" else other.peer.labels
     relevant = [r for r in selected if r.selects_direction(direction)]
     reqs = engine.requirements(selected, direction)
     if reqs:
@@ -179,11 +186,11 @@ def _direction(rules: list[Rule], direction: str, subject: Side, other: Side, pr
                 if element.to_ports:
                     ports = [p for pr in element.to_ports for p in pr.ports]
                     log.append(f"      {verb} port {engine.describe_ports(ports)}")
-                    if not engine.port_matches(element, protocol, port):
+                    if not engine.port_matches(element, protocol, port, dest):
                         log.append("        No port match found")
                         continue
                 if not deny:
-                    found = _l7_of(element, protocol, port)
+                    found = _l7_of(element, protocol, port, dest)
                     if found is None:
                         l4_only = True
                     else:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from policies.http_rules import Action, Request
 from policies.kafka_rules import KafkaRequest
+from policies.tls_rules import SniQuery
 from proxy.events import EventEmitter, make_event
 from proxy.state import Decision, StateLoader, normalize_ip
 
@@ -52,7 +53,7 @@ class ConnContext:
         self._described: tuple[object, tuple[dict, dict]] | None = None  # per state
         self._needs_topics: tuple[object, bool] | None = None  # per state
 
-    def judge(self, req: Request | KafkaRequest) -> Decision:
+    def judge(self, req: Request | KafkaRequest | SniQuery) -> Decision:
         return self.loader.evaluate(self.src[0], self.dst[0], self.dst[1], req)
 
     def parser(self) -> str | None:
@@ -95,13 +96,14 @@ class ConnContext:
              method: str | None = None, path: str | None = None, host: str | None = None,
              status: int | None = None, started: float | None = None,
              grpc_status: int | None = None, reason: str = "",
-             kafka: dict | None = None, dns: dict | None = None) -> None:
+             kafka: dict | None = None, dns: dict | None = None,
+             tls: dict | None = None) -> None:
         src, dst = self.endpoints()
         latency = None if started is None else (time.monotonic() - started) * 1000
         self.events.emit(make_event(
             verdict=verdict, protocol=protocol, direction=direction, src=src, dst=dst,
             method=method, path=path, host=host, status=status, latency_ms=latency,
-            grpc_status=grpc_status, reason=reason, kafka=kafka, dns=dns))
+            grpc_status=grpc_status, reason=reason, kafka=kafka, dns=dns, tls=tls))
 
     async def open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         host, port = self.dst

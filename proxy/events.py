@@ -18,9 +18,12 @@ Event::
      "kafka": null | {"api_key": name, "api_version", "correlation_id", "client_id",
                       "topics": [...], "error_code": int | null},
      "dns": null | {"query": name, "qtype": "A", "rcode": "NOERROR" | "REFUSED" | ...,
-                    "ips": [...], "ttl": int | null, "cnames": [...]}}
+                    "ips": [...], "ttl": int | null, "cnames": [...]},
+     "tls": null | {"sni": the ClientHello's server name, or null}}
 
-For Kafka and DNS events ``http.latency_ms`` carries the latency (request to answer).
+A ``tls`` event is one connection on a ``serverNames`` port (FORWARDED: spliced
+through; DENIED: reset, never connected upstream). For Kafka, DNS and TLS events
+``http.latency_ms`` carries the latency (request to answer; TLS: accept to verdict).
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ def make_event(*, verdict: str, protocol: str, direction: str, src: dict, dst: d
                method: str | None = None, path: str | None = None, host: str | None = None,
                status: int | None = None, latency_ms: float | None = None,
                grpc_status: int | None = None, reason: str = "",
-               kafka: dict | None = None, dns: dict | None = None) -> dict:
+               kafka: dict | None = None, dns: dict | None = None,
+               tls: dict | None = None) -> dict:
     event = {
         "type": "l7", "time": time.time(), "verdict": verdict, "protocol": protocol,
         "direction": direction, "src": src, "dst": dst,
@@ -58,6 +62,8 @@ def make_event(*, verdict: str, protocol: str, direction: str, src: dict, dst: d
     }
     if dns is not None:
         event["dns"] = dns
+    if tls is not None:
+        event["tls"] = tls
     return event
 
 

@@ -5,8 +5,9 @@ and restarts any that dies, and the worker itself: transparent listening sockets
 (``SO_REUSEPORT`` + ``IP_TRANSPARENT``; IPv4 ``0.0.0.0:P`` and IPv6 ``[::]:P`` with
 ``IPV6_V6ONLY``) shared by all workers, the original destination of an accepted
 connection (``getsockname()``, because the datapath redirects with ``bpf_sk_assign``),
-and choosing the protocol handler: Kafka or DNS (over TCP) when the port's L7 policy
-says so, otherwise HTTP/2 (client preface) or HTTP/1 from the first bytes. The same
+and choosing the protocol handler: Kafka, DNS (over TCP) or TLS (``serverNames``) when
+the port's L7 policy says so, otherwise HTTP/2 (client preface) or HTTP/1 from the
+first bytes. The same
 port number also takes redirected DNS over UDP (``proxy/dns.py``).
 
 ``--test-upstream HOST:PORT`` is TEST-ONLY: it replaces the original destination (for
@@ -32,6 +33,7 @@ from proxy.http1 import Http1Handler
 from proxy.http2 import PREFACE, Http2Handler
 from proxy.kafka import KafkaHandler
 from proxy.state import DEFAULT_STATE_PATH, StateLoader
+from proxy.tls import TlsHandler
 
 IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
 IPV6_TRANSPARENT = 75
@@ -145,6 +147,9 @@ class Worker:
                 return
             if parser == "dns":
                 await DnsTcpHandler(ctx, self.dns, reader, writer).run()
+                return
+            if parser == "tls":  # serverNames: the ClientHello's SNI, TLS not terminated
+                await TlsHandler(ctx, reader, writer).run()
                 return
             try:
                 initial = await read_preface(reader, self.config.header_timeout)

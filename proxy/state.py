@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from policies.fqdn import DnsQuery, DnsRuleSet
 from policies.http_rules import Action, Request, RuleError, RuleSet
 from policies.kafka_rules import KafkaRequest, KafkaRuleError, KafkaRuleSet
+from policies.tls_rules import SniQuery, TlsRuleSet
 
 WORLD = 2
 CHECK_INTERVAL = 0.1
@@ -45,13 +46,14 @@ def normalize_ip(ip: str) -> str:
     return str(addr)
 
 
-PARSERS = {"http": RuleSet, "kafka": KafkaRuleSet, "dns": DnsRuleSet}
+PARSERS = {"http": RuleSet, "kafka": KafkaRuleSet, "dns": DnsRuleSet, "tls": TlsRuleSet}
+Query = Request | KafkaRequest | DnsQuery | SniQuery
 
 
 @dataclass
 class Entry:
     remotes: frozenset[int] | None  # None: any identity
-    rules: RuleSet | KafkaRuleSet | DnsRuleSet
+    rules: RuleSet | KafkaRuleSet | DnsRuleSet | TlsRuleSet
     parser: str = "http"
 
 
@@ -122,13 +124,13 @@ class ProxyState:
         return any(getattr(e.rules, "needs_topics", False)
                    for _, entries, _ in self.directions(src, dst, port) for e in entries)
 
-    def evaluate(self, src: str, dst: str, port: int, req: Request | KafkaRequest | DnsQuery
-                 ) -> Decision:
+    def evaluate(self, src: str, dst: str, port: int, req: Query) -> Decision:
         dirs = self.directions(src, dst, port)
         if not dirs:
             return Decision(False, f"no L7 policy for {dst}:{port}", "ingress")
         kind = "kafka" if isinstance(req, KafkaRequest) else (
-            "dns" if isinstance(req, DnsQuery) else "http")
+            "dns" if isinstance(req, DnsQuery) else "tls" if isinstance(req, SniQuery)
+            else "http")
         actions: list[Action] = []
         for direction, entries, remote in dirs:
             applicable = [e for e in entries if e.remotes is None or remote in e.remotes]
@@ -204,8 +206,7 @@ class StateLoader:
             self.state, self._digest = None, None
             self.error = f"state file unusable: {exc}"
 
-    def evaluate(self, src: str, dst: str, port: int, req: Request | KafkaRequest | DnsQuery
-                 ) -> Decision:
+    def evaluate(self, src: str, dst: str, port: int, req: Query) -> Decision:
         state = self.current()
         if state is None:
             return Decision(False, self.error or "no state", "ingress")

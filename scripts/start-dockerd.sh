@@ -9,8 +9,16 @@ if /usr/bin/docker -H "unix://$DOCKER_SOCK" version >/dev/null 2>&1; then
   exit 0
 fi
 mkdir -p /run/docker/plugins
-nohup /usr/sbin/dockerd --host="unix://$DOCKER_SOCK" --bridge=none --iptables=false \
-      --ip-masq=false --pidfile=/run/docker.pid >>/var/log/ciliumpy-dockerd.log 2>&1 &
+# dockerd outlives this script: it must not keep any descriptor the caller holds open
+# (a lock taken with `flock LOCK make test`, for one, would then be held forever)
+(
+  for fd in /proc/self/fd/*; do
+    fd=${fd##*/}
+    if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+  done
+  exec nohup /usr/sbin/dockerd --host="unix://$DOCKER_SOCK" --bridge=none --iptables=false \
+       --ip-masq=false --pidfile=/run/docker.pid >>/var/log/ciliumpy-dockerd.log 2>&1
+) &
 for _ in $(seq 1 120); do
   /usr/bin/docker -H "unix://$DOCKER_SOCK" version >/dev/null 2>&1 && exit 0
   sleep 0.5

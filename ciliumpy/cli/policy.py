@@ -92,12 +92,13 @@ def policy_import(ctx: click.Context, files: tuple[str, ...]) -> None:
     """Import (add or replace by name) policies into the cluster; prints the revision."""
     from policies.parser import PolicyError, load_documents, parse_documents
 
-    loaded = {}
+    loaded, said = {}, set()
     for path in files:  # validate every file before importing any
         try:
             documents = load_documents(_read(path))
-            _echo_warnings(path, parse_documents(documents, path,
-                                                 path.rsplit("/", 1)[-1].rsplit(".", 1)[0]))
+            parsed = parse_documents(documents, path, path.rsplit("/", 1)[-1].rsplit(".", 1)[0])
+            _echo_warnings(path, parsed)
+            said |= {w for p in parsed for w in p.warnings}
         except PolicyError as exc:
             raise click.ClickException(str(exc)) from None
         except Exception as exc:  # YAML errors: let the parser word them
@@ -109,6 +110,9 @@ def policy_import(ctx: click.Context, files: tuple[str, ...]) -> None:
         answer = api(ctx, "/v1/policy", "POST", {"documents": documents, "source": path},
                      timeout=120)
         revision = answer["revision"]
+        for warning in answer.get("warnings") or ():  # what only the agent knows
+            if warning not in said:  # (a named port no container declares)
+                click.echo(f"warning: {path}: {warning}", err=True)
         click.echo(f"{path}: imported {', '.join(answer['policies'])}")
     click.echo(f"Revision: {revision}")
 

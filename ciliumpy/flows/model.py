@@ -386,6 +386,11 @@ def _l7_flow(event: dict, node_name: str, container_of: ContainerOf, verdict: st
             ips = ",".join(dns.get("ips") or [])
             summary += f" {dns.get('rcode')}" + (f" ({ips}) TTL: {dns.get('ttl')}" if ips
                                                   else "")
+    elif proto == "tls":
+        # Hubble's Layer7 record has no TLS kind: the flow carries the SNI in its summary
+        sni = (event.get("tls") or {}).get("sni") or "-"
+        summary = (f"TLS ClientHello SNI {sni} "
+                   f"{'spliced' if verdict == 'FORWARDED' else 'reset'}")
     elif proto == "kafka" and kafka is not None:
         topic = ",".join(kafka.get("topics") or [])
         record = {"error_code": kafka.get("error_code") if response else None,

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from datapath import datapath
-from tests.support.agent import CLI, new_pin_dir, raw_post
+from tests.support.agent import CLI, SESSION_STATE_DIRS, new_pin_dir, raw_post
 
 ACTIVATE = {"Implements": ["NetworkDriver", "IpamDriver"]}
 
@@ -41,6 +41,17 @@ def test_each_socket_serves_only_its_own_api(agent):
     assert status == 404 and "not served on this socket" in answer["Err"]
     status, answer = raw_post(agent.plugin_socket, "/v1/status", b"")
     assert status == 404
+
+
+def test_requests_gunicorn_refuses_get_a_json_error_too(agent):
+    """A request line over gunicorn's 4094-byte limit and a malformed header are refused
+    before the application: still in the API's shape, not as an HTML page."""
+    for sock in (agent.plugin_socket, agent.api_socket):
+        status, answer = raw_post(sock, "/v1/identities/" + "a" * 5000, b"")
+        assert status == 414 and answer["Err"].startswith("URI Too Long"), (status, answer)
+    status, answer = raw_post(agent.api_socket, "/v1/status\x01", b"")
+    assert status == 400 and "Invalid" in answer["Err"], (status, answer)
+    assert raw_post(agent.plugin_socket, "/Plugin.Activate", b"") == (200, ACTIVATE)
 
 
 def test_status_table_and_json(agent):
@@ -129,6 +140,7 @@ def test_systemd_socket_activation(tmp_path):
     plugin = str(tmp_path / "activated.sock")
     api = str(tmp_path / "api.sock")
     pin_dir = new_pin_dir()
+    SESSION_STATE_DIRS.add(str(tmp_path / "state"))  # its L7 proxy, for the session's sweep
     proc = subprocess.Popen(
         ["systemd-socket-activate", "-l", plugin, sys.executable, "-m", "ciliumpy", "agent",
          "--state-dir", str(tmp_path / "state"), "--api-socket", api, "--bpf-pin-dir", pin_dir],

@@ -53,7 +53,9 @@ def world(agent, docker_ready):
                           "--subnet", "10.76.0.0/16", net)
     client.networks.append(proc.stdout.strip())
     names = {}
-    for role, labels in (("server", ["app=server"]), ("prod", ["app=client", "env=prod"]),
+    # the server declares its port 8080 by the name "web" (named ports, "named-port")
+    for role, labels in (("server", ["app=server", "ciliumpy.port.web=8080"]),
+                         ("prod", ["app=client", "env=prod"]),
                          ("dev", ["app=client", "env=dev"]), ("other", ["app=other"])):
         args = [x for label in labels for x in ("-l", label)]
         name = f"cpy-{role}-{uuid.uuid4().hex[:4]}"
@@ -117,6 +119,12 @@ ingress:
   ingress: [{{fromEndpoints: [{{matchLabels: {{app: other}}}}]}}]""",
               [("dev", "81/tcp", "ALLOWED"), ("dev", "80/tcp", "DENIED"),
                ("other", "8080/tcp", "ALLOWED"), ("prod", "81/tcp", "DENIED")]),
+    "named-port": (f"""endpointSelector: {SERVER}
+ingress:
+- fromEndpoints: [{{matchLabels: {{app: client}}}}]
+  toPorts: [{{ports: [{{port: web, protocol: TCP}}]}}]""",
+                   [("prod", "8080/tcp", "ALLOWED"), ("prod", "80/tcp", "DENIED"),
+                    ("other", "8080/tcp", "DENIED")]),
     "icmps": (f"""endpointSelector: {SERVER}
 ingress:
 - fromEndpoints: [{{matchLabels: {{app: client}}}}]
@@ -188,6 +196,18 @@ def test_datapath_verdicts_match_trace(case, agent, world, tmp_path):
         for src, dport, expected in probes:
             assert predicted(agent, names, src, "server", dport) == expected, (src, dport)
             assert probe(client, names, ips, src, "server", dport) == expected, (src, dport)
+    finally:
+        clear(agent)
+
+
+def test_a_named_port_no_container_declares_loads_with_a_warning(agent, world, tmp_path):
+    path = tmp_path / "metrics.yaml"
+    path.write_text(f"""endpointSelector: {SERVER}
+ingress: [{{toPorts: [{{ports: [{{port: metrics}}, {{port: web}}]}}]}}]""")
+    try:
+        proc = cli(agent, "policy", "import", str(path))
+        assert "named port 'metrics': no container declares it yet" in proc.stderr + proc.stdout
+        assert "named port 'web'" not in proc.stderr + proc.stdout  # the server declares it
     finally:
         clear(agent)
 

@@ -291,3 +291,47 @@ def test_bad_services_are_refused_and_change_nothing(agent):
     assert proc.returncode != 0 and "name" in proc.stderr
     assert agent.api("/v1/services") == before
     assert cli(agent, "service", "delete", "no-such-svc", check=False).returncode != 0
+
+
+@pytest.mark.timeout(180)
+def test_to_services_allows_the_backends_of_the_named_service(agent, docker, web, tmp_path):
+    """toServices (Cilium's k8sService, by name) allows egress to the backends of the
+    ciliumpy service of that name, through its VIP and directly; never to another
+    container; a service that does not exist (yet, or any more) selects nothing."""
+    tag = web["tag"]
+    name, vip = f"svc-{tag}", "10.96.78.20"
+    other = docker.run(web["net"], "-l", f"app=lbother-{tag}", command=SERVE)
+    other_ip = docker.ip(other, web["net"])
+    backend_ip = next(iter(web["backends"].values()))[1]
+
+    def reach(address: str) -> bool:
+        return docker.exec(web["client"], "timeout", "3", "wget", "-qO-",
+                           f"http://{address}/", check=False).returncode == 0
+
+    policy = tmp_path / f"to-services-{tag}.yaml"
+    policy.write_text(f"""endpointSelector: {{matchLabels: {{app: lbclient-{tag}}}}}
+egress:
+- toServices: [{{k8sService: {{serviceName: {name}, namespace: default}}}}]
+  toPorts: [{{ports: [{{port: "80", protocol: TCP}}]}}]
+""")
+    revision = cli(agent, "policy", "import", str(policy)).stdout.strip().rsplit(" ", 1)[1]
+    cli(agent, "policy", "wait", revision)
+    try:
+        assert not reach(backend_ip), "no such service yet: the rule must select nothing"
+        web["services"].append(name)
+        cli(agent, "service", "create", name, "--frontend", f"{vip}:80",
+            "--selector", f"app=lbweb-{tag}")
+        wait_backends(agent, name, 3)
+        assert wait_for(lambda: reach(backend_ip), timeout=10), "backend still refused"
+        assert reach(vip), "the service's VIP leads to its backends"
+        assert not reach(other_ip), "a container that is no backend was reached"
+        backend = next(iter(web["backends"].values()))[0]
+        for dst, verdict in ((backend, "ALLOWED"), (other, "DENIED")):
+            out = cli(agent, "policy", "trace", "--src", web["client"], "--dst", dst,
+                      "--dport", "80/tcp", "-o", "json").stdout
+            assert json.loads(out)["verdict"] == verdict, (dst, out)
+        cli(agent, "service", "delete", name)
+        assert wait_for(lambda: not reach(backend_ip), timeout=10), \
+            "the service is gone but its backends are still allowed"
+    finally:
+        cli(agent, "policy", "delete", policy.stem, check=False)

@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from proxy.events import EventReceiver
+from tests.support.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 IDENTITY = 256
@@ -183,10 +183,4 @@ class Proxy:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ciliumpy.apiclient import APIError, call
 from datapath import datapath
+from tests.support.processes import stop_process
 
 CLI = [sys.executable, "-m", "ciliumpy"]
 
@@ -50,8 +51,59 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+# What this test session's agents were given: swept at the end of the session
+# (sweep_session) in case a test's own cleanup missed something.
+SESSION_PIN_DIRS: set[str] = set()
+SESSION_STATE_DIRS: set[str] = set()
+
+
 def new_pin_dir() -> str:
-    return f"/sys/fs/bpf/ciliumpy-test-{uuid.uuid4().hex[:8]}"
+    path = f"/sys/fs/bpf/ciliumpy-test-{uuid.uuid4().hex[:8]}"
+    SESSION_PIN_DIRS.add(path)
+    return path
+
+
+def _proxy_processes(state_dirs: set[str]) -> list[int]:
+    """Pids of L7 proxies started by this session's agents: their command line names
+    one of the agents' state directories. (The event reader dies with its agent.)"""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in args]
+        if words[1:3] != ["-m", "proxy"]:
+            continue
+        if any(word.startswith(tuple(state_dirs)) for word in words):
+            found.append(int(entry))
+    return found
+
+
+def sweep_session() -> list[str]:
+    """The safety net at the end of a test session: L7 proxies still running for an
+    agent of this session, and ``from_netdev`` filters of this session's
+    pin directories on this namespace's devices (each holds ~180 MB of kernel memory).
+    Returns what it had to remove: each is a test whose cleanup missed something."""
+    swept = []
+    states = {str(s) for s in SESSION_STATE_DIRS}
+    for pid in _proxy_processes(states) if states else []:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            if os.getpgid(pid) == pid:  # a proxy leads its workers' group
+                os.killpg(pid, signal.SIGTERM)
+            else:
+                os.kill(pid, signal.SIGTERM)
+            swept.append(f"process {pid}: {cmdline.decode(errors='replace')[:200]}")
+        except OSError:
+            pass
+    for pin_dir in sorted(SESSION_PIN_DIRS):
+        removed = datapath.uninstall(pin_dir)
+        if removed:
+            swept.append(f"from_netdev filter of {pin_dir} on ifindex {removed}")
+    return swept
 
 
 @dataclass
@@ -74,6 +126,8 @@ class Agent:
     proxy_port: int = field(default_factory=lambda: free_port())
 
     def start(self, timeout: float = 20.0) -> None:
+        SESSION_PIN_DIRS.add(self.pin_dir)
+        SESSION_STATE_DIRS.add(str(self.state_dir))
         self.log_path = self.log_path or self.state_dir / "agent.log"
         args = self.wrapper + CLI + ["agent", "--state-dir", str(self.state_dir),
                       "--plugin-socket", self.plugin_socket, "--api-socket", self.api_socket,
@@ -146,13 +200,8 @@ class Agent:
         return [int(p) for p in out.split()]
 
     def stop(self, keep_pins: bool = False) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        if self.proc:
+            stop_process(self.proc, 20)
         if keep_pins:
             return
         self._end_proxy()

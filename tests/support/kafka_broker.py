@@ -75,6 +75,8 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from tests.support.processes import stop_process
+
 REPO = Path(__file__).resolve().parents[2]
 NFT_TABLE = "kafka_harness"  # ip family; ours alone, so we can delete it whole
 TOPIC_AUTHORIZATION_FAILED = 29
@@ -428,13 +430,7 @@ class KafkaBroker:
         """SIGTERM, wait, SIGKILL if it hangs. Returns the exit status."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, timeout)
         if self.proc.stdout:
             self.proc.stdout.close()
         return self.proc.returncode

@@ -7,12 +7,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import tempfile
 import time
 
 from tests.support.netns import NetnsEndpoint
+from tests.support.processes import stop_process
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 
@@ -53,14 +53,7 @@ class Resolver:
         return []
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            # ip netns exec execs dnsmasq: this pid is dnsmasq's own
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)  # ip netns exec execs dnsmasq: this pid is dnsmasq's own
         self.ns.delete()
         with contextlib.suppress(OSError):
             os.unlink(self.log)

@@ -107,16 +107,16 @@ spec:
   endpointSelector: {matchLabels: {app: a}}
   egress:
   - toEntities: [kube-apiserver]
-  - toServices: [{k8sService: {serviceName: db, namespace: default}}]
+  - toServices: [{k8sServiceSelector: {selector: {matchLabels: {app: db}}}}]
     toPorts: [{ports: [{port: "5432", protocol: TCP}]}]
   - toEntities: [world, ingress]
 """
     (policy,) = parse_text(text)
     assert [w.split(":")[0] for w in policy.warnings] == [
-        "spec.egress[0].toEntities[0]", "spec.egress[1].toServices",
+        "spec.egress[0].toEntities[0]", "spec.egress[1].toServices[0].k8sServiceSelector",
         "spec.egress[2].toEntities[1]"]
     egress = policy.rules[0].egress
-    assert egress[0].entities == ("none",) and egress[1].endpoints == ()
+    assert egress[0].entities == ("none",) and egress[1].services == ()
     assert egress[2].entities == ("world",)
     for dst, port in (("host", "443/tcp"), ("app=db", "5432/tcp")):
         assert trace(text, "--src", "app=a", "--dst", dst, "--dport", port)["verdict"] == \
@@ -263,7 +263,8 @@ status: {conditions: []}
 @pytest.mark.parametrize(("field", "words"), [
     ("listener: {envoyConfig: {kind: CiliumEnvoyConfig, name: x}, name: l}",
      "Envoy listeners (listener) are not supported"),
-    ("serverNames: [example.com]", "serverNames) are not supported yet"),
+    ("serverNames: [example.com]\n      rules: {http: [{}]}",
+     "serverNames are not allowed with L7 rules (rules) without TLS termination"),
     ("terminatingTLS: {secret: {name: s}}", "TLS interception"),
 ])
 def test_cilium_fields_we_lack_get_their_own_sentence(field, words):

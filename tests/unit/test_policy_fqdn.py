@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import time
 
 import pytest
 
@@ -126,6 +127,13 @@ def test_to_fqdns_allows_exactly_the_addresses_learnt_for_its_names():
     assert all(e.l7_kind == "dns" for e in egress_of(policy.rules, universe) if e.port == 53)
 
 
+def test_dns_rules_on_protocol_any_open_tcp_and_udp_never_sctp():
+    (policy,) = parse_text(FQDN_RULE)
+    universe, _ = universe_with(policy.rules, {})
+    dns = [e for e in egress_of(policy.rules, universe) if e.port == 53]
+    assert {e.proto for e in dns} == {6, 17}, dns  # SCTP (132) could not be proxied
+
+
 def test_nothing_learnt_allows_nothing():
     (policy,) = parse_text(FQDN_RULE)
     universe, _ = universe_with(policy.rules, {})
@@ -167,6 +175,57 @@ def test_cache_applies_the_minimum_ttl_and_expires():
     assert cache.addresses(30.0) == {ipaddress.ip_address("10.99.0.1"): ("a.test.",)}
     with pytest.raises(ValueError):
         cache.learn("c.test", ["not-an-ip"], ttl=1, now=0.0)
+
+
+def test_cache_export_and_restore_keep_expiries_across_clocks():
+    cache = FQDNCache(min_ttl=0)
+    cache.learn("a.test", ["10.99.0.1", "fd00::1"], ttl=60, now=100.0)
+    cache.learn("b.test", ["10.99.0.2"], ttl=5, now=100.0)
+    saved = cache.export(now=110.0, wall=5000.0)  # a.test: 50 s left, b.test: expired
+    assert saved == {"a.test.": {"10.99.0.1": 5050.0, "fd00::1": 5050.0}}
+    again = FQDNCache(min_ttl=300)  # a restart: another monotonic clock, 20 s later
+    assert again.restore(saved, now=7.0, wall=5020.0) == 2
+    assert again.next_expiry() == 37.0  # its own 30 s left, not the minimum TTL
+    assert set(again.addresses(8.0)) == {ipaddress.ip_address("10.99.0.1"),
+                                         ipaddress.ip_address("fd00::1")}
+    # malformed or expired entries are skipped, never raised
+    junk = {"x.test": {"not-an-ip": 9e9, "10.0.0.9": "soon", "10.0.0.8": 1.0}, "y": [1],
+            7: {}}
+    assert FQDNCache(0).restore(junk, now=0.0, wall=100.0) == 0
+    assert FQDNCache(0).restore(None, now=0.0, wall=100.0) == 0
+
+
+def test_manager_keeps_the_cache_across_a_restart_and_retries_a_failed_apply(tmp_path):
+    from ciliumpy.fqdn import FqdnManager
+
+    applied: list[dict] = []
+    fail = [True]
+
+    def apply(addresses: dict) -> None:
+        if fail[0]:
+            raise RuntimeError("policy manager busy")
+        applied.append(addresses)
+
+    first = FqdnManager(str(tmp_path / "fqdn.sock"), 300, apply)
+    first.start()
+    try:
+        with pytest.raises(RuntimeError):
+            first.learn("a.test", ["10.99.0.1"], 60)
+        fail[0] = False  # the expiry thread retries within about a second
+        deadline = time.time() + 5
+        while not applied and time.time() < deadline:
+            time.sleep(0.05)
+        assert applied and ipaddress.ip_address("10.99.0.1") in applied[-1]
+    finally:
+        first.stop()
+    applied.clear()
+    second = FqdnManager(str(tmp_path / "fqdn.sock"), 300, apply)
+    second.start()
+    try:
+        assert applied and set(applied[0]) == {ipaddress.ip_address("10.99.0.1")}
+        assert [row["name"] for row in second.view()] == ["a.test."]
+    finally:
+        second.stop()
 
 
 def test_proxy_state_judges_dns_queries_for_udp_and_tcp_entries():

@@ -21,7 +21,8 @@ EXPECTED = {
     "07_two_peers": "spec.ingress[0]: combining fromEndpoints and fromEntities is not supported",
     "08_l7_udp": "spec.ingress[0].toPorts[0].ports[0].protocol: L7 rules can only apply to TCP",
     "09_except_outside": "spec.egress[0].toCIDRSet[0].except[0]: 192.168.0.0/16 is not inside",
-    "10_port_text": "spec.ingress[0].toPorts[0].ports[0].port: 'http' is not a port number",
+    "10_port_text": "spec.ingress[0].toPorts[0].ports[0].port: 'web server' is neither a "
+                     "port number nor a port name",
     "11_port_range": "ports[0].port: 70000 is out of range 0..65535",
     "12_endport_below": "ports[0].endPort: endPort 80 is below port 90",
     "13_protocol": "ports[0].protocol: protocol 'ICMP' is not one of TCP, UDP, SCTP, ANY",

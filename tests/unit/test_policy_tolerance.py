@@ -138,7 +138,7 @@ def test_validate_json_reports_each_file_without_an_agent(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text(BASE + "  ingress: [{fromEntities: [host]}]\n")
     warned = tmp_path / "warned.yaml"
-    warned.write_text(BASE + "  egress: [{toServices: [{k8sService: {serviceName: db}}]}]\n")
+    warned.write_text(BASE + "  egress: [{toServices: [{k8sServiceSelector: {selector: {}}}]}]\n")
     bad = tmp_path / "bad.yaml"
     bad.write_text(BASE + "  egress: [{toFQDNs: [{matchName: 'cilium io'}]}]\n")
     # an API socket that does not exist: validation must not need the agent
@@ -152,7 +152,7 @@ def test_validate_json_reports_each_file_without_an_agent(tmp_path):
     assert by_file[str(good)]["status"] == "valid"
     assert by_file[str(good)]["policies"] == [{"name": "good", "rules": 1, "warnings": []}]
     assert by_file[str(warned)]["status"] == "warnings"
-    assert "toServices selects Kubernetes services" in \
+    assert "selects services by their labels" in \
         by_file[str(warned)]["policies"][0]["warnings"][0]
     assert by_file[str(bad)]["status"] == "refused"
     assert "invalid characters in matchName" in by_file[str(bad)]["error"]
