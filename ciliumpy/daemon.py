@@ -240,7 +240,7 @@ class Agent:
         # toServices rules follow the services they name
         self.policy.service_selector = self.services.selector_of
         self.services.on_services_changed = self.policy.services_changed
-        self.services.register_netns("host", "/proc/self/ns/net", self.node_ip,
+        self.services.netns.register("host", "/proc/self/ns/net", self.node_ip,
                                      self.config.node_ipv6 or None)
         self.services.start()
 
@@ -325,7 +325,7 @@ class Agent:
             for endpoint_id in info.endpoints:
                 endpoint = self.store.endpoint(endpoint_id)
                 if endpoint is not None:
-                    self.services.register_netns(
+                    self.services.netns.register(
                         endpoint_id, f"/proc/{info.pid}/ns/net",
                         endpoint.ipv4 and endpoint.ipv4.split("/")[0],
                         endpoint.ipv6 and endpoint.ipv6.split("/")[0])
@@ -439,7 +439,7 @@ class Agent:
         if self.cluster is not None:
             self.cluster.kick()
         if self.services is not None:
-            self.services.unregister_netns(endpoint.endpoint_id)
+            self.services.netns.unregister(endpoint.endpoint_id)
             self.services.kick()
 
     def address_released(self, allocation: Allocation) -> None:

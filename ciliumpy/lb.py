@@ -2,8 +2,8 @@
 endpoints, resolves each service's backends (listed, selected by labels, or joined by
 the ``ciliumpy.service`` label), builds its Maglev table and programs the datapath's
 service maps (``datapath.lb.ServiceTables``); names the network namespaces of this
-node's containers to the socket hooks, with their addresses, so a client's backend
-can be predicted (``affinity: client``).
+node's containers to the socket hooks (``ciliumpy.lb_netns``), with their addresses, so
+a client's backend can be predicted (``affinity: client``).
 
 Every node computes the same tables from the same inputs (backends sorted, Maglev
 deterministic), so a client gets the same backend whichever node it runs on. A change
@@ -22,12 +22,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ciliumpy import service_store
 from ciliumpy.clustermesh_services import BackendPublisher, merge
-from datapath import sock_lb
+from ciliumpy.lb_netns import NetnsRegistry
+from ciliumpy.lb_types import (  # noqa: F401 (ClusterEndpoint, label_dict: for callers)
+    ClusterEndpoint,
+    Programmed,
+    frontend_address,
+    label_dict,
+)
 from datapath.lb import Address, ServiceTables
 from datapath.maps import LB_HOST_PORT
 from services import maglev
@@ -37,39 +42,6 @@ from state.kvstore.base import KVError, KVStore
 
 log = logging.getLogger("ciliumpy.services")
 RESYNC_SECONDS = 30.0
-
-
-@dataclass
-class ClusterEndpoint:
-    """What backend selection reads of an endpoint anywhere in the cluster."""
-
-    labels: dict[str, str]
-    addresses: list[str]
-    node: str = ""
-    name: str = ""
-
-
-@dataclass
-class Programmed:
-    backends: list[Any] = field(default_factory=list)
-    slots: dict[str, int] = field(default_factory=dict)  # backend -> slots it holds
-    clusters: dict[str, str] = field(default_factory=dict)  # remote backend -> its cluster
-    signature: tuple = ()
-    seconds: float = 0.0
-
-
-def _frontend(service: Service) -> Address:
-    return Address(service.frontend.address, service.frontend.port, service.frontend.protocol)
-
-
-def label_dict(labels: list[str] | tuple[str, ...] | None) -> dict[str, str]:
-    """``source:key=value`` identity labels as key -> value (selectors name keys)."""
-    result = {}
-    for text in labels or ():
-        body, _, value = text.partition("=")
-        source, sep, key = body.partition(":")
-        result[key if sep and source.isalpha() else body] = value
-    return result
 
 
 class ServiceManager:
@@ -92,7 +64,7 @@ class ServiceManager:
         self._full = False
         self._dirty: set[str] = set()
         self._endpoints_changed = False
-        self._netns: dict[str, int] = {}  # endpoint id -> its namespace's cookie
+        self.netns = NetnsRegistry(tables)  # this node's namespaces, for the socket hooks
         # Cluster Mesh (ciliumpy.clustermesh_services): other clusters' backends of a
         # global service, and where this node's own share is published
         self.mesh_backends: Callable[[str], dict[Backend, str]] | None = None
@@ -225,12 +197,12 @@ class ServiceManager:
         """The services naming ``service``'s frontend, as this agent knows them now
         (changes not yet processed included): what a new service's conflict check needs,
         in O(pending changes) rather than a pass over every service."""
-        frontend = _frontend(service)
+        frontend = frontend_address(service)
         with self._lock:
             names = set(self._claims.get(frontend, ()))
             for name in self._dirty:  # stored or removed, not processed yet
                 pending = self.services.get(name)
-                if pending is not None and _frontend(pending) == frontend:
+                if pending is not None and frontend_address(pending) == frontend:
                     names.add(name)
                 else:
                     names.discard(name)
@@ -286,7 +258,7 @@ class ServiceManager:
             self._claims, self._claimed, self._owners = {}, {}, {}
             for name, service in self.services.items():
                 self._selectors.add(service)
-                self._claim(name, _frontend(service))
+                self._claim(name, frontend_address(service))
             self.conflicts, rebuilt = {}, 0
             for frontend, names in self._claims.items():
                 owner = self._owners[frontend] = min(names)  # the same choice on every node
@@ -318,7 +290,7 @@ class ServiceManager:
         frontends it left or names settled. O(that service and its frontend's)."""
         service = self.services.get(name)
         old = self._claimed.pop(name, None)
-        new = _frontend(service) if service is not None else None
+        new = frontend_address(service) if service is not None else None
         if service is None:
             self._selectors.remove(name)
             self.conflicts.pop(name, None)
@@ -387,29 +359,6 @@ class ServiceManager:
         log.info("service %s: %d backends programmed", service.name, len(backends))
         return True
 
-    # ---- namespaces of this node's containers ---------------------------------------
-    def register_netns(self, endpoint_id: str, netns_path: str, ipv4: str | None,
-                       ipv6: str | None) -> None:
-        """The container's namespace named to the socket hooks with its addresses."""
-        try:
-            cookie = sock_lb.netns_cookie(netns_path)
-        except sock_lb.SockLBError as exc:
-            log.warning("endpoint %s: %s (its sockets use the fallback scope)",
-                        endpoint_id[:12], exc)
-            return
-        self.tables.set_netns(cookie, ipv4, ipv6)
-        with self._lock:
-            old = self._netns.get(endpoint_id)
-            self._netns[endpoint_id] = cookie
-        if old is not None and old != cookie:
-            self.tables.delete_netns(old)
-
-    def unregister_netns(self, endpoint_id: str) -> None:
-        with self._lock:
-            cookie = self._netns.pop(endpoint_id, None)
-        if cookie is not None:
-            self.tables.delete_netns(cookie)
-
     # ---- views --------------------------------------------------------------------
     def describe(self, service: Service) -> dict[str, Any]:
         with self._lock:
@@ -437,5 +386,5 @@ class ServiceManager:
     def view(self) -> dict[str, Any]:
         with self._lock:
             return {"services": len(self.services), "programmed": len(self.programmed),
-                    "backends": self.tables.backend_count(), "namespaces": len(self._netns),
+                    "backends": self.tables.backend_count(), "namespaces": len(self.netns),
                     "conflicts": len(self.conflicts), "error": self.error}
