@@ -16,6 +16,7 @@ reported (AUDIT) and nothing is dropped.
 from __future__ import annotations
 
 import collections
+import ipaddress
 import logging
 
 from ciliumpy.endpoints import EndpointManager, _Written
@@ -50,7 +51,9 @@ class HostFirewall:
                 self.datapath.set_host_endpoint(False, False)
             self._written.produced = collections.Counter(
                 e for e in self.datapath.entries if e.ep == maps.HOST_EP_KEY)
-        log.info("host firewall on: host labels %s", ", ".join(self.labels))
+        adopted = self.datapath.ct_adopt(established_tcp())
+        log.info("host firewall on: host labels %s; %d established connections adopted",
+                 ", ".join(self.labels), adopted)
 
     def sync(self) -> None:
         """Brings the host's policy entries and enforcement to its view."""
@@ -71,6 +74,38 @@ class HostFirewall:
         ingress, egress = self._written.flags or (False, False)
         return {"enabled": True, "labels": self.labels, "enforce_ingress": ingress,
                 "enforce_egress": egress, "entries": sum(1 for _ in self._written.produced)}
+
+
+def established_tcp(proc_net: str = "/proc/self/net") -> list[tuple]:
+    """The host's established TCP connections in this network namespace, from
+    /proc/net/tcp and tcp6: (local address, local port, remote address, remote port)."""
+    found = []
+    for name, size in (("tcp", 4), ("tcp6", 16)):
+        try:
+            with open(f"{proc_net}/{name}", encoding="ascii") as handle:
+                lines = handle.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] != "01":  # TCP_ESTABLISHED
+                continue
+            (local, lport), (remote, rport) = (_endpoint(fields[1], size),
+                                               _endpoint(fields[2], size))
+            if not local.is_loopback:  # loopback never meets the host firewall
+                found.append((local, lport, remote, rport))
+    return found
+
+
+def _endpoint(text: str, size: int) -> tuple:
+    """``0100007F:0016`` (the kernel's u32 words in host byte order) -> (address, port)."""
+    address, port = text.split(":")
+    raw = bytes.fromhex(address)
+    packed = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    ip = ipaddress.ip_address(packed[:size])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip, int(port, 16)
 
 
 def disable(datapath: Datapath) -> None:

@@ -34,6 +34,8 @@ def backstop_horizon_ns(egress_bps: int) -> int:
     return max(50_000_000, 4 * 65536 * 8 * 1_000_000_000 // egress_bps)
 
 
+# conntrack flags of an adopted connection (bpf/lib/common.h): both sides' policy passed it
+CT_ADOPTED = 1 | 2 | 8  # CT_EGRESS_OK | CT_INGRESS_OK | CT_ESTABLISHED
 CT_TIMEOUTS_NS = {"closing": 10e9, "established": 21600e9, "syn": 60e9, "other": 60e9}
 
 
@@ -161,6 +163,28 @@ class Datapath:
             maps.EP_AUDIT if self.audit_mode else 0)
         with self._lock:
             self.maps["cp_endpoints_v2"].update(maps.ct.c_uint32(maps.HOST_EP_KEY), info)
+
+    def ct_adopt(self, connections: Iterable[tuple]) -> int:
+        """Connections that exist before the host firewall tracks the host (the agent's
+        own to its kvstore, an operator's SSH session), as tracked and established both
+        ways, so a host policy never cuts them: (local address, local port, remote
+        address, remote port) of TCP sockets. Returns how many were added."""
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        table, added = self.maps["cp_ct_v1"], 0
+        for local, lport, remote, rport in connections:
+            key, value = maps.CtKey(), maps.CtVal()
+            key.family = 4 if local.version == 4 else 6
+            key.saddr[:] = list(local.packed.ljust(16, b"\0"))
+            key.daddr[:] = list(remote.packed.ljust(16, b"\0"))
+            key.sport, key.dport, key.proto = lport, rport, 6
+            if table.lookup(key) is not None:
+                continue
+            value.created = value.last_seen = now
+            value.flags = CT_ADOPTED
+            value.src_identity, value.dst_identity = 1, 0
+            table.update(key, value)
+            added += 1
+        return added
 
     def remove_host_endpoint(self) -> None:
         """The host firewall off: no host entry, no host policy entries."""
