@@ -42,6 +42,9 @@ class TC:
         if to_netdev_fd is not None:
             filters.append((EGRESS_PARENT, to_netdev_fd, "to_netdev"))
         self._attach(ifindex, tuple(filters), prio)
+        if to_netdev_fd is None:  # an earlier agent's, run with the host firewall
+            with self._lock:
+                self._detach_named(ifindex, EGRESS_PARENT, "to_netdev", prio)
 
     def detach_netdev_filters(self, prio: int) -> list[int]:
         """Removes the ``from_netdev`` and ``to_netdev`` filters at ``prio`` from every
