@@ -115,6 +115,11 @@ def reach(host, address: str, port: int) -> bool:
     return out.stdout.startswith(f"hello {port}")
 
 
+def ping(host, address: str) -> bool:
+    return any(in_netns(host.netns, "ping", "-c", "1", "-W", "1", address,
+                        check=False).returncode == 0 for _ in range(2))
+
+
 def peers(log: str) -> list[str]:
     with open(log) as handle:
         return handle.read().split()
@@ -196,6 +201,7 @@ def test_host_policy_guards_the_host_and_keeps_management_traffic(cluster, serve
     assert not container_reaches(h1, client, h1.ip, 22)
     ssh_seen = peers(ssh_log)
     assert h2.ip in ssh_seen and ssh_seen.count(h2.ip) >= 2
+    assert not ping(h2, h1.ip), "ICMP is not allowed yet"
 
     import_policy(h1, tmp_path, "ssh-admin", """
 apiVersion: cilium.io/v2
@@ -206,7 +212,10 @@ spec:
   ingress:
   - fromEndpoints: [{matchLabels: {app: client}}]
     toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
+  - fromEntities: [remote-node]
+    icmps: [{fields: [{type: EchoRequest, family: IPv4}]}]
 """)
+    assert ping(h2, h1.ip), "icmps rules apply to the host"
     assert container_reaches(h1, client, h1.ip, 8080)
     assert not container_reaches(h1, client, h1.ip, 22)
     assert not reach(h2, h1.ip, 8080), "still closed to the remote node"
@@ -281,7 +290,7 @@ spec:
   egress:
   - toPorts: [{ports: [{port: "9999", protocol: TCP}]}]
 """)
-    assert container_reaches(h1, client, h2.ip, 8080)
+    assert container_reaches(h1, client, h1.ip, 8080)
     deadline = time.time() + 10
     while True:
         flows = [json.loads(line) for line in cli(
