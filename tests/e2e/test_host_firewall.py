@@ -116,7 +116,7 @@ def reach(host, address: str, port: int) -> bool:
 
 
 def ping(host, address: str) -> bool:
-    return any(in_netns(host.netns, "ping", "-c", "1", "-W", "1", address,
+    return any(in_netns(host.netns, "busybox", "ping", "-c", "1", "-W", "1", address,
                         check=False).returncode == 0 for _ in range(2))
 
 
@@ -149,7 +149,7 @@ def host_entry(host) -> dict | None:
 
 
 def container_reaches(host, container: str, address: str, port: int) -> bool:
-    out = host.exec(container, "sh", "-c", f"echo ping | nc -w 2 {address} {port}")
+    out = host.exec(container, "sh", "-c", f"echo ping | timeout 3 nc {address} {port}")
     return f"hello {port}" in out.stdout
 
 
@@ -186,6 +186,7 @@ def test_host_policy_guards_the_host_and_keeps_management_traffic(cluster, serve
     assert not entry["enforce_ingress"] and not entry["enforce_egress"]
     assert container_reaches(h1, client, h1.ip, 22)
     assert container_reaches(h1, client, h1.ip, 8080)
+    assert ping(h2, h1.ip)
     kept = servers.keep(h2, h1.ip, 8080)  # established before the policy
     assert kept.stdout.readline().strip() == "hello 8080"
 
