@@ -192,6 +192,8 @@ def test_host_policy_guards_the_host_and_keeps_management_traffic(cluster, serve
 
     import_policy(h1, tmp_path, "ssh-only", SSH_ONLY)
     assert host_entry(h1)["enforce_ingress"] and not host_entry(h1)["enforce_egress"]
+    assert "Host firewall: enabled (ingress enforced, egress open)" in " ".join(
+        cli(h1.agent, "status").stdout.split())
     seen = len(peers(web_log))
     assert reach(h2, h1.ip, 22), "the policy allows SSH from remote nodes"
     assert not reach(h2, h1.ip, 8080)
