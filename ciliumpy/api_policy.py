@@ -13,7 +13,7 @@ from ciliumpy import policy_store as repository
 from ciliumpy.api_common import api_error, json_object, optional_text, the_agent
 from ciliumpy.lookup import find_endpoint, parse_dport
 from policies import named_ports, to_services
-from policies.engine import Peer, labels_of
+from policies.engine import Peer, labels_of, reserved_peer
 from policies.identities import INIT
 from policies.parser import PolicyError, parse_documents, parse_text
 from policies.trace import Side, http_request, kafka_request, offline_side, trace
@@ -48,8 +48,15 @@ def import_policy():
         known = list(the_agent().policy.identities.values())
     warnings += [named_ports.warning(name) for name in named_ports.undeclared(
         [rule for p in policies for rule in p.rules], known)]
+    if not the_agent().config.enable_host_firewall:
+        warnings += [f"{p.name}: {HOST_POLICY_OFF}" for p in policies
+                     if any(rule.is_host for rule in p.rules)]
     return jsonify({"revision": revision, "policies": [p.name for p in policies],
                     "rules": sum(len(p.rules) for p in policies), "warnings": warnings})
+
+
+HOST_POLICY_OFF = ("host policy (nodeSelector) stored, but not enforced: this agent runs "
+                   "without --enable-host-firewall")
 
 
 @bp.get("")
@@ -106,7 +113,9 @@ def side_of(text: str) -> Side:
 def _side_of(text: str) -> Side:
     agent = the_agent()
     text = text.strip()
-    if text in ("host", "world"):
+    if text == "host":
+        return host_side(agent)
+    if text == "world":
         return offline_side(text)
     endpoint = find_endpoint(agent.store.endpoints(), text)  # ambiguous: ValueError
     if endpoint is not None:
@@ -120,8 +129,16 @@ def _side_of(text: str) -> Side:
     if ip is not None:
         local = set(agent.links.local_addresses())
         if ip in local:
-            return offline_side("host")
+            return host_side(agent)
     return offline_side(text)
+
+
+def host_side(agent) -> Side:
+    """This node: selected by host policies through its node labels, enforced only with
+    the host firewall on."""
+    return Side(reserved_peer("host"), managed=agent.config.enable_host_firewall, host=True,
+                node_labels=labels_of([f"node:{k}={v}"
+                                       for k, v in sorted(agent.config.node_labels.items())]))
 
 
 def _object(body: dict, name: str) -> dict:

@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ciliumpy import clustermesh_services as global_services
-from ciliumpy import metrics_hubble, nodes
+from ciliumpy import host_firewall, metrics_hubble, nodes
 from ciliumpy.bandwidth import BandwidthManager
 from ciliumpy.cluster import ClusterSync
 from ciliumpy.clustermesh import ClusterMesh, start_mesh
@@ -31,6 +31,7 @@ from ciliumpy.endpoints import EndpointManager
 from ciliumpy.flow_reader import EventReaderProcess
 from ciliumpy.flows.store import FlowStore
 from ciliumpy.fqdn import FqdnManager
+from ciliumpy.host_firewall import HostFirewall
 from ciliumpy.hubble_apis import HubbleAPIs
 from ciliumpy.identities import IdentityAllocator
 from ciliumpy.l7proxy import ProxySupervisor
@@ -100,6 +101,7 @@ class Agent:
         self.allocator = IdentityAllocator(self.kv, config.node_name,
                                            cluster_id=config.cluster_id)
         self.datapath = Datapath(config.bpf_pin_dir)
+        self.datapath.audit_mode = config.policy_audit_mode
         self.monitor = Monitor(self.allocator.get, self._endpoint_view)
         self._names: tuple[float, dict[str, str]] = (0.0, {})
         self.flows = FlowStore(config.node_name, self._container_of, config.flow_store_size)
@@ -119,6 +121,9 @@ class Agent:
                                          proxy_ports={k: config.proxy_port for k in L7_KINDS},
                                          on_written=self.proxy_state.kick,
                                          lookup=self.store.endpoint)
+        self.host_firewall = HostFirewall(self.datapath, self.policy, self.endpoints,
+                                          config.node_labels) \
+            if config.enable_host_firewall else None
         self.reconciler = Reconciler(self.store, self.links, self.ipam, self.docker,
                                      self.datapath, self.allocator,
                                      remove_endpoint=self._remove_endpoint,
@@ -151,6 +156,10 @@ class Agent:
         self._program_host_addresses()
         self._reprogram_endpoints()
         self._start_services()
+        if self.host_firewall is not None:
+            self.host_firewall.start()
+        else:
+            host_firewall.disable(self.datapath)
         self.policy.start()
         self.proxy_state.start()
         self.fqdn.start()
@@ -230,7 +239,10 @@ class Agent:
         self.datapath.attach_socket_hooks()
         device = self.links.index_of_address(self.node_ip)
         if device:  # published ports reached from outside the host
-            self.datapath.attach_netdev(device)
+            self.datapath.attach_netdev(device, host_firewall=self.host_firewall is not None)
+        elif self.host_firewall is not None:
+            log.warning("host firewall: no device holds %s; only containers' connections "
+                        "to the host are policed", self.node_ip)
         self.ports = PortPublisher(self.store, tables)
         self.ports.sync_all()  # before the services' first sync prunes unused backends
         self.services = ServiceManager(self.kv, tables, self._service_endpoints)
@@ -308,6 +320,8 @@ class Agent:
         """Policies or identities changed: endpoints take the new views; the proxy's
         state follows (identity labels may be new even where no entry changed)."""
         self.endpoints.sync_all()
+        if self.host_firewall is not None:
+            self.host_firewall.sync()
         self.proxy_state.kick()
 
     def _container_seen(self, info: ContainerInfo) -> None:

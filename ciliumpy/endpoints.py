@@ -99,7 +99,7 @@ class EndpointManager:
             ifindex = endpoint.ifindex
             view = self.policy.view_of(endpoint.labels, endpoint.identity == INIT)
             written = self._written.setdefault(ifindex, _Written())
-            add, remove = self._difference(view, written, ifindex)
+            add, remove = self.difference(view, written, ifindex)
             for entry in add:
                 self.datapath.add_policy(entry)
             for entry in remove:
@@ -154,7 +154,7 @@ class EndpointManager:
         self.datapath.set_endpoint(endpoint.ifindex, endpoint.identity, ingress, egress,
                                    endpoint.mac, _ips(endpoint))
 
-    def _difference(self, view: View, written: _Written, ifindex: int
+    def difference(self, view: View, written: _Written, ifindex: int
                     ) -> tuple[set[PolicyEntry], set[PolicyEntry]]:
         """Datapath entries to add and to remove, updating ``written.produced``: the
         view's last delta when one version behind, else the full difference."""

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 
 from policies.identities import RESERVED, Identity
 
+HOST_EP_KEY = 0xFFFFFFFF  # the host endpoint's events (datapath.maps.HOST_EP_KEY)
+
 # L7 request latency buckets (seconds), as Prometheus histograms spell them
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 ENDPOINTS_FOR = 1.0  # seconds an ifindex -> endpoint answer is reused
@@ -179,7 +181,7 @@ def format_event(event: dict) -> str:
         return format_l7(event)
     endpoint = event.get("endpoint") or {}
     where = endpoint.get("container_name") or endpoint.get("endpoint_id", "")[:12] or (
-        f"ifindex {event['ifindex']}")
+        "host" if event["ifindex"] == HOST_EP_KEY else f"ifindex {event['ifindex']}")
     src = f"{event['src_ip']}:{event['src_port']}"
     dst = f"{event['dst_ip']}:{event['dst_port']}"
     if event["type"] == "drop":

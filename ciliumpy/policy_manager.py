@@ -56,6 +56,7 @@ RuleKey = tuple[str, int]
 class View:
     labels: list[Label]
     init: bool
+    host: bool = False  # this node's view (labels: its node labels; nodeSelector rules)
     serial: int = field(default_factory=itertools.count(1).__next__)  # unique per view
     selected: dict[RuleKey, Rule] = field(default_factory=dict)
     reqs: dict[str, tuple] = field(default_factory=dict)
@@ -234,11 +235,11 @@ class PolicyManager:
         self.views.clear()
         self._changed()
 
-    def _build_view(self, labels: tuple[str, ...], init: bool) -> View:
-        view = View(list(labels_of(labels)), init)
+    def _build_view(self, labels: tuple[str, ...], init: bool, host: bool = False) -> View:
+        view = View(list(labels_of(labels)), init, host)
         for name, rules in self.items.items():
             for rule in rules:
-                if rule.endpoint_selector.matches(view.labels):
+                if rule.selects(view.labels, view.host):
                     view.selected[(name, rule.index)] = rule
         self._recompute(view)
         return view
@@ -291,7 +292,7 @@ class PolicyManager:
         for name, (old, new) in changed.items():
             removed += [(name, r.index) for r in old if (name, r.index) in view.selected]
             added += [((name, r.index), r) for r in new
-                      if r.endpoint_selector.matches(view.labels)]
+                      if r.selects(view.labels, view.host)]
         if not removed and not added:
             return
         requires_changed = any(e.requires for _, r in added for d in DIRECTIONS
@@ -404,22 +405,26 @@ class PolicyManager:
         return {number: ["reserved:world", f"cidr:{prefix}", *(f"fqdn:{n}" for n in names)]
                 for prefix, (number, names) in self.fqdns.items()}
 
-    def view_of(self, labels: list[str] | None, init: bool) -> View:
-        """The view of a label set (``init``: labels not known yet), built on first use;
-        call with ``lock`` held."""
+    def view_of(self, labels: list[str] | None, init: bool, host: bool = False) -> View:
+        """The view of a label set (``init``: labels not known yet; ``host``: this node,
+        whose labels are its node labels), built on first use; call with ``lock``
+        held."""
         labels_key = ("reserved:init",) if init else tuple(sorted(labels or []))
-        key = (labels_key, init)
+        key = (labels_key, init, host)
         if key not in self.views:
-            self.views[key] = self._build_view(labels_key, init)
+            self.views[key] = self._build_view(labels_key, init, host)
         return self.views[key]
 
     def _update_flags(self, view: View) -> None:
         """Enforcement per direction, computed once per view change."""
         selected = list(view.selected.values())
         result, open_directions = [], []
+        # the host is never default-deny by the mode alone: only once a host policy
+        # selects it (--policy-enforcement=always must not lock the operator out)
+        mode = "default" if view.host and self.mode == "always" else self.mode
         for direction in DIRECTIONS:
-            enforced = engine.enforced(selected, direction, self.mode, view.init)
-            if engine.open_despite_rules(selected, direction, self.mode):
+            enforced = engine.enforced(selected, direction, mode, view.init)
+            if engine.open_despite_rules(selected, direction, mode):
                 enforced = True  # deny entries apply; the wildcard allow keeps the rest
                 open_directions.append(direction)
             result.append(enforced)

@@ -40,6 +40,9 @@ def agent_status(agent: Agent) -> dict[str, Any]:
         "proxy": agent.proxy.view(),
         "bandwidth": agent.bandwidth.view(),
         "services": services_status(agent),
+        "host_firewall": dict(agent.host_firewall.status() if agent.host_firewall else
+                              {"enabled": False},
+                              policy_audit_mode=agent.config.policy_audit_mode),
         "hubble": {"address": agent.hubble_address or None,
                    "relay": agent.config.hubble_relay_listen_address or None,
                    "tls": agent.hubble_tls is not None},

@@ -34,6 +34,8 @@ def backstop_horizon_ns(egress_bps: int) -> int:
     return max(50_000_000, 4 * 65536 * 8 * 1_000_000_000 // egress_bps)
 
 
+# conntrack flags of an adopted connection (bpf/lib/common.h): both sides' policy passed it
+CT_ADOPTED = 1 | 2 | 8  # CT_EGRESS_OK | CT_INGRESS_OK | CT_ESTABLISHED
 CT_TIMEOUTS_NS = {"closing": 10e9, "established": 21600e9, "syn": 60e9, "other": 60e9}
 
 
@@ -76,6 +78,7 @@ class Datapath:
         self.reader: EventReader | None = None
         self._lock = threading.RLock()
         self.policy_maps = PolicyMaps(self._lock)
+        self.audit_mode = False  # policy-audit-mode: every endpoint reports, none drops
 
     # ---- lifecycle -----------------------------------------------------------
     def start(self, on_event: Callable[[dict], None] | None = None) -> None:
@@ -106,11 +109,14 @@ class Datapath:
         self.tc.attach_overlay(ifindex, self.loaded.programs["from_overlay"],
                                self.loaded.programs["to_overlay"])
 
-    def attach_netdev(self, ifindex: int) -> int:
-        """from_netdev on the host device's ingress (published ports from outside), at
+    def attach_netdev(self, ifindex: int, host_firewall: bool = False) -> int:
+        """from_netdev on the host device's ingress (published ports from outside; the
+        host firewall's ingress), and with ``host_firewall`` to_netdev on its egress, at
         a tc priority derived from the pin dir (one per agent); returns it."""
         prio = netdev_priority(self.pin_dir)
-        self.tc.attach_netdev(ifindex, self.loaded.programs["from_netdev"], prio)
+        programs = self.loaded.programs
+        self.tc.attach_netdev(ifindex, programs["from_netdev"], prio,
+                              programs["to_netdev"] if host_firewall else None)
         return prio
 
     def attach_socket_hooks(self) -> str:
@@ -136,7 +142,8 @@ class Datapath:
         info = maps.EpInfo()
         info.identity = identity
         info.flags = (maps.EP_ENFORCE_INGRESS if enforce_ingress else 0) | (
-            maps.EP_ENFORCE_EGRESS if enforce_egress else 0) | self._shaping_flags(ifindex)
+            maps.EP_ENFORCE_EGRESS if enforce_egress else 0) | self._shaping_flags(ifindex) | (
+            maps.EP_AUDIT if self.audit_mode else 0)
         info.mac[:] = [int(part, 16) for part in mac.split(":")]
         host_mac = host_mac or interface_mac(ifindex)
         info.host_mac[:] = [int(part, 16) for part in host_mac.split(":")]
@@ -144,6 +151,48 @@ class Datapath:
             for address in addresses:
                 self.set_ipcache(ipaddress.ip_network(address), identity, ifindex=ifindex)
             self.maps["cp_endpoints_v2"].update(maps.ct.c_uint32(ifindex), info)
+
+    def set_host_endpoint(self, enforce_ingress: bool, enforce_egress: bool) -> None:
+        """The host endpoint (the host firewall's switch: hooks police and track the
+        host's traffic while it exists), identity host, its enforcement per direction."""
+        self.policy_maps.barrier()  # the host's policy entries before its flags
+        info = maps.EpInfo()
+        info.identity = 1  # reserved:host
+        info.flags = (maps.EP_ENFORCE_INGRESS if enforce_ingress else 0) | (
+            maps.EP_ENFORCE_EGRESS if enforce_egress else 0) | (
+            maps.EP_AUDIT if self.audit_mode else 0)
+        with self._lock:
+            self.maps["cp_endpoints_v2"].update(maps.ct.c_uint32(maps.HOST_EP_KEY), info)
+
+    def ct_adopt(self, connections: Iterable[tuple]) -> int:
+        """Connections that exist before the host firewall tracks the host (the agent's
+        own to its kvstore, an operator's SSH session), as tracked and established both
+        ways, so a host policy never cuts them: (local address, local port, remote
+        address, remote port) of TCP sockets. Returns how many were added."""
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        table, added = self.maps["cp_ct_v1"], 0
+        for local, lport, remote, rport in connections:
+            key, value = maps.CtKey(), maps.CtVal()
+            key.family = 4 if local.version == 4 else 6
+            key.saddr[:] = list(local.packed.ljust(16, b"\0"))
+            key.daddr[:] = list(remote.packed.ljust(16, b"\0"))
+            key.sport, key.dport, key.proto = lport, rport, 6
+            if table.lookup(key) is not None:
+                continue
+            value.created = value.last_seen = now
+            value.flags = CT_ADOPTED
+            value.src_identity, value.dst_identity = 1, 0
+            table.update(key, value)
+            added += 1
+        return added
+
+    def remove_host_endpoint(self) -> None:
+        """The host firewall off: no host entry, no host policy entries."""
+        with self._lock:
+            self.maps["cp_endpoints_v2"].delete(maps.ct.c_uint32(maps.HOST_EP_KEY))
+            with self.batched():
+                for entry in [e for e in self.entries if e.ep == maps.HOST_EP_KEY]:
+                    self.remove_policy(entry)
 
     # ---- bandwidth ----------------------------------------------------------------
     def _shaping_flags(self, ifindex: int) -> int:

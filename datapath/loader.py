@@ -23,11 +23,12 @@ log = logging.getLogger("ciliumpy.datapath")
 
 BPF_DIR = Path(__file__).parent / "bpf"
 SOURCES = ["lib/common.h", "lib/maps.h", "lib/parse.h", "lib/events.h", "lib/conntrack.h",
-           "lib/policy.h", "lib/ingress.h", "lib/overlay.h", "lib/proxy.h", "lib/bandwidth.h",
-           "lib/lb.h", "from_container.c", "to_container.c", "from_overlay.c", "to_overlay.c",
-           "flow_classify.c", "from_netdev.c", "sock_lb.c"]
+           "lib/policy.h", "lib/verdict.h", "lib/ingress.h", "lib/overlay.h", "lib/proxy.h",
+           "lib/bandwidth.h", "lib/lb.h", "lib/hostfw.h", "from_container.c", "to_container.c",
+           "from_overlay.c", "to_overlay.c", "flow_classify.c", "from_netdev.c", "to_netdev.c",
+           "sock_lb.c"]
 TC_PROGRAMS = ("from_container", "to_container", "from_overlay", "to_overlay", "flow_classify",
-               "from_netdev")
+               "from_netdev", "to_netdev")
 # cgroup socket hooks (bpf/sock_lb.c) -> their attach type (enum bpf_attach_type)
 SOCK_PROGRAMS = {"sock4_connect": 10, "sock6_connect": 11, "sock4_sendmsg": 14,
                  "sock6_sendmsg": 15, "sock4_recvmsg": 19, "sock6_recvmsg": 20,

@@ -19,6 +19,10 @@ lib.bpf_obj_get.argtypes = [ct.c_char_p]
 lib.bpf_obj_pin.argtypes = [ct.c_int, ct.c_char_p]
 
 EP_ENFORCE_INGRESS, EP_ENFORCE_EGRESS, EP_SHAPED_EGRESS, EP_SHAPED_INGRESS = 1, 2, 4, 8
+EP_AUDIT = 16  # policy-audit-mode: denials reported as AUDIT, never dropped
+# The host endpoint's key in cp_endpoints and its policy entries' ``ep`` (bpf/lib/common.h)
+HOST_EP_KEY = 0xFFFFFFFF
+VERDICTS = {0: "denied", 1: "allowed", 2: "audit"}  # struct event.verdict
 POLICY_DENY = 1
 EVENTS_LOST_INDEX = 15  # the cp_metrics slot counting events the ring buffer dropped
 DIR_INGRESS, DIR_EGRESS = 0, 1

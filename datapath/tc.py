@@ -32,38 +32,51 @@ class TC:
         self._attach(ifindex, ((INGRESS_PARENT, from_overlay_fd, "from_overlay"),
                                (EGRESS_PARENT, to_overlay_fd, "to_overlay")))
 
-    def attach_netdev(self, ifindex: int, from_netdev_fd: int, prio: int) -> None:
-        """The host device's ingress filter, at a priority of this agent's own: agents
-        sharing the device each keep theirs (the program passes what is not its own
-        to the next filter)."""
-        self._attach(ifindex, ((INGRESS_PARENT, from_netdev_fd, "from_netdev"),), prio)
+    def attach_netdev(self, ifindex: int, from_netdev_fd: int, prio: int,
+                      to_netdev_fd: int | None = None) -> None:
+        """The host device's ingress filter (and, with the host firewall, its egress
+        filter ``to_netdev``), at a priority of this agent's own: agents sharing the
+        device each keep theirs (the programs pass what is not their own to the next
+        filter)."""
+        filters = [(INGRESS_PARENT, from_netdev_fd, "from_netdev")]
+        if to_netdev_fd is not None:
+            filters.append((EGRESS_PARENT, to_netdev_fd, "to_netdev"))
+        self._attach(ifindex, tuple(filters), prio)
+        if to_netdev_fd is None:  # an earlier agent's, run with the host firewall
+            with self._lock:
+                self._detach_named(ifindex, EGRESS_PARENT, "to_netdev", prio)
 
     def detach_netdev_filters(self, prio: int) -> list[int]:
-        """Removes the ``from_netdev`` filter at ``prio`` from every device of this
-        namespace; returns the ifindexes it was removed from. Only a filter of that name
-        is touched: a filter of anyone else at the same priority stays."""
+        """Removes the ``from_netdev`` and ``to_netdev`` filters at ``prio`` from every
+        device of this namespace; returns the ifindexes they were removed from. Only
+        filters of those names are touched: anyone else's at the same priority stay."""
         removed = []
         with self._lock:
             for link in self._ipr.get_links():
                 ifindex = link["index"]
-                try:
-                    filters = self._ipr.get_filters(index=ifindex, parent=INGRESS_PARENT)
-                except NetlinkError:
-                    continue
-                ours = [f for f in filters if f["info"] >> 16 == prio
-                        and f.get_attr("TCA_OPTIONS") is not None
-                        and f.get_attr("TCA_OPTIONS").get_attr("TCA_BPF_NAME") == "from_netdev"]
-                if not ours:
-                    continue
-                try:
-                    self._ipr.tc("del-filter", "bpf", ifindex, ":1", parent=INGRESS_PARENT,
-                                 prio=prio)
-                except NetlinkError as exc:
-                    if exc.code != errno.ENOENT:
-                        raise TcError(f"from_netdev filter on ifindex {ifindex}: "
-                                      f"{exc.args[-1]}") from None
-                removed.append(ifindex)
+                for parent, name in ((INGRESS_PARENT, "from_netdev"),
+                                     (EGRESS_PARENT, "to_netdev")):
+                    if self._detach_named(ifindex, parent, name, prio) and \
+                            ifindex not in removed:
+                        removed.append(ifindex)
         return removed
+
+    def _detach_named(self, ifindex: int, parent: str, name: str, prio: int) -> bool:
+        try:
+            filters = self._ipr.get_filters(index=ifindex, parent=parent)
+        except NetlinkError:
+            return False
+        ours = [f for f in filters if f["info"] >> 16 == prio
+                and f.get_attr("TCA_OPTIONS") is not None
+                and f.get_attr("TCA_OPTIONS").get_attr("TCA_BPF_NAME") == name]
+        if not ours:
+            return False
+        try:
+            self._ipr.tc("del-filter", "bpf", ifindex, ":1", parent=parent, prio=prio)
+        except NetlinkError as exc:
+            if exc.code != errno.ENOENT:
+                raise TcError(f"{name} filter on ifindex {ifindex}: {exc.args[-1]}") from None
+        return True
 
     def close(self) -> None:
         self._ipr.close()

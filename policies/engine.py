@@ -26,7 +26,8 @@ from policies.model import PeerRule, PortProtocol, PortRule, Requirement, Rule, 
 
 ALL_PROTOCOLS = ("TCP", "UDP", "SCTP")
 PROXIED_PROTOCOLS = ("TCP", "UDP")
-PROTO_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132, "ICMP": 1, "ICMPV6": 58}
+PROTO_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132, "ICMP": 1, "ICMPV6": 58, "VRRP": 112,
+                 "IGMP": 2}
 CLUSTER_RESERVED = ("host", "init", "health", "unmanaged", "remote-node")
 
 
@@ -52,9 +53,12 @@ def labels_of(texts: Iterable[str], default_source: str = "container") -> tuple[
     return tuple(parse(t, default_source=default_source) for t in texts)
 
 
-def selecting(rules: Iterable[Rule], labels: Iterable[Label]) -> list[Rule]:
+def selecting(rules: Iterable[Rule], labels: Iterable[Label], host: bool = False
+              ) -> list[Rule]:
+    """The rules that apply to an endpoint; ``host``: the endpoint is this node and
+    ``labels`` its node labels (only nodeSelector rules select it)."""
     labels = list(labels)
-    return [rule for rule in rules if rule.endpoint_selector.matches(labels)]
+    return [rule for rule in rules if rule.selects(labels, host)]
 
 
 def enforced(rules: list[Rule], direction: str, mode: str, init: bool = False) -> bool:

@@ -14,7 +14,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 ENTITIES = ("world", "world-ipv4", "world-ipv6", "host", "all", "cluster", "init", "health",
             "remote-node", "unmanaged", "none")
-PROTOCOLS = ("TCP", "UDP", "SCTP", "ANY")
+# Cilium's L4Proto (pkg/policy/api/l4.go): VRRP and IGMP carry no ports (port 0 only)
+PROTOCOLS = ("TCP", "UDP", "SCTP", "VRRP", "IGMP", "ANY")
+PORTLESS_PROTOCOLS = ("VRRP", "IGMP")
 
 
 def selector_key(key: str) -> tuple[str, str]:
@@ -142,6 +144,25 @@ class Rule:
     default_deny_egress: bool | None = None
     policy: str = ""  # name of the policy it came from
     index: int = 0
+    # a host policy: selects this node (the reserved:host endpoint) when the node's
+    # labels match; such a rule never selects a container (endpoint_selector unused)
+    node_selector: Selector | None = None
+
+    @property
+    def is_host(self) -> bool:
+        return self.node_selector is not None
+
+    def selects(self, labels: list[Label], host: bool = False) -> bool:
+        """Whether the rule applies to an endpoint with ``labels``; ``host``: that
+        endpoint is this node (its labels are the node's labels), which only
+        nodeSelector rules select."""
+        if host:
+            return self.node_selector is not None and self.node_selector.matches(labels)
+        return self.node_selector is None and self.endpoint_selector.matches(labels)
+
+    @property
+    def subject(self) -> Selector:
+        return self.node_selector if self.node_selector is not None else self.endpoint_selector
 
     def selects_direction(self, direction: str) -> bool:
         if direction == "ingress":

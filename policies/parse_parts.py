@@ -21,6 +21,7 @@ from policies.http_rules import RuleError, check_path
 from policies.kafka_rules import KafkaRuleError, check_rule
 from policies.model import (
     OPERATORS,
+    PORTLESS_PROTOCOLS,
     PROTOCOLS,
     CIDRRule,
     PortProtocol,
@@ -35,9 +36,6 @@ UNSUPPORTED = {
     "fromGroups": "fromGroups (cloud provider groups) is not supported",
     "fromNodes": "fromNodes needs node labels, which ciliumpy does not have",
     "toNodes": "toNodes needs node labels, which ciliumpy does not have",
-    "nodeSelector": "host policies (nodeSelector) are not supported yet: ciliumpy does not "
-                    "police the host's own traffic (an endpointSelector would apply the "
-                    "rule to containers instead)",
     "authentication": "mutual authentication (authentication) is not supported: it needs "
                       "Cilium's SPIFFE identities and auth handshake, which ciliumpy does "
                       "not have, and loading the rule without it would allow traffic the "
@@ -219,9 +217,11 @@ def cidr_set(ctx: Ctx, obj: Any, path: str) -> CIDRRule:
 
 def port_protocol(ctx: Ctx, obj: Any, path: str) -> PortProtocol:
     obj = fields(ctx, obj, path, ("port", "endPort", "protocol"), "a port")
-    if "port" not in obj or obj["port"] in (None, ""):
+    protocol = str(obj.get("protocol") or "ANY").upper()
+    portless = protocol in PORTLESS_PROTOCOLS
+    if ("port" not in obj or obj["port"] in (None, "")) and not portless:
         ctx.fail(f"{path}.port", "port must be specified")
-    raw = obj["port"]
+    raw = obj.get("port") or 0
     if isinstance(raw, str) and named_ports.is_port_name(raw):
         return _named_port(ctx, obj, path, raw)
     port = _port_number(ctx, raw, f"{path}.port")
@@ -235,10 +235,11 @@ def port_protocol(ctx: Ctx, obj: Any, path: str) -> PortProtocol:
         end = 0
     if end and end < port:
         ctx.fail(f"{path}.endPort", f"endPort {end} is below port {port}")
-    protocol = str(obj.get("protocol") or "ANY").upper()
     if protocol not in PROTOCOLS:
         ctx.fail(f"{path}.protocol", f"protocol {obj.get('protocol')!r} is not one of "
                  f"{', '.join(PROTOCOLS)}")
+    if portless and port:
+        ctx.fail(f"{path}.port", f"{protocol} has no ports: leave port out (or 0)")
     return PortProtocol(port, end if end != port else 0, protocol)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from policies.model import ENTITIES, CIDRRule, PeerRule, Policy, PortRule, Rule
+from policies.model import ENTITIES, CIDRRule, PeerRule, Policy, PortRule, Rule, Selector
 from policies.parse_parts import (
     KUBERNETES_ENTITIES,
     UNSUPPORTED,
@@ -135,8 +135,8 @@ def _peer_rule(ctx: Ctx, obj: Any, path: str, direction: str, deny: bool) -> Pee
     return PeerRule(endpoints, requires, cidrs, entities, tuple(port_rules), fqdns, services)
 
 
-RULE_FIELDS = ("endpointSelector", "ingress", "ingressDeny", "egress", "egressDeny", "labels",
-               "description", "enableDefaultDeny", "log")
+RULE_FIELDS = ("endpointSelector", "nodeSelector", "ingress", "ingressDeny", "egress",
+               "egressDeny", "labels", "description", "enableDefaultDeny", "log")
 
 
 def _labels(ctx: Ctx, obj: Any, path: str) -> tuple[str, ...]:
@@ -156,9 +156,18 @@ def _labels(ctx: Ctx, obj: Any, path: str) -> tuple[str, ...]:
 
 def parse_rule(ctx: Ctx, obj: Any, path: str, policy: str, index: int) -> Rule:
     obj = fields(ctx, obj, path, RULE_FIELDS, "a rule")
-    if "endpointSelector" not in obj:
-        ctx.fail(path, "a rule needs an endpointSelector ({} selects every endpoint)")
-    subject = selector(ctx, obj["endpointSelector"], f"{path}.endpointSelector")
+    if "endpointSelector" in obj and "nodeSelector" in obj:
+        ctx.fail(path, "a rule has either an endpointSelector (containers) or a nodeSelector "
+                 "(hosts), not both")
+    if "endpointSelector" not in obj and "nodeSelector" not in obj:
+        ctx.fail(path, "a rule needs an endpointSelector ({} selects every endpoint) or a "
+                 "nodeSelector (a host policy; {} selects every node)")
+    node = None
+    if "nodeSelector" in obj:
+        node = selector(ctx, obj["nodeSelector"], f"{path}.nodeSelector")
+        subject = Selector()
+    else:
+        subject = selector(ctx, obj["endpointSelector"], f"{path}.endpointSelector")
     sections = {}
     for name, direction, deny in (("ingress", "ingress", False), ("ingressDeny", "ingress", True),
                                   ("egress", "egress", False), ("egressDeny", "egress", True)):
@@ -170,10 +179,26 @@ def parse_rule(ctx: Ctx, obj: Any, path: str, policy: str, index: int) -> Rule:
     for key, value in default_deny.items():
         if not isinstance(value, bool):
             ctx.fail(f"{path}.enableDefaultDeny.{key}", "must be true or false")
+    if node is not None:
+        _check_host_rule(ctx, sections, path)
     return Rule(subject, sections["ingress"], sections["ingressDeny"], sections["egress"],
                 sections["egressDeny"], _labels(ctx, obj.get("labels"), f"{path}.labels"),
                 str(obj.get("description") or ""), default_deny.get("ingress"),
-                default_deny.get("egress"), policy, index)
+                default_deny.get("egress"), policy, index, node)
+
+
+def _check_host_rule(ctx: Ctx, sections: dict, path: str) -> None:
+    """What a host policy cannot hold here. L7 rules: Cilium allows only DNS rules on
+    hosts, and ciliumpy's proxies see containers' connections only, so an L7 port of
+    the host would be open at L4 (refused rather than enforced less than written)."""
+    for name, elements in sections.items():
+        for i, element in enumerate(elements):
+            for j, port_rule in enumerate(element.to_ports):
+                if port_rule.l7_kind:
+                    ctx.fail(f"{path}.{name}[{i}].toPorts[{j}].rules",
+                             f"L7 rules ({port_rule.l7_kind}) are not supported in host "
+                             "policies (nodeSelector): the L7 proxy sees containers' "
+                             "connections only, not the host's")
 
 
 ENVELOPE = ("apiVersion", "kind", "metadata", "spec", "specs", "description", "status")

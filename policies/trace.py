@@ -34,6 +34,10 @@ class Side:
     peer: Peer
     managed: bool = True  # a ciliumpy endpoint (its own policy applies)
     init: bool = False
+    # this node (reserved:host): host policies (nodeSelector) select it by its node
+    # labels; as a peer it is identity 1, reserved:host only
+    host: bool = False
+    node_labels: tuple = ()
 
     @property
     def label_text(self) -> str:
@@ -144,9 +148,14 @@ def _direction(rules: list[Rule], direction: str, subject: Side, other: Side, pr
     word = "to" if direction == "egress" else "from"
     log.append(f"Resolving {direction} policy for {subject.label_text}")
     if not subject.managed:
-        log.append(f"Not a ciliumpy endpoint: no {direction} policy applies")
+        log.append("The host firewall is off (--enable-host-firewall): no host policy is "
+                   "enforced" if subject.host else
+                   f"Not a ciliumpy endpoint: no {direction} policy applies")
         return "ALLOWED"
-    selected = engine.selecting(rules, subject.peer.labels)
+    if subject.host and mode == "always":
+        mode = "default"  # the host is default-deny only once a host policy selects it
+    selected = engine.selecting(rules, (*subject.node_labels, *subject.peer.labels),
+                                subject.host)
     # named ports resolve on the destination: the subject itself on ingress
     dest = subject.peer.labels if direction == "ingress" else other.peer.labels
     relevant = [r for r in selected if r.selects_direction(direction)]
@@ -159,7 +168,7 @@ def _direction(rules: list[Rule], direction: str, subject: Side, other: Side, pr
     for rule in rules:
         if rule not in relevant:
             continue
-        log.append(f"* Rule {rule.endpoint_selector}: selected ({rule.policy}, rule {rule.index})")
+        log.append(f"* Rule {rule.subject}: selected ({rule.policy}, rule {rule.index})")
         record = {"policy": rule.policy, "rule": rule.index, "direction": direction,
                   "selected": True, "matched": False, "denied": False}
         for deny, elements in ((False, rule.allows(direction)), (True, rule.denies(direction))):
@@ -224,14 +233,17 @@ def _direction(rules: list[Rule], direction: str, subject: Side, other: Side, pr
 
 
 def offline_side(text: str) -> Side:
-    """A side given without an agent: 'host', 'world', an IP (outside every endpoint:
+    """A side given without an agent: 'host' (this node, with no node labels: only
+    ``nodeSelector: {}`` rules select it), 'world', an IP (outside every endpoint:
     world, matched by CIDR rules) or labels ``key=value,source:key=value``."""
     import ipaddress
 
     from policies.engine import labels_of, reserved_peer
 
     text = text.strip()
-    if text in ("host", "world"):
+    if text == "host":  # selected by host policies (nodeSelector; no node labels here)
+        return Side(reserved_peer(text), host=True)
+    if text == "world":
         return Side(reserved_peer(text), managed=False)
     try:
         ip = ipaddress.ip_address(text)

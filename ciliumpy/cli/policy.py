@@ -36,6 +36,10 @@ def _echo_warnings(path: str, policies: list) -> None:
             click.echo(f"warning: {path}: {warning}", err=True)
 
 
+HOST_POLICY_NOTE = ("a host policy (nodeSelector): enforced only by agents started with "
+                    "--enable-host-firewall, on nodes whose --node-labels it selects")
+
+
 def _validate_one(path: str) -> dict:
     """One file's verdict, what ``validate -o json`` prints for it: ``valid`` (loads
     as written), ``warnings`` (loads, but parts select nothing or are read otherwise
@@ -47,8 +51,8 @@ def _validate_one(path: str) -> dict:
     except (PolicyError, click.ClickException) as exc:
         error = exc.message if isinstance(exc, click.ClickException) else str(exc)
         return {"file": path, "status": "refused", "error": error, "policies": []}
-    policies = [{"name": p.name, "rules": len(p.rules), "warnings": list(p.warnings)}
-                for p in found]
+    policies = [{"name": p.name, "rules": len(p.rules), "warnings": list(p.warnings) + (
+        [HOST_POLICY_NOTE] if any(rule.is_host for rule in p.rules) else [])} for p in found]
     warned = any(p["warnings"] for p in policies)
     return {"file": path, "status": "warnings" if warned else "valid", "policies": policies}
 
@@ -114,6 +118,10 @@ def policy_import(ctx: click.Context, files: tuple[str, ...]) -> None:
             if warning not in said:  # (a named port no container declares)
                 click.echo(f"warning: {path}: {warning}", err=True)
         click.echo(f"{path}: imported {', '.join(answer['policies'])}")
+        local = {w for found in parse_documents(documents, path) for w in found.warnings}
+        for warning in answer.get("warnings") or []:
+            if warning not in local:  # what only the agent knows (its configuration)
+                click.echo(f"warning: {path}: {warning}", err=True)
     click.echo(f"Revision: {revision}")
 
 

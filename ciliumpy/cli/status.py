@@ -33,6 +33,7 @@ def status(ctx: click.Context, output: str) -> None:
         ("Event reader", _reader_line(data["datapath"])),
         ("Bandwidth", _bandwidth_line(data.get("bandwidth"))),
         ("Services", _services_line(data.get("services"))),
+        ("Host firewall", _host_firewall_line(data.get("host_firewall"))),
         ("Hubble", _hubble_line(data.get("hubble"))),
         ("Cluster Mesh", status_line(data.get("clustermesh"))),
         ("Networks", data["networks"]),
@@ -42,6 +43,18 @@ def status(ctx: click.Context, output: str) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key + ':':<{width + 1}} {value}")
+
+
+def _host_firewall_line(state: dict | None) -> str:
+    """``enabled (ingress enforced, egress open)``; ``audit mode`` when nothing drops."""
+    if not state:
+        return "unknown"
+    audit = ", audit mode" if state.get("policy_audit_mode") else ""
+    if not state.get("enabled"):
+        return "disabled" + (" (audit mode)" if audit else "")
+    words = [f"{d} {'enforced' if state.get('enforce_' + d) else 'open'}"
+             for d in ("ingress", "egress")]
+    return f"enabled ({', '.join(words)}{audit})"
 
 
 def _services_line(services: dict | None) -> str:

@@ -279,7 +279,10 @@ def _l34_flow(event: dict, node_name: str, container_of: ContainerOf) -> dict:
     version = {"IPv4": 4, "IPv6": 6}.get((ip or {}).get("ipVersion", ""), 0)
     l4, summary = _layer4(event, version)
     egress = event.get("direction") == "egress"
-    denied = kind == "drop" or (kind == "policy-verdict" and event.get("verdict") != "allowed")
+    # policy-audit-mode: denied by policy, passed; Hubble's verdict AUDIT, no drop reason
+    audited = kind == "policy-verdict" and event.get("verdict") == "audit"
+    denied = kind == "drop" or (kind == "policy-verdict" and not audited
+                                and event.get("verdict") != "allowed")
     drop = REASON_TO_DROP.get(str(event.get("reason")), 0) if denied else 0
 
     local = event.get("endpoint") or {}
@@ -302,7 +305,7 @@ def _l34_flow(event: dict, node_name: str, container_of: ContainerOf) -> dict:
     match_type = event.get("policy_match_type") if kind == "policy-verdict" else None
     return _assemble({
         "time": timestamp(event.get("time") or 0),
-        "verdict": "DROPPED" if denied else "FORWARDED",
+        "verdict": "DROPPED" if denied else "AUDIT" if audited else "FORWARDED",
         "drop_reason": drop, "IP": ip, "l4": l4, "source": src, "destination": dst,
         "Type": "L3_L4", "node_name": node_name, "event_type": event_type,
         "traffic_direction": {"ingress": "INGRESS", "egress": "EGRESS"}.get(direction),

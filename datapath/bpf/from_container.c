@@ -1,5 +1,6 @@
 /* tc ingress of an endpoint's host-side veth: packets leaving the container.
- * Enforces the endpoint's egress policy against the destination's identity; sends
+ * Enforces the endpoint's egress policy against the destination's identity, and for a
+ * destination on the host itself the host's ingress policy (host firewall); sends
  * connections to L7 ports (the endpoint's egress rules, or a local destination's
  * ingress rules) to the L7 proxy; in tunnel mode, sends packets for endpoints on other
  * nodes into the overlay. */
@@ -9,6 +10,8 @@
 #include "lib/events.h"
 #include "lib/conntrack.h"
 #include "lib/policy.h"
+#include "lib/verdict.h"
+#include "lib/hostfw.h"
 #include "lib/overlay.h"
 #include "lib/proxy.h"
 #include "lib/bandwidth.h"
@@ -58,6 +61,23 @@ static __always_inline __u16 local_ingress_proxy(struct ipcache_val *dst, __u32 
 	return proxy;
 }
 
+/* A new connection to one of the host's addresses: the host's ingress policy (the host
+ * firewall) decides, here, as no other hook sees it. CT_INGRESS_OK when the host
+ * endpoint exists (tracked as the host's), 0 without the host firewall, -1 to drop. */
+static __always_inline int to_host(struct ep_info *ep, struct flow *f)
+{
+	struct ep_info *host = host_endpoint();
+	__u16 proxy = 0;
+
+	if (!host)
+		return 0;
+	if ((host->flags & EP_ENFORCE_INGRESS) &&
+	    decide(host->flags, HOST_EP_KEY, DIR_INGRESS, ep->identity, f, &proxy, ep->identity,
+		   ID_HOST) != REASON_FORWARDED)
+		return -1;
+	return CT_INGRESS_OK;
+}
+
 static __always_inline int to_proxy_or_drop(struct __sk_buff *skb, struct flow *f,
 					    __u16 proxy, __u32 ifindex, __u32 src_id,
 					    __u32 dst_id)
@@ -81,7 +101,7 @@ int from_container(struct __sk_buff *skb)
 	__u32 dst_id;
 	__u16 proxy = 0;
 	__u8 reason;
-	int parsed, both = 0, redirected, nat_dev = 0;
+	int parsed, both = 0, redirected, nat_dev = 0, host_ok = 0;
 
 	if (!ep)
 		return TC_ACT_OK; /* not a ciliumpy endpoint */
@@ -124,18 +144,19 @@ int from_container(struct __sk_buff *skb)
 	}
 	dst_id = dst ? dst->identity : ID_WORLD;
 	if (ep->flags & EP_ENFORCE_EGRESS) {
-		reason = policy_verdict(ifindex, DIR_EGRESS, dst_id, &f, &proxy);
-		emit(EVENT_POLICY_VERDICT, reason, DIR_EGRESS, reason == REASON_FORWARDED, ifindex,
-		     ep->identity, dst_id, &f);
-		if (reason != REASON_FORWARDED) {
-			count(reason, DIR_EGRESS, f.len);
-			emit(EVENT_DROP, reason, DIR_EGRESS, 0, ifindex, ep->identity, dst_id, &f);
+		reason = decide(ep->flags, ifindex, DIR_EGRESS, dst_id, &f, &proxy, ep->identity,
+				dst_id);
+		if (reason != REASON_FORWARDED)
 			return TC_ACT_SHOT;
-		}
+	}
+	if (dst_id == ID_HOST) {
+		host_ok = to_host(ep, &f);
+		if (host_ok < 0)
+			return TC_ACT_SHOT;
 	}
 	if (!proxy)
 		proxy = local_ingress_proxy(dst, ep->identity, &f);
-	ct_allow(&f, CT_EGRESS_OK, ep->identity, dst_id, now, proxy);
+	ct_allow(&f, CT_EGRESS_OK | host_ok, ep->identity, dst_id, now, proxy);
 	emit(EVENT_TRACE, REASON_FORWARDED, DIR_EGRESS, 1, ifindex, ep->identity, dst_id, &f);
 	if (proxy)
 		return to_proxy_or_drop(skb, &f, proxy, ifindex, ep->identity, dst_id);

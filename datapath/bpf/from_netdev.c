@@ -12,14 +12,18 @@
  * world identity, or routed natively); the backend's node answers the client itself,
  * from the frontend's address, so replies never come back through here.
  *
+ * With the host firewall (--enable-host-firewall), what else comes in for the host's
+ * own addresses meets the host's ingress policy (lib/hostfw.h), IPv4 and IPv6.
+ *
  * Everything else continues untouched to the next filter (TC_ACT_UNSPEC), so agents
- * sharing a device do not hide each other's ports. IPv4. */
+ * sharing a device do not hide each other's ports. Services: IPv4. */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
 #include "lib/policy.h"
 #include "lib/overlay.h"
 #include "lib/lb.h"
+#include "lib/hostfw.h"
 
 /* The service of this destination when it is one of the host's addresses: a service
  * on that very address, else a published port on any of them (address 0). */
@@ -70,35 +74,35 @@ static __always_inline int send_direct(struct __sk_buff *skb, struct flow *f,
 	return redirected > 0 ? lb_redirect_neigh(redirected, NULL, 0, 0) : TC_ACT_SHOT;
 }
 
-int from_netdev(struct __sk_buff *skb)
+#define NOT_A_FRONTEND -1
+
+/* A published port's or host-address service's packet: translated to its backend (the
+ * return value is the tc action), or NOT_A_FRONTEND. */
+static __always_inline int to_frontend(struct __sk_buff *skb, struct flow *f)
 {
-	struct flow f = {};
 	struct lb_nat_key fwd = {}, rev = {};
 	struct lb_nat_val *known, pick = {}, back = {};
 	struct lb_svc_val *svc;
 	struct lb_backend *be;
 
-	if (parse_flow(skb, &f) != 0 || f.passthrough || f.family != 4 ||
-	    (f.proto != IPPROTO_TCP && f.proto != IPPROTO_UDP))
-		return TC_ACT_UNSPEC;
-	__builtin_memcpy(&fwd.saddr, f.saddr, 4);
-	__builtin_memcpy(&fwd.daddr, f.daddr, 4);
-	fwd.sport = bpf_htons(f.sport);
-	fwd.dport = bpf_htons(f.dport);
-	fwd.proto = f.proto;
+	__builtin_memcpy(&fwd.saddr, f->saddr, 4);
+	__builtin_memcpy(&fwd.daddr, f->daddr, 4);
+	fwd.sport = bpf_htons(f->sport);
+	fwd.dport = bpf_htons(f->dport);
+	fwd.proto = f->proto;
 	known = cp_lb_nat.lookup(&fwd);
 	if (known) {
 		pick.addr = known->addr;
 		pick.port = known->port;
 		pick.flags = known->flags;
 	} else {
-		svc = host_frontend(&f);
+		svc = host_frontend(f);
 		if (!svc)
-			return TC_ACT_UNSPEC;
-		be = lb_pick(svc, lb_flow_hash(bpf_ntohl(fwd.saddr), bpf_ntohl(fwd.daddr), f.sport,
-					       f.dport, f.proto));
+			return NOT_A_FRONTEND;
+		be = lb_pick(svc, lb_flow_hash(bpf_ntohl(fwd.saddr), bpf_ntohl(fwd.daddr), f->sport,
+					       f->dport, f->proto));
 		if (!be)
-			return TC_ACT_UNSPEC; /* no backend: the host answers (a reset) */
+			return NOT_A_FRONTEND; /* no backend: the host answers (a reset) */
 		__builtin_memcpy(&pick.addr, be->addr, 4);
 		pick.port = be->port;
 		if (backend_is_remote(pick.addr))
@@ -109,16 +113,49 @@ int from_netdev(struct __sk_buff *skb)
 			rev.daddr = fwd.saddr;
 			rev.sport = pick.port;
 			rev.dport = fwd.sport;
-			rev.proto = f.proto;
+			rev.proto = f->proto;
 			back.addr = fwd.daddr;
 			back.port = fwd.dport;
 			back.ifindex = skb->ifindex;
 			cp_lb_nat.update(&rev, &back);
 		}
 	}
-	if (lb4_rewrite(skb, f.proto, 0, fwd.daddr, pick.addr, fwd.dport, pick.port) < 0)
+	if (lb4_rewrite(skb, f->proto, 0, fwd.daddr, pick.addr, fwd.dport, pick.port) < 0)
 		return TC_ACT_SHOT;
 	if (pick.flags & LB_NAT_DSR)
-		return send_direct(skb, &f, &fwd, pick.addr);
+		return send_direct(skb, f, &fwd, pick.addr);
 	return TC_ACT_OK;
+}
+
+/* The host firewall's ingress: a packet for one of the host's own addresses. */
+static __always_inline int to_this_host(struct flow *f)
+{
+	struct ep_info *host = host_endpoint();
+	struct ipcache_val *dst;
+	__u32 src_id;
+
+	if (!host)
+		return TC_ACT_UNSPEC;
+	dst = ipcache_lookup(f->family, f->daddr);
+	if (!dst || dst->identity != ID_HOST)
+		return TC_ACT_UNSPEC; /* routed on to an endpoint: its own policy decides */
+	src_id = identity_of(f->family, f->saddr);
+	if (overlay_packet(f, src_id))
+		return TC_ACT_UNSPEC;
+	return host_allows(host, DIR_INGRESS, src_id, f) ? TC_ACT_UNSPEC : TC_ACT_SHOT;
+}
+
+int from_netdev(struct __sk_buff *skb)
+{
+	struct flow f = {};
+	int action;
+
+	if (parse_flow(skb, &f) != 0 || f.passthrough)
+		return TC_ACT_UNSPEC;
+	if (f.family == 4 && (f.proto == IPPROTO_TCP || f.proto == IPPROTO_UDP)) {
+		action = to_frontend(skb, &f);
+		if (action != NOT_A_FRONTEND)
+			return action;
+	}
+	return to_this_host(&f);
 }

@@ -111,7 +111,9 @@ class Host:
              # the hosts share this machine's cgroup root: each agent's socket hooks
              # translate only its own containers' and host's sockets
              "--socket-lb-scope", "own", *extra],
-            wrapper=self.wrapper, pin_dir=pin_dir)
+            # nsenter --mount starts the agent in dockerd's working directory (/), where
+            # ``python -m ciliumpy`` would import the installed checkout, not this one
+            wrapper=[*self.wrapper, "env", f"PYTHONPATH={ROOT}"], pin_dir=pin_dir)
         self.agent.start(timeout=150)
 
     def run(self, network: str, *args: str, command=("sleep", "3600")) -> str:

@@ -137,16 +137,28 @@ spec:
     assert policy.rules[0].egress[0].fqdns[0].match_name == "example.com"
 
 
-@pytest.mark.parametrize("key", ["nodeSelector", "NodeSelector", "nodeselector"])
+@pytest.mark.parametrize("key", ["toGroups", "ToGroups", "togroups"])
 def test_unsupported_fields_refused_whatever_their_case(key):
+    text = f"""
+spec:
+  endpointSelector: {{}}
+  egress:
+  - {key}: [{{aws: {{securityGroupsIds: [sg-1]}}}}]
+"""
+    with pytest.raises(PolicyError, match="toGroups"):
+        parse_text(text)
+
+
+@pytest.mark.parametrize("key", ["nodeSelector", "NodeSelector", "nodeselector"])
+def test_node_selector_loads_whatever_its_case(key):
     text = f"""
 spec:
   {key}: {{}}
   egress:
   - toEntities: [world]
 """
-    with pytest.raises(PolicyError):
-        parse_text(text)
+    rule = parse_text(text)[0].rules[0]
+    assert rule.is_host and rule.node_selector.is_wildcard
 
 
 def test_validate_reports_each_file(tmp_path):

@@ -17,7 +17,7 @@ EXPECTED = {
     "03_no_spec": "a policy needs 'spec' or 'specs'",
     "04_unknown_field": "ingres: unknown field 'ingres' in a rule (did you mean 'ingress'?)",
     "05_no_selector": "spec: a rule needs an endpointSelector",
-    "06_node_selector": "host policies (nodeSelector) are not supported",
+    "06_node_selector": "a rule has either an endpointSelector (containers) or a nodeSelector",
     "07_two_peers": "spec.ingress[0]: combining fromEndpoints and fromEntities is not supported",
     "08_l7_udp": "spec.ingress[0].toPorts[0].ports[0].protocol: L7 rules can only apply to TCP",
     "09_except_outside": "spec.egress[0].toCIDRSet[0].except[0]: 192.168.0.0/16 is not inside",
@@ -25,7 +25,8 @@ EXPECTED = {
                      "port number nor a port name",
     "11_port_range": "ports[0].port: 70000 is out of range 0..65535",
     "12_endport_below": "ports[0].endPort: endPort 80 is below port 90",
-    "13_protocol": "ports[0].protocol: protocol 'ICMP' is not one of TCP, UDP, SCTP, ANY",
+    "13_protocol": "ports[0].protocol: protocol 'ICMP' is not one of TCP, UDP, SCTP, VRRP, "
+                   "IGMP, ANY",
     "14_entity": "spec.ingress[0].fromEntities[0]: unsupported entity 'wrld' (did you mean "
                  "'world'?)",
     "15_bad_cidr": "spec.ingress[0].fromCIDR[0]: '10.0.0.300/8' is not a CIDR",

@@ -40,6 +40,17 @@
 #define EP_ENFORCE_EGRESS 2
 #define EP_SHAPED_EGRESS 4  /* cp_bandwidth holds its egress limit (backstop) */
 #define EP_SHAPED_INGRESS 8 /* deliver through the host veth, whose qdisc shapes it */
+#define EP_AUDIT 16 /* policy-audit-mode: denials are reported (verdict AUDIT), not dropped */
+
+/* The host endpoint (reserved:host, the host firewall): its key in cp_endpoints and its
+ * policy entries' ``ep``. No interface has this ifindex. The entry exists only while
+ * the agent runs with --enable-host-firewall. */
+#define HOST_EP_KEY 0xFFFFFFFF
+
+/* struct event.verdict */
+#define VERDICT_DENIED 0
+#define VERDICT_ALLOWED 1
+#define VERDICT_AUDIT 2 /* denied by policy, passed because of policy-audit-mode */
 
 /* skb marks of the L7 redirect (lib/proxy.h); the low byte tells them apart */
 #define MARK_MAGIC_MASK 0xFF
@@ -169,7 +180,7 @@ struct event {
 	__u16 sport;
 	__u16 dport;
 	__u8 proto;
-	__u8 verdict; /* 1 allowed, 0 denied */
+	__u8 verdict; /* VERDICT_* */
 	__u16 len;
 	__u64 ts;
 	__u8 tcp_flags; /* of the packet the event is about (TCP) */

@@ -8,6 +8,7 @@
 #include "lib/events.h"
 #include "lib/conntrack.h"
 #include "lib/policy.h"
+#include "lib/verdict.h"
 
 /* TC_ACT_OK to deliver, TC_ACT_SHOT once the drop is counted and reported.
  * ``src_id`` 0: the sender's identity comes from the ipcache (looked up only for new
@@ -28,14 +29,10 @@ static __always_inline int ingress_verdict(struct ep_info *ep, __u32 ifindex, st
 	if (!src_id)
 		src_id = identity_of(f->family, f->saddr);
 	if (ep->flags & EP_ENFORCE_INGRESS) {
-		reason = policy_verdict(ifindex, DIR_INGRESS, src_id, f, proxy);
-		emit(EVENT_POLICY_VERDICT, reason, DIR_INGRESS, reason == REASON_FORWARDED, ifindex,
-		     src_id, ep->identity, f);
-		if (reason != REASON_FORWARDED) {
-			count(reason, DIR_INGRESS, f->len);
-			emit(EVENT_DROP, reason, DIR_INGRESS, 0, ifindex, src_id, ep->identity, f);
+		reason = decide(ep->flags, ifindex, DIR_INGRESS, src_id, f, proxy, src_id,
+				ep->identity);
+		if (reason != REASON_FORWARDED)
 			return TC_ACT_SHOT;
-		}
 	}
 	if (from_proxy)
 		*proxy = 0; /* judged by the proxy already: its upstream side goes straight in */
