@@ -21,7 +21,7 @@ import pytest
 
 from tests.e2e.test_multihost import HTTPD, cli, http_ok, ping_ok, read_vnis
 from tests.e2e.test_services_e2e import SERVE
-from tests.support.hosts import wait
+from tests.support.hosts import in_netns, wait
 from tests.support.mesh import Mesh
 
 POOLS = {"a": ("10.71.0.0/16", "fd71::/64"), "b": ("10.72.0.0/16", "fd72::/64")}
@@ -167,3 +167,33 @@ def test_two_clusters_each_with_its_own_consul(mesh, tmp_path):
     assert _identity(hb2, late) >> 16 == 2
     assert wait(lambda: _remote(ha)["connected"], 20, "b connected again")
     print(f"mesh test body: {time.monotonic() - started:.1f}s")
+
+
+@pytest.mark.timeout(300)
+def test_native_routing_across_clusters(workdir, docker_ready):
+    """Native routing (no overlay): each host routes the other cluster's pools to the
+    node that holds them, on the underlay; ping and TCP both ways, IPv4 and IPv6."""
+    made = Mesh(1, workdir)
+    try:
+        made.start()
+        made.start_mesh_agents("native")
+        (ha,), (hb,) = made.cluster_a, made.cluster_b
+        for host, name in ((ha, "a"), (hb, "b")):
+            v4, v6 = POOLS[name]
+            host.docker.network_create("cpy-mesh", "--ipv6", "--subnet", v4, "--subnet", v6)
+        client = ha.run("cpy-mesh", "-l", "app=client", command=HTTPD)
+        server = hb.run("cpy-mesh", "-l", "app=server", command=HTTPD)
+        ip = {c: (h.docker.ip(c, "cpy-mesh"), h.docker.ip(c, "cpy-mesh", v6=True))
+              for h, c in ((ha, client), (hb, server))}
+        wait(lambda: http_ok(ha, client, ip[server][0]), 60, "a to reach b natively")
+        for src_host, src, dst in ((ha, client, server), (hb, server, client)):
+            for address in ip[dst]:
+                assert ping_ok(src_host, src, address), f"{src_host.name} -> {address}"
+                assert http_ok(src_host, src, address), f"{src_host.name} -> {address}"
+        # natively: a route on a's host sends b's block to b's host, no overlay device
+        routes = in_netns(ha.netns, "ip", "route").stdout
+        assert any(line.startswith("10.72.") and f"via {hb.ip}" in line
+                   for line in routes.splitlines()), routes
+        assert "cpy_vxlan" not in in_netns(ha.netns, "ip", "link").stdout
+    finally:
+        made.stop()
