@@ -117,11 +117,14 @@ class PeerRule:
     to_ports: tuple[PortRule, ...] = ()
     # toFQDNs: the addresses the DNS proxy learnt for names these select
     fqdns: tuple[FQDNSelector, ...] | None = None
+    # fromNodes/toNodes: other nodes, selected by the labels their agents publish
+    nodes: tuple[Selector, ...] | None = None
 
     @property
     def has_peer(self) -> bool:
         return (self.endpoints is not None or self.cidrs is not None
-                or self.entities is not None or self.fqdns is not None)
+                or self.entities is not None or self.fqdns is not None
+                or self.nodes is not None)
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,6 @@ from policies.model import (
 UNSUPPORTED = {
     "toGroups": "toGroups (cloud provider groups) is not supported",
     "fromGroups": "fromGroups (cloud provider groups) is not supported",
-    "fromNodes": "fromNodes needs node labels, which ciliumpy does not have",
-    "toNodes": "toNodes needs node labels, which ciliumpy does not have",
     "nodeSelector": "host policies (nodeSelector) are not supported yet: ciliumpy does not "
                     "police the host's own traffic (an endpointSelector would apply the "
                     "rule to containers instead)",

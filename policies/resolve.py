@@ -106,15 +106,20 @@ def fqdn_identities(cidrs: dict[Network, int], addresses: dict, previous: FQDNPe
 class Universe:
     """Everything a peer selector can resolve to, indexed by label (key, value) so a
     selector with matchLabels only examines identities that carry them. ``fqdns``:
-    the addresses the DNS proxy learnt, each with its identity and names."""
+    the addresses the DNS proxy learnt, each with its identity and names; ``nodes``:
+    the node identities (``ciliumpy/node_identities.py``), each with its labels."""
 
     def __init__(self, identities: dict[int, Iterable[str]], cidrs: dict[Network, int],
-                 fqdns: FQDNPeers | None = None) -> None:
+                 fqdns: FQDNPeers | None = None,
+                 nodes: dict[int, Iterable[str]] | None = None) -> None:
         self.peers: dict[int, Peer] = dict(engine.RESERVED_PEERS)
         for number, labels in identities.items():
             if number not in self.peers:
                 self.peers[number] = Peer(tuple(parse(t, default_source="container")
                                                 for t in labels))
+        for number, labels in (nodes or {}).items():
+            self.peers[number] = Peer(tuple(parse(t, default_source="node") for t in labels),
+                                      kind="node")
         for prefix, number in cidrs.items():
             self.peers[number] = Peer((Label("reserved", "world"),
                                        Label("cidr", str(prefix))), cidr=prefix, kind="cidr")
