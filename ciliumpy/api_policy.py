@@ -11,6 +11,7 @@ from flask import Blueprint, jsonify, request
 from ciliumpy import policy_store as repository
 from ciliumpy.api_common import api_error, json_object, optional_text, the_agent
 from ciliumpy.lookup import find_endpoint, parse_dport
+from ciliumpy.node_identities import node_labels
 from policies.engine import Peer, labels_of
 from policies.identities import INIT
 from policies.parser import PolicyError, parse_documents, parse_text
@@ -86,7 +87,8 @@ def revision():
 
 
 def side_of(text: str) -> Side:
-    """labels (a=b,c=d), an IP, 'host', 'world', a container name/id or an endpoint id."""
+    """labels (a=b,c=d), an IP (a remote node's: that node), 'host', 'world',
+    'remote-node', a container name/id or an endpoint id."""
     agent = the_agent()
     text = text.strip()
     if text in ("host", "world"):
@@ -104,7 +106,16 @@ def side_of(text: str) -> Side:
         local = set(agent.links.local_addresses())
         if ip in local:
             return offline_side("host")
+        node = _remote_node(str(ip))
+        if node is not None:  # another node: its labels, as fromNodes/toNodes see it
+            return offline_side(",".join(node_labels(node.labels)) or "remote-node")
     return offline_side(text)
+
+
+def _remote_node(address: str):
+    """The remote node (of this cluster) whose address this is, if any."""
+    cluster = the_agent().cluster
+    return cluster.remote_node_at(address) if cluster is not None else None
 
 
 def _object(body: dict, name: str) -> dict:

@@ -21,9 +21,10 @@ import ipaddress
 import threading
 from collections.abc import Iterable, Mapping
 
-from ciliumpy.nodes import Node
+from ciliumpy.nodes import Node, list_nodes
 from policies.identities import NODE_SCOPE, REMOTE_NODE, Identity, is_node_identity
 from policies.labels import Label, canonical
+from state.kvstore.base import KVError, KVStore
 
 MAX_NODE_IDENTITY = NODE_SCOPE | 0xFFFFFF
 
@@ -100,3 +101,17 @@ class NodeIdentities:
         with self._lock:
             found = next((labels for labels, n in self._numbers.items() if n == number), None)
         return Identity(number, found) if found is not None else None
+
+
+def restore(ids: NodeIdentities, rows: Iterable[dict], kv: KVStore, own: str
+            ) -> dict[int, list[str]]:
+    """At agent start, before the first policy views: the node identities the pinned
+    ipcache (``rows``) holds, for the remote nodes registered in ``kv`` (all but
+    ``own``), so the endpoints' pinned entries for them stay until the cluster sync
+    takes over (which also does it when the store does not answer now)."""
+    ids.adopt(rows)
+    try:
+        ids.assign(n for n in list_nodes(kv) if n.name != own)
+    except KVError:
+        return {}
+    return ids.identities()
