@@ -71,6 +71,7 @@ class ClusterSync:
         self.node_identities = node_identities or NodeIdentities()
         self.on_node_identities = on_node_identities  # the policy's view of them
         self._node_ids: dict[int, list[str]] = {}  # what on_node_identities was told
+        self._loaded: set[str] = set()  # prefixes listed at least once
         self.datapath, self.links, self.lease = datapath, links, lease
         self.local_endpoints = local_endpoints
         self.nodes: dict[str, nodes.Node] = {}
@@ -177,6 +178,7 @@ class ClusterSync:
 
     def _load(self, prefix: str) -> None:
         with self._lock:
+            self._loaded.add(prefix)
             if prefix == nodes.PREFIX:
                 self.nodes = {n.name: n for n in nodes.list_nodes(self.kv)}
             else:
@@ -243,6 +245,11 @@ class ClusterSync:
 
     def reprogram(self) -> None:
         with self._lock:  # both follow threads call this
+            if len(self._loaded) < 2:
+                # half a view (nodes without their endpoints, or endpoints without their
+                # nodes) would withdraw the other half until the other thread's list:
+                # after a restart that dropped the pinned entries of every remote node
+                return
             ipcache_changed = self._reprogram()
         if ipcache_changed:
             self.on_ipcache_changed()

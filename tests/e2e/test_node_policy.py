@@ -5,7 +5,8 @@ a host's own namespace (not a container) reaches a container that allows
 server, and the drop names node3's labels); a container allowed ``toNodes: role=worker``
 reaches node2's address and not node3's; ``fromEntities: remote-node`` still admits
 every node; ``node list`` shows the labels, ``policy trace`` explains both verdicts.
-node3's agent restarted with ``role=worker`` is admitted without touching the others.
+node1's agent restarted keeps the node identities; node3's agent restarted with
+``role=worker`` is admitted without touching the others. VXLAN and native routing.
 """
 
 from __future__ import annotations
@@ -64,11 +65,12 @@ def trace_verdict(host, src: str, dst: str, port: str) -> str:
 
 
 @pytest.mark.timeout(900)
-def test_from_nodes_and_to_nodes(cluster, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("mode", ["vxlan", "native"])
+def test_from_nodes_and_to_nodes(cluster, mode, tmp_path):  # noqa: F811
     h1, h2, h3 = cluster.hosts
-    cluster.start_agent(h1, "vxlan")
-    cluster.start_agent(h2, "vxlan", "--node-labels", "role=worker")
-    cluster.start_agent(h3, "vxlan", "--node-labels", "role=db", "--node-labels", "zone=b")
+    cluster.start_agent(h1, mode)
+    cluster.start_agent(h2, mode, "--node-labels", "role=worker")
+    cluster.start_agent(h3, mode, "--node-labels", "role=db", "--node-labels", "zone=b")
     for host in cluster.hosts:
         host.docker.network_create("cpy-mh", "--ipv6", "--subnet", SUBNET_V4,
                                    "--subnet", SUBNET_V6)
@@ -136,10 +138,24 @@ def test_from_nodes_and_to_nodes(cluster, tmp_path):  # noqa: F811
         assert client_ip not in (tmp_path / f"{h3.name}-http.log").read_text(), \
             "node3's server saw the client"
 
+        # node1's agent restarted: the same node identities at once (the pinned ipcache)
+        h1.agent.stop(keep_pins=True)
+        h1.agent.start(timeout=150)
+        wait(lambda: len(h1.agent.api("/v1/status")["cluster"]["remote_nodes"]) == 2, 20,
+             "node1 to follow the others again")
+        time.sleep(1)  # its first reprogram
+        assert (ipcache_identity(h1, h2.ip), ipcache_identity(h1, h3.ip)) == (worker_id,
+                                                                              db_id)
+        assert send_from_host(h2, web_ip, "worker-after-restart")
+        wait(lambda: "worker-after-restart" in seen(h1, web), 5,
+             f"web to record node2 after node1's restart (web saw {seen(h1, web)!r}; drops "
+             f"{h1.agent.api('/v1/monitor?follow=0&type=drop')[-3:]})")
+        assert not send_from_host(h3, web_ip, "db-after-restart")
+
         # node3 restarted with role=worker: let in, nobody else restarted
         h1_pid, h2_pid = h1.agent.proc.pid, h2.agent.proc.pid
         h3.agent.stop(keep_pins=True)
-        cluster.start_agent(h3, "vxlan", "--node-labels", "role=worker")
+        cluster.start_agent(h3, mode, "--node-labels", "role=worker")
         wait(lambda: ipcache_identity(h1, h3.ip) == ipcache_identity(h1, h2.ip), 30,
              "node1 to see node3 as a worker")
         assert send_from_host(h3, web_ip, "db-now-worker")
