@@ -219,7 +219,7 @@ class ClusterSync:
             if self.mesh is not None:
                 mesh_nodes, mesh_ips = self.mesh()
                 remote, remote_ips = {**remote, **mesh_nodes}, {**mesh_ips, **remote_ips}
-            node_ids = self.node_identities.assign(remote.values())
+            node_ids = self.node_identities.assign(remote)  # keyed as remote (mesh names)
             for name, node in remote.items():
                 underlay = tunnel_ip(node.ip) if tunnel else 0
                 ipcache[network(node.ip)] = (node_ids[name], 0)

@@ -57,24 +57,25 @@ class NodeIdentities:
                     self._adopted[str(network.network_address)] = row["identity"]
                     self._next = max(self._next, row["identity"] + 1)
 
-    def assign(self, nodes: Iterable[Node]) -> dict[str, int]:
-        """Node name -> identity for ``nodes`` (all the remote nodes there are): label
-        sets nobody has any more are released first."""
-        nodes = list(nodes)
+    def assign(self, nodes: Mapping[str, Node] | Iterable[Node]) -> dict[str, int]:
+        """Name -> identity for ``nodes`` (all the remote nodes there are; a mapping
+        names them by its keys, as Cluster Mesh's ``<cluster>/<node>``): label sets
+        nobody has any more are released first."""
+        named = dict(nodes) if isinstance(nodes, Mapping) else {n.name: n for n in nodes}
         with self._lock:
-            wanted = {node.name: node_labels(node.labels) for node in nodes}
+            wanted = {name: node_labels(node.labels) for name, node in named.items()}
             live = set(wanted.values())
             for labels in [k for k in self._numbers if k not in live]:
                 del self._numbers[labels]
             used = set(self._numbers.values())
-            for node in nodes:  # first the numbers these nodes had before a restart
-                labels, number = wanted[node.name], self._adopted.get(node.ip)
+            for name, node in named.items():  # first the numbers they had before a restart
+                labels, number = wanted[name], self._adopted.get(node.ip)
                 if labels and labels not in self._numbers and number and number not in used:
                     self._numbers[labels] = number
                     used.add(number)
             reserved = used | set(self._adopted.values())
-            for node in nodes:
-                labels = wanted[node.name]
+            for name in named:
+                labels = wanted[name]
                 if labels and labels not in self._numbers:
                     number = self._following(reserved)
                     if number:  # else 16 million label sets: it stays remote-node

@@ -156,6 +156,10 @@ def test_same_labels_same_identity_and_release():
     assert gone == {"a": got["a"], "d": REMOTE_NODE} and set(ids.identities()) == {got["a"]}
     relabeled = ids.assign([node("a", "10.0.0.1", role="db")])
     assert relabeled["a"] != got["a"] and set(ids.identities()) == {relabeled["a"]}
+    # Cluster Mesh: nodes named by the mapping's keys (two clusters may both have "a")
+    meshed = ids.assign({"a": node("a", "10.0.0.1", role="db"),
+                         "b/a": node("a", "10.1.0.1", role="db")})
+    assert meshed == {"a": relabeled["a"], "b/a": relabeled["a"]}
 
 
 def test_numbers_survive_a_restart_through_the_ipcache():
