@@ -21,8 +21,9 @@ from tests.e2e.test_multihost import SUBNET_V4, SUBNET_V6, cli, cluster  # noqa:
 from tests.support.hosts import wait
 
 NODE_SCOPE = 0x02000000
-# a TCP server that appends what each client sends to /tmp/seen
-RECORDER = ("sh", "-c", "while true; do nc -l -p 9000 >> /tmp/seen; done")
+# a TCP server that appends what each client sends to /tmp/seen: a persistent nc (a
+# loop of `nc -l` lost data when the listener saw its own stdin end before reading)
+RECORDER = ("nc", "-ll", "-p", "9000", "-e", "sh", "-c", "cat >> /tmp/seen")
 
 
 def send_from_host(host, address: str, text: str) -> bool:
