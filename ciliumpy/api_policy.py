@@ -12,6 +12,7 @@ from flask import Blueprint, jsonify, request
 from ciliumpy import policy_store as repository
 from ciliumpy.api_common import api_error, json_object, optional_text, the_agent
 from ciliumpy.lookup import find_endpoint, parse_dport
+from ciliumpy.node_identities import node_labels
 from policies import named_ports, to_services
 from policies.engine import Peer, labels_of, reserved_peer
 from policies.identities import INIT
@@ -99,8 +100,9 @@ def revision():
 
 
 def side_of(text: str) -> Side:
-    """labels (a=b,c=d), an IP, 'host', 'world', a container name/id or an endpoint id,
-    with the services whose backends its labels make it (what toServices selects)."""
+    """labels (a=b,c=d), an IP (a remote node's: that node), 'host', 'world',
+    'remote-node', a container name/id or an endpoint id, with the services whose
+    backends its labels make it (what toServices selects)."""
     side = _side_of(text)
     if side.peer.kind != "endpoint":
         return side
@@ -115,7 +117,7 @@ def _side_of(text: str) -> Side:
     text = text.strip()
     if text == "host":
         return host_side(agent)
-    if text == "world":
+    if text in ("world", "remote-node"):
         return offline_side(text)
     endpoint = find_endpoint(agent.store.endpoints(), text)  # ambiguous: ValueError
     if endpoint is not None:
@@ -130,6 +132,9 @@ def _side_of(text: str) -> Side:
         local = set(agent.links.local_addresses())
         if ip in local:
             return host_side(agent)
+        node = _remote_node(str(ip))
+        if node is not None:  # another node: its labels, as fromNodes/toNodes see it
+            return offline_side(",".join(node_labels(node.labels)) or "remote-node")
     return offline_side(text)
 
 
@@ -139,6 +144,12 @@ def host_side(agent) -> Side:
     return Side(reserved_peer("host"), managed=agent.config.enable_host_firewall, host=True,
                 node_labels=labels_of([f"node:{k}={v}"
                                        for k, v in sorted(agent.config.node_labels.items())]))
+
+
+def _remote_node(address: str):
+    """The remote node (of this cluster) whose address this is, if any."""
+    cluster = the_agent().cluster
+    return cluster.remote_node_at(address) if cluster is not None else None
 
 
 def _object(body: dict, name: str) -> dict:

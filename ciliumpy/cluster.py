@@ -9,8 +9,11 @@ entries and endpoints:
 - native mode: each remote block is routed via the owning node's underlay address
   (IPv6 blocks via its IPv6 address), and the remote endpoints' identities go into the
   ipcache so ingress policy knows who sent a routed packet.
-Remote node addresses are identity ``reserved:remote-node``. Changes are applied as a
-diff against what was programmed: an unchanged cluster touches no map entry or route.
+Remote node addresses are identity ``reserved:remote-node``, or, for a node that
+publishes labels, its node identity (``ciliumpy/node_identities.py``): the policy
+learns a new one (``on_node_identities``) before the ipcache names it, and forgets an
+old one only after. Changes are applied as a diff against what was programmed: an
+unchanged cluster touches no map entry or route.
 Parsed prefixes are memoized: at 30,000 remote endpoints, parsing every address again
 (``ipaddress``) cost ~0.7 s per change; the diff itself costs ~50 ms.
 """
@@ -25,10 +28,11 @@ import threading
 from collections.abc import Callable
 
 from ciliumpy import nodes
+from ciliumpy.node_identities import NodeIdentities
 from datapath.datapath import Datapath
 from datapath.links import Links
 from driver.model import Endpoint
-from policies.identities import RESERVED_BY_NAME
+from policies.identities import RESERVED_BY_NAME, is_node_identity
 from state.kvstore.base import Event, KVError, KVStore, LeaseKeeper
 from state.kvstore.base import key as kv_key
 
@@ -57,10 +61,17 @@ class ClusterSync:
     def __init__(self, kv: KVStore, node: str, mode: str, datapath: Datapath, links: Links,
                  lease: LeaseKeeper, local_endpoints: Callable[[], list[Endpoint]],
                  overlay_ifindex: int = 0,
-                 on_ipcache_changed: Callable[[], None] = lambda: None) -> None:
+                 on_ipcache_changed: Callable[[], None] = lambda: None,
+                 node_identities: NodeIdentities | None = None,
+                 on_node_identities: Callable[[dict[int, list[str]]], None] = lambda ids: None
+                 ) -> None:
         self.kv, self.node, self.mode = kv, node, mode
         self.overlay_ifindex = overlay_ifindex  # tunnel modes: host routes to remote blocks
         self.on_ipcache_changed = on_ipcache_changed  # remote identities changed
+        self.node_identities = node_identities or NodeIdentities()
+        self.on_node_identities = on_node_identities  # the policy's view of them
+        self._node_ids: dict[int, list[str]] = {}  # what on_node_identities was told
+        self._loaded: set[str] = set()  # prefixes listed at least once
         self.datapath, self.links, self.lease = datapath, links, lease
         self.local_endpoints = local_endpoints
         self.nodes: dict[str, nodes.Node] = {}
@@ -96,8 +107,11 @@ class ClusterSync:
 
     def _adopt_programmed(self) -> None:
         """After a restart, what an earlier run programmed is ours to diff against."""
-        for entry in self.datapath.ipcache():
-            if entry["tunnel_ip"] or entry["identity"] == ID_REMOTE_NODE:
+        rows = self.datapath.ipcache()
+        self.node_identities.adopt(rows)
+        for entry in rows:
+            if entry["tunnel_ip"] or entry["identity"] == ID_REMOTE_NODE or \
+                    is_node_identity(entry["identity"]):
                 self._ipcache[ipaddress.ip_network(entry["prefix"])] = (entry["identity"],
                                                                         entry["tunnel_ip"])
         self._routes = self.links.routes_via(self.overlay_ifindex or None)
@@ -164,6 +178,7 @@ class ClusterSync:
 
     def _load(self, prefix: str) -> None:
         with self._lock:
+            self._loaded.add(prefix)
             if prefix == nodes.PREFIX:
                 self.nodes = {n.name: n for n in nodes.list_nodes(self.kv)}
             else:
@@ -204,9 +219,10 @@ class ClusterSync:
             if self.mesh is not None:
                 mesh_nodes, mesh_ips = self.mesh()
                 remote, remote_ips = {**remote, **mesh_nodes}, {**mesh_ips, **remote_ips}
-            for node in remote.values():
+            node_ids = self.node_identities.assign(remote)  # keyed as remote (mesh names)
+            for name, node in remote.items():
                 underlay = tunnel_ip(node.ip) if tunnel else 0
-                ipcache[network(node.ip)] = (ID_REMOTE_NODE, 0)
+                ipcache[network(node.ip)] = (node_ids[name], 0)
                 for block in node.blocks:
                     net = network(block)
                     if tunnel:
@@ -228,23 +244,44 @@ class ClusterSync:
         return {p: v for p, v in ipcache.items() if p not in local}, routes
 
     def reprogram(self) -> None:
-        ipcache, routes = self.wanted()
-        with self._lock:
-            ipcache_changed = ipcache != self._ipcache
-            for prefix, (identity, underlay) in ipcache.items():
-                if self._ipcache.get(prefix) != (identity, underlay):
-                    self.datapath.set_ipcache(prefix, identity, tunnel_ip=underlay)
-            for prefix in set(self._ipcache) - set(ipcache):
-                self.datapath.delete_ipcache(prefix)
-            self._ipcache = ipcache
-            for prefix, via in routes.items():
-                if self._routes.get(prefix) != via:
-                    self.links.set_remote_route(prefix, via)
-            for prefix in set(self._routes) - set(routes):
-                self.links.delete_route(prefix)
-            self._routes = routes
+        with self._lock:  # both follow threads call this
+            if len(self._loaded) < 2:
+                # half a view (nodes without their endpoints, or endpoints without their
+                # nodes) would withdraw the other half until the other thread's list:
+                # after a restart that dropped the pinned entries of every remote node
+                return
+            ipcache_changed = self._reprogram()
         if ipcache_changed:
             self.on_ipcache_changed()
+
+    def _reprogram(self) -> bool:
+        ipcache, routes = self.wanted()
+        node_ids = self.node_identities.identities()
+        if node_ids != self._node_ids:  # new ones known to the policy before the ipcache
+            self.on_node_identities({**self._node_ids, **node_ids})
+        ipcache_changed = ipcache != self._ipcache
+        for prefix, (identity, underlay) in ipcache.items():
+            if self._ipcache.get(prefix) != (identity, underlay):
+                self.datapath.set_ipcache(prefix, identity, tunnel_ip=underlay)
+        for prefix in set(self._ipcache) - set(ipcache):
+            self.datapath.delete_ipcache(prefix)
+        self._ipcache = ipcache
+        for prefix, via in routes.items():
+            if self._routes.get(prefix) != via:
+                self.links.set_remote_route(prefix, via)
+        for prefix in set(self._routes) - set(routes):
+            self.links.delete_route(prefix)
+        self._routes = routes
+        if node_ids != self._node_ids:  # the ipcache names none of the old ones any more
+            self.on_node_identities(node_ids)
+            self._node_ids = node_ids
+        return ipcache_changed
+
+    def remote_node_at(self, address: str) -> nodes.Node | None:
+        """The remote node whose underlay address ``address`` is (policy trace)."""
+        with self._lock:
+            return next((n for n in self.nodes.values() if n.ip == address
+                         and n.name != self.node), None)
 
     def view(self) -> dict:
         with self._lock:

@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ciliumpy import clustermesh_services as global_services
-from ciliumpy import host_firewall, metrics_hubble, nodes
+from ciliumpy import host_firewall, metrics_hubble, node_identities, nodes
 from ciliumpy.bandwidth import BandwidthManager
 from ciliumpy.cluster import ClusterSync
 from ciliumpy.clustermesh import ClusterMesh, start_mesh
@@ -102,7 +102,8 @@ class Agent:
                                            cluster_id=config.cluster_id)
         self.datapath = Datapath(config.bpf_pin_dir)
         self.datapath.audit_mode = config.policy_audit_mode
-        self.monitor = Monitor(self.allocator.get, self._endpoint_view)
+        self.node_ids = node_identities.NodeIdentities()  # other nodes' (fromNodes)
+        self.monitor = Monitor(self.allocator.get, self._endpoint_view, self.node_ids.get)
         self._names: tuple[float, dict[str, str]] = (0.0, {})
         self.flows = FlowStore(config.node_name, self._container_of, config.flow_store_size)
         self.monitor.batch_listeners.append(self.flows.add_events)
@@ -160,6 +161,9 @@ class Agent:
             self.host_firewall.start()
         else:
             host_firewall.disable(self.datapath)
+        if self.config.datapath_mode != "routed":  # other nodes' identities, as pinned
+            self.policy.node_identities = node_identities.restore(
+                self.node_ids, self.datapath.ipcache(), self.kv, self.config.node_name)
         self.policy.start()
         self.proxy_state.start()
         self.fqdn.start()
@@ -182,7 +186,9 @@ class Agent:
                                        self.config.datapath_mode, self.datapath, self.links,
                                        self.lease, self.store.endpoints,
                                        overlay_ifindex=self.overlay_ifindex,
-                                       on_ipcache_changed=self._ipcache_changed)
+                                       on_ipcache_changed=self._ipcache_changed,
+                                       node_identities=self.node_ids,
+                                       on_node_identities=self.policy.set_node_identities)
             self.cluster.start()
             self.cluster.kick()
         self.mesh = start_mesh(self.config, self.kv, self.cluster, self.policy, self.monitor)
@@ -364,6 +370,7 @@ class Agent:
                 addresses = [a.split("/")[0] for a in endpoint.addresses]
                 l7 += l7_entries(addresses, view.counts, L7_KINDS)
             labels = labels_by_identity({**self.policy.fqdn_labels(),
+                                         **self.policy.node_identities,
                                          **self.policy.identities})
         names = {a.split("/")[0]: e.container_name for e in self.store.endpoints()
                  for a in e.addresses if e.container_name}
@@ -401,7 +408,7 @@ class Agent:
         return nodes.Node(name=self.config.node_name, ip=self.node_ip,
                           encapsulation=self.config.datapath_mode, blocks=self.ipam.blocks(),
                           api=self.config.api_socket, ipv6=self.config.node_ipv6,
-                          hubble=self.hubble_address)
+                          hubble=self.hubble_address, labels=dict(self.config.node_labels))
 
     def register_node(self, lease: str | None = None) -> None:
         try:

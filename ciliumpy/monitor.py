@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from policies.identities import RESERVED, Identity
+from policies.identities import RESERVED, Identity, is_node_identity
 
 HOST_EP_KEY = 0xFFFFFFFF  # the host endpoint's events (datapath.maps.HOST_EP_KEY)
 
@@ -30,8 +30,11 @@ CLOCK_SLACK = 60.0
 
 class Monitor:
     def __init__(self, identity_lookup: Callable[[int], Identity | None],
-                 endpoint_lookup: Callable[[int], dict | None], capacity: int = 4095) -> None:
+                 endpoint_lookup: Callable[[int], dict | None],
+                 node_lookup: Callable[[int], Identity | None] = lambda number: None,
+                 capacity: int = 4095) -> None:
         self.identity_lookup, self.endpoint_lookup = identity_lookup, endpoint_lookup
+        self.node_lookup = node_lookup  # other nodes' identities (node-local, reassignable)
         self.events: collections.deque[dict] = collections.deque(maxlen=capacity)
         self.lost = 0
         self.seen = 0
@@ -52,6 +55,9 @@ class Monitor:
     def labels_of(self, number: int) -> list[str]:
         if number in RESERVED:
             return [f"reserved:{RESERVED[number]}"]
+        if is_node_identity(number):  # not cached: a released number may come back
+            found = self.node_lookup(number)
+            return list(found.labels) if found else []
         if number not in self._labels:
             try:
                 found = self.identity_lookup(number)

@@ -22,6 +22,8 @@ class Node:
     api: str = ""
     ipv6: str = ""  # the underlay IPv6 address, for native routing of IPv6 blocks
     hubble: str = ""  # host:port of its Hubble Observer API, for the relay ("" = none)
+    # --node-labels: what fromNodes/toNodes select (ciliumpy/node_identities.py)
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def default_node_ip() -> str:

@@ -16,22 +16,22 @@ change of ``fromRequires`` or of the set of CIDRs rebuilds the affected views (r
 from __future__ import annotations
 
 import collections
-import contextlib
-import gc
 import ipaddress
 import itertools
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ciliumpy import policy_store as repository
+from ciliumpy.collector import collector_paused
 from ciliumpy.identities import BASE as IDENTITIES
 from ciliumpy.identities import IdentityAllocator
 from datapath.datapath import Datapath
 from policies import engine, named_ports, to_services
 from policies.engine import labels_of
+from policies.identities import NODE_SCOPE
 from policies.labels import Label
 from policies.model import Rule
 from policies.parser import parse_documents
@@ -95,31 +95,6 @@ class View:
                     self.removed.add(entry)
 
 
-LARGE_UPDATE = 100_000  # objects made by an update, past which it collects at its end
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for one policy update. Such an update makes
-    ~10 objects per map entry, most of them kept (views, the datapath's mirror), and
-    each time enough of them survive, the collector walks every object the agent holds:
-    half of a 100,000-entry import (0.75 s of 1.5 s) went there, freeing nothing. After
-    a large update the young generations are collected at once (as the first allocation
-    would, ~80 ms, but also the generation-1 walk that would land ~30 ms later in some
-    small change; it also stops tracking the entry tuples). Callers hold ``lock``, so
-    updates never nest across threads; a nested call leaves the collector to the outer
-    one."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-            if gc.get_count()[0] > LARGE_UPDATE:
-                gc.collect(1)
-
-
 class PolicyManager:
     def __init__(self, kv: KVStore, datapath: Datapath, allocator: IdentityAllocator,
                  mode: str, on_change: Callable[[], None]) -> None:
@@ -140,6 +115,8 @@ class PolicyManager:
         self.service_selector: Callable[[str], tuple[bool, dict | None]] = \
             lambda name: (False, None)
         self.service_selectors: dict[str, dict | None] = {}
+        # other nodes' identities (node-local, ciliumpy/node_identities.py): fromNodes
+        self.node_identities: dict[int, list[str]] = {}
         self.universe = Universe({}, {})
         self.views: dict[tuple, View] = {}
         self.error: str | None = None
@@ -205,7 +182,8 @@ class PolicyManager:
                 for rule in policy.rules]
 
     def _universe(self) -> Universe:
-        return Universe(self.identities, self.cidrs, self.fqdns, self.service_selectors)
+        return Universe(self.identities, self.cidrs, self.fqdns, self.service_selectors,
+                        self.node_identities)
 
     def _named_services(self) -> dict[str, dict | None]:
         """The backend selectors of the services toServices rules name (those that
@@ -335,23 +313,36 @@ class PolicyManager:
             # port means for "any peer" (identity 0): recompute rather than add
             declares = any(named_ports.LABEL_PREFIX in text for labels in added.values()
                            for text in labels)
-            if removed or declares:
-                self.identities.update(added)
-                self._rebuild()
-                return
-            if not added:
-                return
             self.identities.update(added)
-            self.universe = self._universe()
-            only = {n: self.universe.peers[n] for n in added}
-            for view in self.views.values():
-                view.begin()
-                for key, rule in list(view.selected.items()):
-                    more = rule_entries(rule, view.reqs, self.universe, only,
-                                        own=view.labels) - view.contrib[key]
-                    if more:
-                        view.add(key, more)
-            self._changed()
+            self._identities_changed(added, removed or declares)
+
+    def _identities_changed(self, added: dict[int, list[str]], removed: bool) -> None:
+        """Identities came (``added``, already in the universe's sources) or went or
+        changed (``removed``: rebuild); call with ``lock`` held."""
+        if removed:
+            self._rebuild()
+            return
+        if not added:
+            return
+        self.universe = self._universe()
+        only = {n: self.universe.peers[n] for n in added}
+        for view in self.views.values():
+            view.begin()
+            for key, rule in list(view.selected.items()):
+                more = rule_entries(rule, view.reqs, self.universe, only,
+                                    own=view.labels) - view.contrib[key]
+                if more:
+                    view.add(key, more)
+        self._changed()
+
+    def set_node_identities(self, identities: dict[int, list[str]]) -> None:
+        """The other nodes' identities (number -> labels) changed: fromNodes/toNodes and
+        the entities covering nodes follow; returns once the endpoints' maps are written."""
+        with self.lock, collector_paused():
+            old, self.node_identities = self.node_identities, dict(identities)
+            removed = any(identities.get(n) != labels for n, labels in old.items())
+            self._identities_changed({n: v for n, v in identities.items() if n not in old},
+                                     removed)
 
     # ---- writing the datapath ------------------------------------------------------
     def _changed(self) -> None:
@@ -369,12 +360,13 @@ class PolicyManager:
                  for e in self.datapath.ipcache()}
         # an address learnt from DNS never replaces an endpoint's, a node's or the host's
         # entry (a DNS answer naming one would turn it into "world"; Cilium's toFQDNs
-        # does not select managed endpoints either)
+        # does not select managed endpoints either); node identities (scope 2) are the
+        # cluster sync's
         wanted = {prefix: number for prefix, (number, _) in self.fqdns.items()
-                  if every.get(prefix, LOCAL_IDENTITY_BASE) >= LOCAL_IDENTITY_BASE}
+                  if LOCAL_IDENTITY_BASE <= every.get(prefix, LOCAL_IDENTITY_BASE) < NODE_SCOPE}
         wanted.update(self.cidrs)
         current = {prefix: number for prefix, number in every.items()
-                   if number >= LOCAL_IDENTITY_BASE}
+                   if LOCAL_IDENTITY_BASE <= number < NODE_SCOPE}
         for prefix, number in wanted.items():
             if current.get(prefix) != number:
                 self.datapath.set_ipcache(prefix, number)

@@ -11,6 +11,12 @@ toPorts and no peer allows those ports from everyone (L4-only), an empty element
 nothing; ``fromRequires`` folds into every ``fromEndpoints`` selector of the rules
 selecting the endpoint, and into nothing else; a ``toFQDNs`` element's peers are the
 addresses the DNS proxy learnt for the names it selects (each a CIDR identity).
+
+Other nodes (``kind`` "node": ``reserved:remote-node`` plus the ``node:`` labels their
+agents publish) are what ``fromNodes``/``toNodes`` select, as Cilium's node selector
+does (the selector, plus ``reserved:remote-node`` must exist); ``fromEndpoints`` selects
+a node only by a key naming the ``reserved:`` or ``node:`` source, so a container label
+that happens to equal a node label never lets that node in.
 """
 
 from __future__ import annotations
@@ -22,7 +28,15 @@ from dataclasses import dataclass
 from policies import named_ports
 from policies.identities import RESERVED_BY_NAME
 from policies.labels import Label, parse
-from policies.model import PeerRule, PortProtocol, PortRule, Requirement, Rule, Selector
+from policies.model import (
+    PeerRule,
+    PortProtocol,
+    PortRule,
+    Requirement,
+    Rule,
+    Selector,
+    selector_key,
+)
 
 ALL_PROTOCOLS = ("TCP", "UDP", "SCTP")
 PROXIED_PROTOCOLS = ("TCP", "UDP")
@@ -34,9 +48,10 @@ CLUSTER_RESERVED = ("host", "init", "health", "unmanaged", "remote-node")
 @dataclass(frozen=True)
 class Peer:
     """The other side of a connection: its labels, and its address if known.
-    ``kind`` is "endpoint" (labels from an identity), "reserved" or "cidr"; ``names``
-    are the DNS names the proxy learnt the address for (what ``toFQDNs`` selects);
-    ``services`` the services whose backends it is (what ``toServices`` selects)."""
+    ``kind`` is "endpoint" (labels from an identity), "reserved", "cidr" or "node" (another
+    node with labels); ``names`` are the DNS names the proxy learnt the address for (what
+    ``toFQDNs`` selects); ``services`` the services whose backends it is (what
+    ``toServices`` selects)."""
 
     labels: tuple[Label, ...]
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
@@ -102,6 +117,19 @@ def _entity_matches(name: str, peer: Peer) -> bool:
     return peer.reserved(name)
 
 
+def _names_nodes(selector: Selector) -> bool:
+    """Whether a ``fromEndpoints`` selector names a key only a node carries."""
+    keys = [k for k, _ in selector.match_labels] + [r.key for r in selector.match_expressions]
+    return any(selector_key(k)[0] in ("reserved", "node") for k in keys)
+
+
+def node_selected(selectors: Iterable[Selector], peer: Peer) -> bool:
+    """``fromNodes``/``toNodes``: a node (or ``reserved:remote-node``, a node without
+    labels) whose labels one of the selectors matches."""
+    labels = list(peer.labels)
+    return peer.reserved("remote-node") and any(s.matches(labels) for s in selectors)
+
+
 def _cidr_matches(element: PeerRule, peer: Peer) -> bool:
     where = peer.cidr or (ipaddress.ip_network(peer.ip) if peer.ip is not None else None)
     if where is None or peer.kind == "endpoint":
@@ -121,7 +149,10 @@ def peer_matches(element: PeerRule, peer: Peer, reqs: tuple[Requirement, ...]) -
         return bool(element.to_ports)  # L4-only: every peer; an empty element: none
     if element.endpoints is not None:
         labels = list(peer.labels)
-        return any(s.with_requirements(reqs).matches(labels) for s in element.endpoints)
+        return any(s.with_requirements(reqs).matches(labels) for s in element.endpoints
+                   if peer.kind != "node" or _names_nodes(s))
+    if element.nodes is not None:
+        return node_selected(element.nodes, peer)
     if element.entities is not None:
         return any(_entity_matches(name, peer) for name in element.entities)
     if element.fqdns is not None:

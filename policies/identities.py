@@ -20,6 +20,16 @@ MAX_CLUSTER_ID = (1 << 24) - 1
 # carries the sender's identity across clusters. Cluster ID 0 = no mesh.
 CLUSTER_ID_SHIFT = 16
 MAX_MESH_CLUSTER_ID = 255
+# Other nodes with labels (fromNodes/toNodes): node-local identities in Cilium's
+# remote-node scope (bits 24..31 = 2), never on the wire; a node without labels is
+# reserved:remote-node (6). CIDR identities are scope 1 (policies/resolve.py).
+NODE_SCOPE = 0x02000000
+SCOPE_MASK = 0xFF000000
+
+
+def is_node_identity(number: int) -> bool:
+    """A node identity of the remote-node scope (not reserved:remote-node itself)."""
+    return number & SCOPE_MASK == NODE_SCOPE
 
 
 @dataclass(frozen=True)

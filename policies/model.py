@@ -123,12 +123,14 @@ class PeerRule:
     fqdns: tuple[FQDNSelector, ...] | None = None
     # toServices: the backends of the ciliumpy services of these names
     services: tuple[str, ...] | None = None
+    # fromNodes/toNodes: other nodes, selected by the labels their agents publish
+    nodes: tuple[Selector, ...] | None = None
 
     @property
     def has_peer(self) -> bool:
         return (self.endpoints is not None or self.cidrs is not None
                 or self.entities is not None or self.fqdns is not None
-                or self.services is not None)
+                or self.services is not None or self.nodes is not None)
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,6 @@ from policies.tls_rules import TlsRuleError, check_name
 UNSUPPORTED = {
     "toGroups": "toGroups (cloud provider groups) is not supported",
     "fromGroups": "fromGroups (cloud provider groups) is not supported",
-    "fromNodes": "fromNodes needs node labels, which ciliumpy does not have",
-    "toNodes": "toNodes needs node labels, which ciliumpy does not have",
     "authentication": "mutual authentication (authentication) is not supported: it needs "
                       "Cilium's SPIFFE identities and auth handshake, which ciliumpy does "
                       "not have, and loading the rule without it would allow traffic the "

@@ -47,8 +47,9 @@ from policies.to_services import service_name
 __all__ = ["UNSUPPORTED", "PolicyError", "load_documents", "parse_documents", "parse_file",
            "parse_rule", "parse_text"]
 
-PEER_FIELDS = {"ingress": ("fromEndpoints", "fromCIDR", "fromCIDRSet", "fromEntities"),
-               "egress": ("toEndpoints", "toCIDR", "toCIDRSet", "toEntities")}
+PEER_FIELDS = {"ingress": ("fromEndpoints", "fromCIDR", "fromCIDRSet", "fromEntities",
+                           "fromNodes"),
+               "egress": ("toEndpoints", "toCIDR", "toCIDRSet", "toEntities", "toNodes")}
 
 
 def _peer_rule(ctx: Ctx, obj: Any, path: str, direction: str, deny: bool) -> PeerRule:
@@ -66,7 +67,7 @@ def _peer_rule(ctx: Ctx, obj: Any, path: str, direction: str, deny: bool) -> Pee
     if len(present) > 1 and not (len(present) == 2 and len(cidr_kinds) == 2):
         ctx.fail(path, f"combining {present[0]} and {present[1]} is not supported: use two "
                  "rule elements")
-    endpoints = cidrs = entities = fqdns = services = None
+    endpoints = cidrs = entities = fqdns = services = nodes = None
     if obj.get("toFQDNs") is not None:
         fqdns = tuple(fqdn_selector(ctx, item, f"{path}.toFQDNs[{i}]") for i, item in
                       enumerate(as_list(ctx, obj["toFQDNs"], f"{path}.toFQDNs")))
@@ -78,6 +79,9 @@ def _peer_rule(ctx: Ctx, obj: Any, path: str, direction: str, deny: bool) -> Pee
         endpoints = tuple(selector(ctx, s, f"{path}.{prefix}Endpoints[{i}]") for i, s in
                           enumerate(as_list(ctx, obj[f"{prefix}Endpoints"],
                                           f"{path}.{prefix}Endpoints")))
+    if obj.get(f"{prefix}Nodes") is not None:  # selectors of node labels (--node-labels)
+        nodes = tuple(selector(ctx, s, f"{path}.{prefix}Nodes[{i}]") for i, s in
+                      enumerate(as_list(ctx, obj[f"{prefix}Nodes"], f"{path}.{prefix}Nodes")))
     if cidr_kinds:
         items = []
         for i, text in enumerate(as_list(ctx, obj.get(f"{prefix}CIDR") or [],
@@ -132,7 +136,8 @@ def _peer_rule(ctx: Ctx, obj: Any, path: str, direction: str, deny: bool) -> Pee
             ctx.fail(f"{path}.icmps", "icmps and toPorts cannot be combined in one rule "
                      "element (as in Cilium): write two elements")
         port_rules.append(icmp_rules(ctx, obj["icmps"], f"{path}.icmps"))
-    return PeerRule(endpoints, requires, cidrs, entities, tuple(port_rules), fqdns, services)
+    return PeerRule(endpoints, requires, cidrs, entities, tuple(port_rules), fqdns, services,
+                    nodes)
 
 
 RULE_FIELDS = ("endpointSelector", "nodeSelector", "ingress", "ingressDeny", "egress",

@@ -107,17 +107,22 @@ class Universe:
     """Everything a peer selector can resolve to, indexed by label (key, value) so a
     selector with matchLabels only examines identities that carry them. ``fqdns``:
     the addresses the DNS proxy learnt, each with its identity and names; ``services``:
-    the selectors of the services toServices rules name (policies/to_services.py)."""
+    the selectors of the services toServices rules name (policies/to_services.py);
+    ``nodes``: the node identities (``ciliumpy/node_identities.py``), with their labels."""
 
     def __init__(self, identities: dict[int, Iterable[str]], cidrs: dict[Network, int],
                  fqdns: FQDNPeers | None = None,
-                 services: Mapping[str, Mapping[str, str] | None] | None = None) -> None:
+                 services: Mapping[str, Mapping[str, str] | None] | None = None,
+                 nodes: dict[int, Iterable[str]] | None = None) -> None:
         self.peers: dict[int, Peer] = dict(engine.RESERVED_PEERS)
         for number, texts in identities.items():
             if number not in self.peers:
                 labels = tuple(parse(t, default_source="container") for t in texts)
                 self.peers[number] = Peer(labels, services=to_services.backing(
                     labels, services) if services else ())
+        for number, labels in (nodes or {}).items():
+            self.peers[number] = Peer(tuple(parse(t, default_source="node") for t in labels),
+                                      kind="node")
         for prefix, number in cidrs.items():
             self.peers[number] = Peer((Label("reserved", "world"),
                                        Label("cidr", str(prefix))), cidr=prefix, kind="cidr")

@@ -180,6 +180,9 @@ def _direction(rules: list[Rule], direction: str, subject: Side, other: Side, pr
                                    f"{selector.with_requirements(reqs)}")
                 elif element.entities is not None:
                     log.append(f"    {verb} {word} entities {list(element.entities)}")
+                elif element.nodes is not None:
+                    for selector in element.nodes:
+                        log.append(f"    {verb} {word} nodes {selector}")
                 elif element.cidrs is not None:
                     log.append(f"    {verb} {word} CIDRs " + str(
                         [f"{c.cidr}" + (f" except {list(map(str, c.excepts))}" if c.excepts
@@ -234,8 +237,10 @@ def _direction(rules: list[Rule], direction: str, subject: Side, other: Side, pr
 
 def offline_side(text: str) -> Side:
     """A side given without an agent: 'host' (this node, with no node labels: only
-    ``nodeSelector: {}`` rules select it), 'world', an IP (outside every endpoint:
-    world, matched by CIDR rules) or labels ``key=value,source:key=value``."""
+    ``nodeSelector: {}`` rules select it), 'world', 'remote-node', an IP (outside every
+    endpoint: world, matched by CIDR rules) or labels ``key=value,source:key=value``
+    (with ``node:`` labels or ``reserved:remote-node``: another node, as ``fromNodes``
+    and ``toNodes`` see it, with no policy of its own)."""
     import ipaddress
 
     from policies.engine import labels_of, reserved_peer
@@ -243,12 +248,17 @@ def offline_side(text: str) -> Side:
     text = text.strip()
     if text == "host":  # selected by host policies (nodeSelector; no node labels here)
         return Side(reserved_peer(text), host=True)
-    if text == "world":
+    if text in ("world", "remote-node"):
         return Side(reserved_peer(text), managed=False)
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
-        return Side(Peer(labels_of([t for t in text.split(",") if t])))
+        labels = labels_of([t for t in text.split(",") if t])
+        if any(lbl.source == "node" or (lbl.source, lbl.key) == ("reserved", "remote-node")
+               for lbl in labels):
+            labels = tuple(sorted(set(labels) | set(labels_of(["reserved:remote-node"]))))
+            return Side(Peer(labels, kind="node"), managed=False)
+        return Side(Peer(labels))
     return Side(Peer(labels_of(["reserved:world"]), ip=ip, kind="cidr"), managed=False)
 
 

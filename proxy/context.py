@@ -3,7 +3,7 @@
 Owns: the worker configuration (:class:`Config`), who the connection is (client
 address, original destination), judging a request against the current state,
 emitting its event, and opening the upstream socket to the original destination with
-``SO_MARK = (source identity << 8) | 0xA5``.
+``SO_MARK = (source identity << 8) | 0xA5`` (a node-local identity: 0xA8/0xA9, its scope).
 """
 
 from __future__ import annotations
@@ -23,8 +23,16 @@ MARK_MAGIC = 0xA5
 SO_MARK = getattr(socket, "SO_MARK", 36)
 
 
+# node-local identities (CIDR scope 1, node scope 2) do not fit in the mark's 24 bits:
+# their scope goes into the magic byte (datapath/bpf/lib/proxy.h)
+SCOPE_MAGIC = {0x01000000: 0xA8, 0x02000000: 0xA9}
+
+
 def upstream_mark(identity: int) -> int:
-    return ((identity << 8) | MARK_MAGIC) & 0xFFFFFFFF
+    magic = SCOPE_MAGIC.get(identity & 0xFF000000, MARK_MAGIC)
+    if identity > 0xFFFFFF and magic == MARK_MAGIC:
+        identity, magic = 2, MARK_MAGIC  # no such identity: judged as world
+    return (((identity & 0xFFFFFF) << 8) | magic) & 0xFFFFFFFF
 
 
 @dataclass

@@ -128,11 +128,14 @@ def node() -> None:
 
 
 list_command(node, "list", "/v1/nodes",
-             ["CLUSTER", "NAME", "IP", "IPV6", "ENCAPSULATION", "BLOCKS"],
+             ["CLUSTER", "NAME", "IP", "IPV6", "ENCAPSULATION", "BLOCKS", "LABELS"],
              lambda n: (n.get("cluster") or "-", n["name"], n["ip"], n.get("ipv6") or "-",
-                        n["encapsulation"], ",".join(n["blocks"]) or "-"),
+                        n["encapsulation"], ",".join(n["blocks"]) or "-",
+                        ",".join(f"{k}={v}" for k, v in sorted((n.get("labels") or {})
+                                                               .items())) or "-"),
              "List nodes (this cluster's, then the remote clusters'): cluster, name, IP "
-             "(and IPv6), encapsulation, address blocks.")
+             "(and IPv6), encapsulation, address blocks, labels (--node-labels: what "
+             "fromNodes and toNodes select).")
 
 
 GROUPS = (network, endpoint, identity, node)

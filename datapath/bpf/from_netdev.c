@@ -53,7 +53,7 @@ static __always_inline int backend_is_remote(__u32 addr)
 	struct ipcache_val *be = lb_ipcache4(addr);
 
 	return be && !be->ifindex && be->identity != ID_HOST && be->identity != ID_WORLD &&
-	       be->identity != ID_REMOTE_NODE;
+	       !is_remote_node(be->identity);
 }
 
 /* A DSR packet, already addressed to its backend: the option on a connection's first

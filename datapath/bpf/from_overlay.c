@@ -1,6 +1,8 @@
 /* tc ingress of the overlay device: packets from endpoints on other nodes, already
  * decapsulated. The VNI is the sender's security identity: the destination endpoint's
- * ingress policy is enforced on it right here (no ipcache lookup for the source), and
+ * ingress policy is enforced on it right here (no ipcache lookup for the source; a
+ * host's own packets, VNI reserved:remote-node, take the identity of the node that
+ * sent them: the ipcache's for the outer source address), and
  * an accepted packet goes straight into the container with bpf_redirect_peer, skipping
  * the host stack and the host veth, or to the L7 proxy when its port has L7 rules. A
  * connection another node balanced to this endpoint with direct server return is
@@ -19,7 +21,7 @@ int from_overlay(struct __sk_buff *skb)
 {
 	struct bpf_tunnel_key key = {};
 	struct flow f = {};
-	struct ipcache_val *dst;
+	struct ipcache_val *dst, *node;
 	struct ep_info *ep;
 	__u32 ifindex, src_id;
 	__u16 proxy = 0;
@@ -42,6 +44,13 @@ int from_overlay(struct __sk_buff *skb)
 	if (!ep)
 		return TC_ACT_OK;
 	src_id = key.tunnel_id & VNI_MASK;
+	if (src_id == ID_REMOTE_NODE) {
+		/* the sending host itself: which node it is (its labels, for fromNodes) is
+		 * the identity the ipcache has for the outer source address */
+		node = lb_ipcache4(bpf_htonl(key.remote_ipv4));
+		if (node && is_node_scope(node->identity))
+			src_id = node->identity;
+	}
 	if (!f.passthrough && ingress_verdict(ep, ifindex, &f, src_id ? src_id : ID_WORLD, 0,
 					      &proxy) != TC_ACT_OK)
 		return TC_ACT_SHOT;

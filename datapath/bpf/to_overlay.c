@@ -28,8 +28,12 @@ int to_overlay(struct __sk_buff *skb)
 		src = ipcache_lookup(f.family, f.saddr);
 		identity = src ? src->identity : ID_HOST;
 	}
-	if (identity == ID_HOST)
-		identity = ID_REMOTE_NODE; /* what this host is to the other node */
+	/* what this host is to the other node; an address of a third node (node-local
+	 * identity) is not vouched for by the VNI either */
+	if (identity == ID_HOST || is_node_scope(identity))
+		identity = ID_REMOTE_NODE;
+	else if (identity > VNI_MASK)
+		identity = ID_WORLD; /* a CIDR identity: node-local, the VNI cannot carry it */
 	key.remote_ipv4 = dst->tunnel_ip;
 	key.tunnel_id = identity & VNI_MASK;
 	key.tunnel_ttl = 64;

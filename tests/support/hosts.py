@@ -70,8 +70,11 @@ class Host:
 
     @property
     def wrapper(self) -> list[str]:
+        # entering a mount namespace moves the working directory to its root, and
+        # ``python -m ciliumpy`` imports from the working directory: without --wd the
+        # agents ran the venv's installed checkout, not the one under test
         return ["nsenter", f"--net=/run/netns/{self.netns}",
-                f"--mount=/proc/{self.dockerd.pid}/ns/mnt"]
+                f"--mount=/proc/{self.dockerd.pid}/ns/mnt", f"--wd={ROOT}"]
 
     def start_dockerd(self) -> None:
         data = self.workdir / "docker"

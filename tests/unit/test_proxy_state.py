@@ -101,6 +101,11 @@ def test_describe():
 def test_upstream_mark():
     assert upstream_mark(256) == 0x100A5
     assert upstream_mark(2) == 0x2A5
+    # node-local identities keep their scope (a plain shift lost it: 0x02000001 << 8
+    # truncated to 32 bits named identity 1, the host)
+    assert upstream_mark(0x02000001) == 0x1A9, "a node identity (fromNodes)"
+    assert upstream_mark(0x01000003) == 0x3A8, "a CIDR identity"
+    assert upstream_mark(0x05000001) == 0x2A5, "no such scope: world"
 
 
 def test_events_round_trip(tmp_path):

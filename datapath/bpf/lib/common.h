@@ -24,8 +24,26 @@
 #define ID_WORLD 2
 #define ID_REMOTE_NODE 6
 
+/* Another node with labels (fromNodes/toNodes) has a node-local identity of Cilium's
+ * remote-node scope (ciliumpy/node_identities.py) in the ipcache; it is never sent on
+ * the wire: what goes into the VNI for a host's own packets stays ID_REMOTE_NODE. */
+#define ID_SCOPE_MASK 0xFF000000
+#define ID_NODE_SCOPE 0x02000000
+
+static inline int is_node_scope(__u32 identity)
+{
+	return (identity & ID_SCOPE_MASK) == ID_NODE_SCOPE;
+}
+
+/* reserved:remote-node, or a node identity: another node of the cluster */
+static inline int is_remote_node(__u32 identity)
+{
+	return identity == ID_REMOTE_NODE || is_node_scope(identity);
+}
+
 /* The overlay carries the sender's identity as the VNI: 24 bits, so cluster
- * identities must fit in them (node-local CIDR identities never go on the wire). */
+ * identities must fit in them (node-local CIDR and node identities never go on the
+ * wire). */
 #define VNI_MASK 0x00FFFFFF
 
 /* datapath modes (struct dp_config.mode) */
@@ -56,6 +74,10 @@
 #define MARK_MAGIC_MASK 0xFF
 #define MARK_TO_PROXY 0xA6   /* policy routing delivers it to the local proxy socket */
 #define MARK_FROM_PROXY 0xA5 /* the proxy's upstream side: identity in bits 8..31 */
+/* ... of a client with a node-local identity (24 bits + its scope in the magic) */
+#define MARK_FROM_PROXY_CIDR 0xA8 /* scope 1: CIDR/FQDN identities */
+#define MARK_FROM_PROXY_NODE 0xA9 /* scope 2: node identities */
+#define ID_LOCAL_SCOPE 0x01000000
 #define MARK_OVERLAY_KEYED 0xA7 /* from_container set the tunnel key: to_overlay passes */
 
 /* policy entry flags */

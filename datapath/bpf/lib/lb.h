@@ -321,7 +321,7 @@ static __always_inline void lb4_dsr_learn(struct __sk_buff *skb, struct flow *f)
 	    opt.type != LB_DSR_OPT_TYPE || opt.len != LB_DSR_OPT_LEN)
 		return;
 	node = lb_ipcache4(opt.addr);
-	if (!node || node->identity != ID_REMOTE_NODE)
+	if (!node || !is_remote_node(node->identity))
 		return;
 	__builtin_memcpy(&rev.saddr, f->daddr, 4);
 	__builtin_memcpy(&rev.daddr, f->saddr, 4);

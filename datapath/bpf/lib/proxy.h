@@ -12,8 +12,9 @@
  * destination from IP_ORIGDSTADDR and answers from that address.
  *
  * The proxy's own upstream connections carry MARK_FROM_PROXY with the client's
- * identity in the upper 24 bits, so the destination's ingress policy judges the client,
- * not the host, and they are never redirected again.
+ * identity in the upper 24 bits (a node-local one's scope in the low byte), so the
+ * destination's ingress policy judges the client, not the host, and they are never
+ * redirected again.
  *
  * Fail closed: with no proxy socket the packet is dropped (REASON_PROXY_UNAVAILABLE);
  * it is never delivered past the proxy. */
@@ -24,9 +25,15 @@
 
 static __always_inline __u32 identity_from_proxy(struct __sk_buff *skb)
 {
-	if ((skb->mark & MARK_MAGIC_MASK) != MARK_FROM_PROXY)
-		return 0;
-	return skb->mark >> 8;
+	switch (skb->mark & MARK_MAGIC_MASK) {
+	case MARK_FROM_PROXY:
+		return skb->mark >> 8;
+	case MARK_FROM_PROXY_CIDR: /* a node-local identity does not fit in 24 bits */
+		return ID_LOCAL_SCOPE | (skb->mark >> 8);
+	case MARK_FROM_PROXY_NODE:
+		return ID_NODE_SCOPE | (skb->mark >> 8);
+	}
+	return 0;
 }
 
 static __always_inline struct bpf_sock *proxy_lookup(struct __sk_buff *skb, struct flow *f,
