@@ -111,6 +111,7 @@ class Agent:
         self.policy = PolicyManager(self.kv, self.datapath, self.allocator,
                                     config.policy_enforcement,
                                     on_change=self._policy_changed)
+        self.policy.local_cluster = config.cluster_name if config.cluster_id else ""
         self.proxy = ProxySupervisor(os.path.join(config.state_dir, "proxy"), config.proxy_port,
                                      config.proxy_workers, on_event=self.monitor.ingest_l7,
                                      kafka_max_frame=config.kafka_max_frame)

@@ -109,6 +109,7 @@ class PolicyManager:
         self.identities: dict[int, list[str]] = {}
         # Cluster Mesh: the remote clusters' identities (kept across a refresh)
         self.remote_identities: Callable[[], dict[int, list[str]]] = dict
+        self.local_cluster = ""  # its name in a mesh: `cluster` selects its endpoints only
         # toServices: a service's backend selector by name (None: it has none; a name
         # missing from the answer: no such service), set by the agent, and the
         # selectors of the services the rules name
@@ -183,7 +184,7 @@ class PolicyManager:
 
     def _universe(self) -> Universe:
         return Universe(self.identities, self.cidrs, self.fqdns, self.service_selectors,
-                        self.node_identities)
+                        self.node_identities, self.local_cluster)
 
     def _named_services(self) -> dict[str, dict | None]:
         """The backend selectors of the services toServices rules name (those that

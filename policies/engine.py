@@ -59,6 +59,7 @@ class Peer:
     kind: str = "endpoint"
     names: tuple[str, ...] = ()
     services: tuple[str, ...] = ()  # the ciliumpy services it is a backend of (toServices)
+    remote_cluster: bool = False  # an endpoint of another cluster of the mesh
 
     def reserved(self, name: str) -> bool:
         return any(lbl.source == "reserved" and lbl.key == name for lbl in self.labels)
@@ -112,8 +113,9 @@ def _entity_matches(name: str, peer: Peer) -> bool:
         return False
     if name in ("world", "world-ipv4", "world-ipv6"):
         return peer.kind == "cidr" or peer.reserved("world")
-    if name == "cluster":
-        return peer.kind == "endpoint" or any(peer.reserved(n) for n in CLUSTER_RESERVED)
+    if name == "cluster":  # the local cluster only, as Cilium's (other clusters' are not)
+        return (peer.kind == "endpoint" and not peer.remote_cluster) or any(
+            peer.reserved(n) for n in CLUSTER_RESERVED)
     return peer.reserved(name)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from policies import engine, to_services
 from policies.engine import Peer
-from policies.labels import Label, parse
+from policies.labels import CLUSTER_LABEL, Label, parse
 from policies.model import PortRule, Rule, selector_key
 
 LOCAL_IDENTITY_BASE = 0x01000000
@@ -108,18 +108,23 @@ class Universe:
     selector with matchLabels only examines identities that carry them. ``fqdns``:
     the addresses the DNS proxy learnt, each with its identity and names; ``services``:
     the selectors of the services toServices rules name (policies/to_services.py);
-    ``nodes``: the node identities (``ciliumpy/node_identities.py``), with their labels."""
+    ``nodes``: the node identities (``ciliumpy/node_identities.py``), with their labels;
+    ``local_cluster``: this cluster's name in a mesh (the ``cluster`` entity is its own
+    endpoints only)."""
 
     def __init__(self, identities: dict[int, Iterable[str]], cidrs: dict[Network, int],
                  fqdns: FQDNPeers | None = None,
                  services: Mapping[str, Mapping[str, str] | None] | None = None,
-                 nodes: dict[int, Iterable[str]] | None = None) -> None:
+                 nodes: dict[int, Iterable[str]] | None = None,
+                 local_cluster: str = "") -> None:
         self.peers: dict[int, Peer] = dict(engine.RESERVED_PEERS)
         for number, texts in identities.items():
             if number not in self.peers:
                 labels = tuple(parse(t, default_source="container") for t in texts)
                 self.peers[number] = Peer(labels, services=to_services.backing(
-                    labels, services) if services else ())
+                    labels, services) if services else (), remote_cluster=bool(
+                    local_cluster) and any(label.key == CLUSTER_LABEL and label.value !=
+                                           local_cluster for label in labels))
         for number, labels in (nodes or {}).items():
             self.peers[number] = Peer(tuple(parse(t, default_source="node") for t in labels),
                                       kind="node")

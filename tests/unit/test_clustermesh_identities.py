@@ -161,3 +161,29 @@ def test_a_remote_cluster_cannot_spoof_labels_identities_or_local_addresses(tmp_
     assert set(ips) == {"10.72.1.5"}, ips
     assert named["b/n1"].blocks == ["10.72.1.0/24"]
     assert remote.rejected >= 3
+
+
+def test_the_cluster_entity_is_the_local_clusters_endpoints_only():
+    """As Cilium's (its `cluster` entity selects the local cluster's name label): an
+    endpoint of another cluster is no part of `cluster`, though label selectors still
+    select it."""
+    from policies.engine import labels_of
+    from policies.resolve import Universe, resolve
+
+    local, remote = (1 << 16) | 300, (2 << 16) | 300
+    identities = {local: ["k8s:io.cilium.k8s.policy.cluster=a", "app=x"],
+                  remote: ["k8s:io.cilium.k8s.policy.cluster=b", "app=x"]}
+    text = """spec:
+  endpointSelector: {matchLabels: {app: server}}
+  ingress:
+  - fromEntities: [cluster]
+  - fromEndpoints: [{matchLabels: {app: x}}]
+    toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+"""
+    (policy,) = parse_text(text)
+    for cluster, expected in (("a", {local}), ("", {local, remote})):  # "": no mesh
+        universe = Universe(identities, {}, local_cluster=cluster)
+        found = resolve(policy.rules, labels_of(["app=server"]), universe, "default")
+        l3 = {e.identity for e in found.entries if e.proto == 0}
+        assert l3 & {local, remote} == expected, cluster
+        assert {e.identity for e in found.entries if e.port == 80} == {local, remote}
