@@ -17,12 +17,12 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from ciliumpy import agent_services, host_firewall, metrics_hubble, node_identities, nodes
 from ciliumpy import clustermesh_services as global_services
-from ciliumpy import host_firewall, metrics_hubble, node_identities, nodes
+from ciliumpy.agent_views import L7_KINDS, AgentViews
 from ciliumpy.bandwidth import BandwidthManager
 from ciliumpy.cluster import ClusterSync
 from ciliumpy.clustermesh import ClusterMesh, start_mesh
-from ciliumpy.clustermesh_services import BackendPublisher
 from ciliumpy.config import Config
 from ciliumpy.docker_view import DockerView
 from ciliumpy.docker_watcher import ContainerInfo, DockerWatcher
@@ -35,26 +35,22 @@ from ciliumpy.host_firewall import HostFirewall
 from ciliumpy.hubble_apis import HubbleAPIs
 from ciliumpy.identities import IdentityAllocator
 from ciliumpy.l7proxy import ProxySupervisor
-from ciliumpy.lb import ClusterEndpoint, ServiceManager, label_dict
+from ciliumpy.lb import ServiceManager
 from ciliumpy.monitor import Monitor
 from ciliumpy.policy_manager import PolicyManager
 from ciliumpy.ports import PortPublisher
 from ciliumpy.proxy_state import (
     ProxyStateWriter,
-    identities_from_ipcache,
-    l7_entries,
-    labels_by_identity,
 )
 from ciliumpy.reconciler import Reconciler
 from datapath import overlay
 from datapath.datapath import Datapath
-from datapath.lb import ServiceTables
 from datapath.links import Links, enable_forwarding
 from datapath.proxy_routing import ensure_proxy_routing
 from driver.model import Endpoint, Network, Store
 from driver.service import Driver
 from ipam.allocator import IPAM, Allocation
-from policies.identities import HOST, INIT
+from policies.identities import HOST
 from policies.labels import LabelFilter
 from state.kvstore import KVError, open_store
 from state.kvstore.base import LeaseKeeper
@@ -67,7 +63,6 @@ log = logging.getLogger("ciliumpy.agent")
 # L7 rule kinds whose connections go to the proxy. HTTP (and gRPC) are enforced there;
 # Kafka rules too (the proxy reads Kafka's wire protocol), DNS rules (UDP and TCP) and
 # serverNames ("tls": the proxy reads the ClientHello's server name).
-L7_KINDS = ("http", "kafka", "dns", "tls")
 
 
 class Agent:
@@ -103,9 +98,10 @@ class Agent:
         self.datapath = Datapath(config.bpf_pin_dir)
         self.datapath.audit_mode = config.policy_audit_mode
         self.node_ids = node_identities.NodeIdentities()  # other nodes' (fromNodes)
-        self.monitor = Monitor(self.allocator.get, self._endpoint_view, self.node_ids.get)
-        self._names: tuple[float, dict[str, str]] = (0.0, {})
-        self.flows = FlowStore(config.node_name, self._container_of, config.flow_store_size)
+        self.views = AgentViews(self)  # what the monitor, flows and the proxy read
+        self.monitor = Monitor(self.allocator.get, self.views.endpoint, self.node_ids.get)
+        self.flows = FlowStore(config.node_name, self.views.container_of,
+                               config.flow_store_size)
         self.monitor.batch_listeners.append(self.flows.add_events)
         self.hubble_metrics = metrics_hubble.listen(self.flows)
         self.policy = PolicyManager(self.kv, self.datapath, self.allocator,
@@ -115,7 +111,7 @@ class Agent:
         self.proxy = ProxySupervisor(os.path.join(config.state_dir, "proxy"), config.proxy_port,
                                      config.proxy_workers, on_event=self.monitor.ingest_l7,
                                      kafka_max_frame=config.kafka_max_frame)
-        self.proxy_state = ProxyStateWriter(self.proxy.state_path, self._proxy_state)
+        self.proxy_state = ProxyStateWriter(self.proxy.state_path, self.views.proxy_state)
         self.fqdn = FqdnManager(self.proxy.fqdn_path, config.tofqdns_min_ttl,
                                 self.policy.set_fqdns)
         self.endpoints = EndpointManager(self.datapath, self.policy, config.policy_enforcement,
@@ -142,7 +138,6 @@ class Agent:
         self.event_reader: EventReaderProcess | None = None  # at start
         self.services: ServiceManager | None = None  # at start: needs the datapath's maps
         self.ports: PortPublisher | None = None
-        self._identity_labels: dict[int, dict[str, str]] = {}
 
     # ---- lifecycle ---------------------------------------------------------
     def start(self) -> None:
@@ -239,47 +234,7 @@ class Agent:
 
     # ---- services --------------------------------------------------------------
     def _start_services(self) -> None:
-        """The socket hooks attached, the service maps followed from the kvstore, and
-        the agent's own namespace (host processes) named to the hooks."""
-        tables = ServiceTables(self.datapath.maps)
-        tables.set_scope_all(self.config.socket_lb_scope == "all")
-        self.datapath.attach_socket_hooks()
-        device = self.links.index_of_address(self.node_ip)
-        if device:  # published ports reached from outside the host
-            self.datapath.attach_netdev(device, host_firewall=self.host_firewall is not None)
-        elif self.host_firewall is not None:
-            log.warning("host firewall: no device holds %s; only containers' connections "
-                        "to the host are policed", self.node_ip)
-        self.ports = PortPublisher(self.store, tables)
-        self.ports.sync_all()  # before the services' first sync prunes unused backends
-        self.services = ServiceManager(self.kv, tables, self._service_endpoints)
-        if self.config.cluster_id:  # publishes this node's backends of global services
-            self.services.publisher = BackendPublisher(self.kv, self.config.node_name,
-                                                       lambda: self.lease.current())
-        # toServices rules follow the services they name
-        self.policy.service_selector = self.services.selector_of
-        self.services.on_services_changed = self.policy.services_changed
-        self.services.netns.register("host", "/proc/self/ns/net", self.node_ip,
-                                     self.config.node_ipv6 or None)
-        self.services.start()
-
-    def _service_endpoints(self) -> list[ClusterEndpoint]:
-        """Every endpoint of the cluster with its identity's labels (backend selection)."""
-        result = [ClusterEndpoint(label_dict(e.labels),
-                                  [a.split("/")[0] for a in e.addresses],
-                                  self.config.node_name, e.container_name or "")
-                  for e in self.store.endpoints() if e.ifindex and e.identity != INIT]
-        remote = dict(self.cluster.remote_ips) if self.cluster is not None else {}
-        for address, item in remote.items():
-            number = int(item.get("identity", 0))
-            if number not in self._identity_labels:
-                found = self.allocator.get(number)
-                if found is None:
-                    continue
-                self._identity_labels[number] = label_dict(found.labels)  # immutable
-            result.append(ClusterEndpoint(self._identity_labels[number], [address],
-                                          item.get("node", "")))
-        return result
+        self.ports, self.services = agent_services.start(self)
 
     def _ipcache_changed(self) -> None:
         """Remote endpoints changed: the proxy's state and the services follow."""
@@ -359,42 +314,6 @@ class Agent:
             self.cluster.kick()
         if self.services is not None:
             self.services.kick()
-
-    def _proxy_state(self) -> dict:
-        """What the L7 proxy judges with (``ciliumpy.proxy_state``)."""
-        l7 = []
-        with self.policy.lock:
-            for endpoint in self.store.endpoints():
-                if not endpoint.ifindex:
-                    continue
-                view = self.policy.view_of(endpoint.labels, endpoint.identity == INIT)
-                addresses = [a.split("/")[0] for a in endpoint.addresses]
-                l7 += l7_entries(addresses, view.counts, L7_KINDS)
-            labels = labels_by_identity({**self.policy.fqdn_labels(),
-                                         **self.policy.node_identities,
-                                         **self.policy.identities})
-        names = {a.split("/")[0]: e.container_name for e in self.store.endpoints()
-                 for a in e.addresses if e.container_name}
-        return {"identities": identities_from_ipcache(self.datapath.ipcache()),
-                "labels": labels, "names": names, "l7": l7}
-
-    def _endpoint_view(self, ifindex: int) -> dict | None:
-        for endpoint in self.store.endpoints():
-            if endpoint.ifindex == ifindex:
-                return {"endpoint_id": endpoint.endpoint_id,
-                        "container_name": endpoint.container_name,
-                        "identity": endpoint.identity}
-        return None
-
-    def _container_of(self, address: str) -> str | None:
-        """The name of the local container holding ``address`` (for flows, in the event
-        reader's thread: the table is re-read from the store at most once a second)."""
-        expires, names = self._names
-        if time.monotonic() > expires:
-            names = {a.split("/")[0]: e.container_name for e in self.store.endpoints()
-                     for a in e.addresses if e.container_name}
-            self._names = (time.monotonic() + 1.0, names)
-        return names.get(address)
 
     def _new_lease(self, lease: str) -> None:
         self.register_node(lease)
