@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from policies.model import ENTITIES, CIDRRule, PeerRule, Policy, PortRule, Rule, Selector
+from policies.parse_l7 import l7_rules, server_names
 from policies.parse_parts import (
     KUBERNETES_ENTITIES,
     UNSUPPORTED,
@@ -36,11 +37,9 @@ from policies.parse_parts import (
     fqdn_selector,
     go_fold,
     icmp_rules,
-    l7_rules,
     network,
     port_protocol,
     selector,
-    server_names,
 )
 from policies.to_services import service_name
 
