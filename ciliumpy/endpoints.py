@@ -25,7 +25,8 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ciliumpy.policy_manager import PolicyManager, View
+from ciliumpy.policy_manager import PolicyManager
+from ciliumpy.policy_view import View
 from datapath.datapath import Datapath, PolicyEntry
 from driver.model import Endpoint
 from policies.identities import INIT

@@ -15,24 +15,21 @@ change of ``fromRequires`` or of the set of CIDRs rebuilds the affected views (r
 
 from __future__ import annotations
 
-import collections
 import ipaddress
-import itertools
 import json
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from ciliumpy import policy_store as repository
 from ciliumpy.collector import collector_paused
 from ciliumpy.identities import BASE as IDENTITIES
 from ciliumpy.identities import IdentityAllocator
+from ciliumpy.policy_view import View
 from datapath.datapath import Datapath
 from policies import engine, named_ports, to_services
 from policies.engine import labels_of
 from policies.identities import NODE_SCOPE
-from policies.labels import Label
 from policies.model import Rule
 from policies.parser import parse_documents
 from policies.resolve import (
@@ -49,50 +46,6 @@ from state.kvstore.base import Event, KVStore
 
 log = logging.getLogger("ciliumpy.policy")
 DIRECTIONS = ("ingress", "egress")
-RuleKey = tuple[str, int]
-
-
-@dataclass
-class View:
-    labels: list[Label]
-    init: bool
-    host: bool = False  # this node's view (labels: its node labels; nodeSelector rules)
-    serial: int = field(default_factory=itertools.count(1).__next__)  # unique per view
-    selected: dict[RuleKey, Rule] = field(default_factory=dict)
-    reqs: dict[str, tuple] = field(default_factory=dict)
-    contrib: dict[RuleKey, set[Entry]] = field(default_factory=dict)
-    counts: collections.Counter = field(default_factory=collections.Counter)
-    flags: tuple[bool, bool] = (False, False)
-    open_directions: tuple[str, ...] = ()  # selected only with enableDefaultDeny false
-    # Each change bumps ``version`` and records which entries appeared or vanished, so
-    # endpoints one version behind get just that difference.
-    version: int = 0
-    added: set[Entry] = field(default_factory=set)
-    removed: set[Entry] = field(default_factory=set)
-
-    def begin(self) -> None:
-        self.version += 1
-        self.added, self.removed = set(), set()
-
-    def add(self, key: RuleKey, entries: set[Entry]) -> None:
-        self.contrib.setdefault(key, set()).update(entries)
-        for entry in entries:
-            self.counts[entry] += 1
-            if self.counts[entry] == 1:
-                if entry in self.removed:
-                    self.removed.discard(entry)
-                else:
-                    self.added.add(entry)
-
-    def drop(self, key: RuleKey) -> None:
-        for entry in self.contrib.pop(key, set()):
-            self.counts[entry] -= 1
-            if self.counts[entry] <= 0:
-                del self.counts[entry]
-                if entry in self.added:
-                    self.added.discard(entry)
-                else:
-                    self.removed.add(entry)
 
 
 class PolicyManager:
