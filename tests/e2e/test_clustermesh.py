@@ -185,7 +185,12 @@ def test_native_routing_across_clusters(workdir, docker_ready):
         server = hb.run("cpy-mesh", "-l", "app=server", command=HTTPD)
         ip = {c: (h.docker.ip(c, "cpy-mesh"), h.docker.ip(c, "cpy-mesh", v6=True))
               for h, c in ((ha, client), (hb, server))}
-        wait(lambda: http_ok(ha, client, ip[server][0]), 60, "a to reach b natively")
+        try:
+            wait(lambda: http_ok(ha, client, ip[server][0]), 90, "a to reach b natively")
+        except RuntimeError as exc:  # say what a's host had programmed
+            raise AssertionError(f"{exc}\nroutes of a:\n{in_netns(ha.netns, 'ip', 'route').stdout}"
+                                 f"\nstatus of a: {_status(ha)}\nagent log of a (end):\n"
+                                 f"{ha.agent.log()[-3000:]}") from None
         for src_host, src, dst in ((ha, client, server), (hb, server, client)):
             for address in ip[dst]:
                 assert ping_ok(src_host, src, address), f"{src_host.name} -> {address}"
