@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from tests.support.agent import CLI
+from tests.support.agent import CLI, new_pin_dir
 from tests.support.hosts import Cluster, sh, wait
 
 SUBNET_V4, SUBNET_V6 = "10.91.0.0/16", "fd91::/64"
@@ -205,7 +205,7 @@ def test_geneve_is_refused_in_one_sentence_where_the_kernel_has_none(tmp_path):
         pytest.skip("this kernel has Geneve: the overlay test covers it")
     netns = "cpygr" + uuid.uuid4().hex[:6]
     sh("ip", "netns", "add", netns)
-    pin_dir = f"/sys/fs/bpf/ciliumpy-test-{uuid.uuid4().hex[:8]}"
+    pin_dir = new_pin_dir()
     try:
         proc = subprocess.run(
             ["nsenter", f"--net=/run/netns/{netns}", *CLI, "agent", "--datapath-mode",

@@ -8,12 +8,12 @@ import ipaddress
 import os
 import shutil
 import time
-import uuid
 
 import pytest
 
 from datapath import loader
 from datapath.datapath import Datapath, PolicyEntry
+from tests.support.agent import new_pin_dir
 from tests.support.netns import NetnsEndpoint, echo_server, pings, tcp_ok
 
 CLIENT_ID, SERVER_ID, OTHER_ID = 1000, 1001, 1002
@@ -21,7 +21,7 @@ CLIENT_ID, SERVER_ID, OTHER_ID = 1000, 1001, 1002
 
 @pytest.fixture(scope="module")
 def pin_dir():
-    path = f"/sys/fs/bpf/ciliumpy-test-{uuid.uuid4().hex[:8]}"
+    path = new_pin_dir()
     os.makedirs(path)
     yield path
     shutil.rmtree(path, ignore_errors=True)

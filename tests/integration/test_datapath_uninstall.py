@@ -14,6 +14,7 @@ import pytest
 
 from datapath import datapath as datapath_module
 from datapath.datapath import Datapath
+from tests.support.agent import new_pin_dir
 
 
 def bpf_filters(device: str) -> list[str]:
@@ -34,7 +35,7 @@ def host_device():
 
 def test_uninstall_removes_only_its_own_netdev_filter(host_device):
     ifindex = int(Path(f"/sys/class/net/{host_device}/ifindex").read_text())
-    agents = [Datapath(f"/sys/fs/bpf/ciliumpy-test-{uuid.uuid4().hex[:8]}") for _ in range(2)]
+    agents = [Datapath(new_pin_dir()) for _ in range(2)]
     try:
         for agent in agents:
             os.makedirs(agent.pin_dir)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import os
 import shutil
-import uuid
 
 import pytest
 
@@ -24,6 +23,7 @@ from driver.model import Endpoint
 from policies.parser import parse_documents
 from state.kvstore.base import Event
 from state.kvstore.embedded import EmbeddedStore
+from tests.support.agent import new_pin_dir
 
 ENDPOINTS, RULES = 5, 1200
 HOST_MAC = "02:00:00:00:00:01"
@@ -31,7 +31,7 @@ HOST_MAC = "02:00:00:00:00:01"
 
 @pytest.fixture(scope="module")
 def datapath():
-    pin_dir = f"/sys/fs/bpf/ciliumpy-test-{uuid.uuid4().hex[:8]}"
+    pin_dir = new_pin_dir()
     os.makedirs(pin_dir)
     dp = Datapath(pin_dir)
     dp.start()

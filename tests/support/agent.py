@@ -84,8 +84,8 @@ def _proxy_processes(state_dirs: set[str]) -> list[int]:
 
 def sweep_session() -> list[str]:
     """The safety net at the end of a test session: L7 proxies still running for an
-    agent of this session, and ``from_netdev`` filters of this session's
-    pin directories on this namespace's devices (each holds ~180 MB of kernel memory).
+    agent of this session, and the pins and host-device filters of this session's pin
+    directories (each agent's hold ~180 MB of kernel memory).
     Returns what it had to remove: each is a test whose cleanup missed something."""
     swept = []
     states = {str(s) for s in SESSION_STATE_DIRS}
@@ -100,9 +100,12 @@ def sweep_session() -> list[str]:
         except OSError:
             pass
     for pin_dir in sorted(SESSION_PIN_DIRS):
+        pinned = os.path.isdir(pin_dir)  # its maps and socket hooks stay while pinned
         removed = datapath.uninstall(pin_dir)
         if removed:
-            swept.append(f"from_netdev filter of {pin_dir} on ifindex {removed}")
+            swept.append(f"host-device filters of {pin_dir} on ifindex {removed}")
+        if pinned:
+            swept.append(f"pins under {pin_dir}")
     return swept
 
 
