@@ -202,46 +202,44 @@ def format_event(event: dict) -> str:
             f"dst labels [{', '.join(event['dst_labels'])}]")
 
 
+def _l7_tail(event: dict) -> str:
+    """What every L7 line ends with: addresses, identities, latency, reason, labels."""
+    http = event.get("http") or {}
+    return (f"{event['src_ip']}:{event['src_port']} -> {event['dst_ip']}:{event['dst_port']} "
+            f"identity {event['src_identity']}->{event['dst_identity']} "
+            f"{http.get('latency_ms')} ms{' ' + event['reason'] if event.get('reason') else ''} "
+            f"src labels [{', '.join(event['src_labels'])}] "
+            f"dst labels [{', '.join(event['dst_labels'])}]")
+
+
 def format_kafka(event: dict) -> str:
     """Hubble's Kafka wording: ``(Kafka produce v7 topic1 corr 3) -> 29``."""
-    kafka, http = event.get("kafka") or {}, event.get("http") or {}
+    kafka = event.get("kafka") or {}
     topics = ",".join(kafka.get("topics") or []) or "-"
     code = kafka.get("error_code")
     return (f"<> l7 {event['verdict']} {event['direction']} (Kafka {kafka.get('api_key')} "
             f"v{kafka.get('api_version')} topic {topics} client {kafka.get('client_id')} "
             f"corr {kafka.get('correlation_id')}) -> "
             f"{'error ' + str(code) if code is not None else 'broker'} "
-            f"{event['src_ip']}:{event['src_port']} -> {event['dst_ip']}:{event['dst_port']} "
-            f"identity {event['src_identity']}->{event['dst_identity']} "
-            f"{http.get('latency_ms')} ms{' ' + event['reason'] if event.get('reason') else ''} "
-            f"src labels [{', '.join(event['src_labels'])}] "
-            f"dst labels [{', '.join(event['dst_labels'])}]")
+            + _l7_tail(event))
 
 
 def format_dns(event: dict) -> str:
     """``(DNS A allowed.test.) -> NOERROR [10.99.0.10] ttl 30``."""
-    dns, http = event.get("dns") or {}, event.get("http") or {}
+    dns = event.get("dns") or {}
     ips = f" [{', '.join(dns.get('ips') or [])}] ttl {dns.get('ttl')}" if dns.get("ips") else ""
     return (f"<> l7 {event['verdict']} {event['direction']} (DNS {dns.get('qtype')} "
             f"{dns.get('query')}) -> {dns.get('rcode')}{ips} "
-            f"{event['src_ip']}:{event['src_port']} -> {event['dst_ip']}:{event['dst_port']} "
-            f"identity {event['src_identity']}->{event['dst_identity']} "
-            f"{http.get('latency_ms')} ms{' ' + event['reason'] if event.get('reason') else ''} "
-            f"src labels [{', '.join(event['src_labels'])}] "
-            f"dst labels [{', '.join(event['dst_labels'])}]")
+            + _l7_tail(event))
 
 
 def format_tls(event: dict) -> str:
     """``(TLS SNI allowed.example) -> spliced`` / ``-> reset``: one connection."""
-    tls, http = event.get("tls") or {}, event.get("http") or {}
+    tls = event.get("tls") or {}
     outcome = "spliced" if event["verdict"] == "FORWARDED" else "reset"
     return (f"<> l7 {event['verdict']} {event['direction']} (TLS SNI "
             f"{tls.get('sni') or '-'}) -> {outcome} "
-            f"{event['src_ip']}:{event['src_port']} -> {event['dst_ip']}:{event['dst_port']} "
-            f"identity {event['src_identity']}->{event['dst_identity']} "
-            f"{http.get('latency_ms')} ms{' ' + event['reason'] if event.get('reason') else ''} "
-            f"src labels [{', '.join(event['src_labels'])}] "
-            f"dst labels [{', '.join(event['dst_labels'])}]")
+            + _l7_tail(event))
 
 
 def format_l7(event: dict) -> str:
