@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from policies.labels import Label
+from policies.labels import Label, parse
 
 LABEL_PREFIX = "ciliumpy.port."
 # Kubernetes' IANA_SVC_NAME: 1-15 of [a-z0-9-], a letter among them, no "--", not at an end
@@ -76,12 +76,8 @@ def undeclared(rules, identity_labels: Iterable[Iterable[str]]) -> list[str]:
     if not names:
         return []
     known: set[str] = set()
-    for labels in identity_labels:
-        for text in labels:
-            key, _, value = text.partition("=")
-            key = key.split(":", 1)[1] if ":" in key.split(".", 1)[0] else key
-            if key.startswith(LABEL_PREFIX) and value:
-                known.add(key[len(LABEL_PREFIX):])
+    for texts in identity_labels:
+        known |= declared(parse(text, default_source="container") for text in texts).keys()
     return sorted(names - known)
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from policies.labels import Label
 from policies.parse_parts import Ctx, fields
+from services.index import joined_names
 
-MEMBERSHIP_LABEL = "ciliumpy.service"  # services/model.py's: container joins by name
 NAMESPACES = (None, "", "default")
 
 
@@ -50,22 +50,12 @@ def used(rules: Iterable) -> set[str]:
             for name in element.services or ()}
 
 
-def joined(labels: Iterable[Label]) -> set[str]:
-    """The services an identity joins by its ``ciliumpy.service`` label (``web``,
-    ``web:80,api:9090``)."""
-    names: set[str] = set()
-    for label in labels:
-        if label.key == MEMBERSHIP_LABEL:
-            names |= {item.strip().partition(":")[0] for item in label.value.split(",")}
-    return names
-
-
 def backing(labels: tuple[Label, ...], selectors: Mapping[str, Mapping[str, str] | None]
             ) -> tuple[str, ...]:
     """The services (of ``selectors``: name -> its backend selector, None without one)
     whose backends an identity with ``labels`` is."""
     pairs = {(label.key, label.value) for label in labels}
-    member = joined(labels)
+    member = joined_names(dict(pairs))  # a malformed label joins nothing, as for the LB
     return tuple(sorted(name for name, selector in selectors.items()
                         if name in member or (selector and all(
                             (key, value) in pairs for key, value in selector.items()))))
