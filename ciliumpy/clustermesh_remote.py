@@ -4,7 +4,8 @@ own (``RemoteCluster``), and what it may be trusted with.
 The follower checks the remote's config key (the name it was configured with, a
 cluster ID other than ours) and then watches four prefixes with blocking queries (no
 polling: the request rate does not grow with the remote cluster's size): ``nodes/v1/``
-(tunnel peers and routes), ``ip/v1/`` (ipcache entries with the remote identity),
+(tunnel peers and routes), ``ip/v2/`` (ipcache entries with the remote identity, read
+through the nodes' revision tokens: ``ciliumpy/endpoint_records.py``),
 ``identities/v1/id/`` (labels, so ``cluster: b`` selects them) and
 ``globalservices/v1/`` (backends of global services: ``ciliumpy.clustermesh_services``).
 
@@ -28,17 +29,18 @@ import time
 from collections.abc import Callable
 
 from ciliumpy import clustermesh_services as global_services
+from ciliumpy import endpoint_records as records
 from ciliumpy import nodes
 from ciliumpy.identities import BASE as IDENTITIES
 from policies.identities import MAX_MESH_CLUSTER_ID, cluster_range
 from policies.labels import CLUSTER_KEYS, canonical, cluster_labels, parse
 from services.model import Backend
-from state.kvstore.base import Event, KVError, KVStore
+from state.kvstore.base import Event, KVError, KVStore, Watch
 from state.kvstore.base import key as kv_key
 
 log = logging.getLogger("ciliumpy.clustermesh")
 CONFIG_KEY = kv_key("cluster", "v1", "config")
-IPS = kv_key("ip", "v1") + "/"
+IPS = records.PREFIX
 IDS = IDENTITIES + "/id/"
 POOLS = kv_key("ipam", "v1") + "/"
 WATCH_SECONDS = 5.0  # one blocking query per prefix per this at rest
@@ -124,7 +126,7 @@ class RemoteCluster:
                     self._check_config()
                     index = self.kv.index()
                     self._load(prefix)
-                    watch = self.kv.watch(prefix, index)
+                    watch = self._watch(prefix, index)
                     self._mark(prefix, True)
                 events = watch.next(timeout=WATCH_SECONDS)
                 self._mark(prefix, True)
@@ -139,6 +141,11 @@ class RemoteCluster:
                 self._mark(prefix, False, f"{type(exc).__name__}: {exc}")
                 watch = None
                 self._stop.wait(1.0)
+
+    def _watch(self, prefix: str, index: int) -> Watch:
+        if prefix == IPS:
+            return records.RecordWatch(self.kv, index)
+        return self.kv.watch(prefix, index)
 
     def _mark(self, prefix: str, healthy: bool, error: str | None = None) -> None:
         with self._lock:
@@ -185,7 +192,8 @@ class RemoteCluster:
                 old = {nodes.PREFIX + k for k in self.nodes}
                 self.nodes = {}
             elif prefix == IPS:
-                old, self.ips = {IPS + k for k in self.ips}, {}
+                old = {records.record_key(i.get("node", ""), k) for k, i in self.ips.items()}
+                self.ips = {}
             elif prefix == SERVICES:
                 old = {SERVICES + k for k in self.services.record_keys()}
             else:
@@ -232,7 +240,8 @@ class RemoteCluster:
             if prefix == SERVICES:
                 services = self.services.apply(events)
             elif prefix == IPS:
-                services = self.services.names_using({e.key[len(IPS):] for e in events})
+                services = self.services.names_using({records.address_of(e.key)
+                                                      for e in events})
             for event in events if prefix != SERVICES else ():
                 rest = event.key[len(prefix):]
                 if prefix == nodes.PREFIX:
@@ -241,11 +250,13 @@ class RemoteCluster:
                     else:
                         self.nodes.pop(rest, None)
                 elif prefix == IPS:
-                    self.ips.pop(rest, None)
+                    address = records.address_of(event.key)
+                    if self.ips.get(address, {}).get("node") == records.node_of(event.key):
+                        del self.ips[address]  # not another node's newer record
                     if event.kind == "put":
                         item = json.loads(event.value or "{}")
                         if self._accept(int(item.get("identity", 0))):
-                            self.ips[rest] = item
+                            self.ips[address] = item
                 elif rest.isdigit():
                     number = int(rest)
                     known = self.identities.pop(number, None) is not None

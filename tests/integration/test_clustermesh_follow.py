@@ -1,7 +1,7 @@
 """Cluster Mesh, layer 2: following a remote cluster's real Consul read-only.
 
 Two real Consul agents, one per cluster. Cluster b's state is written the way b's agents
-write it (``nodes.register``, ``IdentityAllocator`` with b's cluster ID, ``ip/v1/``
+write it (``nodes.register``, ``IdentityAllocator`` with b's cluster ID, ``ip/v2/``
 entries, the cluster config record); cluster a's ``ClusterMesh`` follows it: nodes,
 endpoints and identities arrive through blocking queries, identities outside b's range
 are refused, overlapping pools are reported, backends b shares for a global service
@@ -19,8 +19,9 @@ import time
 
 import pytest
 
+from ciliumpy import endpoint_records as records
 from ciliumpy import nodes
-from ciliumpy.clustermesh import CONFIG_KEY, IPS, ClusterMesh, MeshError, publish_config
+from ciliumpy.clustermesh import CONFIG_KEY, ClusterMesh, MeshError, publish_config
 from ciliumpy.clustermesh_services import PREFIX as GLOBAL_SERVICES
 from ciliumpy.identities import IdentityAllocator
 from policies.labels import LabelFilter, identity_labels, parse
@@ -46,7 +47,8 @@ def consuls():
 def _b_endpoint(kv, allocator, lease, address: str, app: str, node: str = "b1") -> int:
     labels = identity_labels({"app": app}, None, None, [], LabelFilter(), cluster="b")
     number = allocator.allocate(labels, lease).number
-    kv.put(IPS + address, json.dumps({"identity": number, "node": node}), lease=lease)
+    records.write(kv, node, lease, {address: json.dumps({"identity": number, "node": node})},
+                  set())
     return number
 
 
@@ -64,7 +66,8 @@ def test_follow_remote_cluster_through_an_outage(consuls):
                       "10.72.0.5", "web")
     assert web == (2 << 16) | 256
     # an endpoint claiming an identity of cluster a (1 << 16 | 256): refused, fails closed
-    kv_b.put(IPS + "10.72.0.6", json.dumps({"identity": (1 << 16) | 256, "node": "b1"}))
+    records.write(kv_b, "b1", lease_b, {"10.72.0.6": json.dumps(
+        {"identity": (1 << 16) | 256, "node": "b1"})}, set())
     kv_b.put("ciliumpy/state/identities/v1/id/65792", json.dumps(["k8s:cluster=a"]))
     # a pool of b overlapping one of a's
     kv_a.put("ciliumpy/state/ipam/v1/10.71.0.0_16/blocks/10.71.0.0_26", "a1")

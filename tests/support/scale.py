@@ -7,7 +7,8 @@ agents' own code (``state/kvstore/consul.py``, ``ciliumpy/identities.py``) and k
 - ``ipam/v1/<pool>/blocks/<block>`` -> ``{"node": ...}``, create-only, no lease;
 - its identities: allocated by ``IdentityAllocator`` as a real agent allocates them, and
   referenced by ``identities/v1/refs/<N>/<node>`` under the lease;
-- ``ip/v1/<address>`` -> ``{"identity", "node"}`` per endpoint, under the lease.
+- ``ip/v2/<node>/<address>`` -> ``{"identity", "node"}`` per endpoint and its revision
+  token ``ip/rev/<node>``, under the lease (``ciliumpy/endpoint_records.py``).
 Bulk registration uses Consul transactions of 64 operations whose verbs leave the same
 state a put with a lease leaves (``lock``: the key acquired by the session).
 
@@ -37,8 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ciliumpy import endpoint_records as records
 from ciliumpy import nodes
-from ciliumpy.cluster import IPS
 from ciliumpy.identities import BASE as IDENTITIES
 from ciliumpy.identities import IdentityAllocator
 from datapath import maps
@@ -227,8 +228,10 @@ class Simulator:
                     node.identities.add(number)
                     ops.append(_txn("lock", f"{IDENTITIES}/refs/{number}/{node.name}", "",
                                     session=node.lease))
-                ops.append(_txn("lock", IPS + address, _ip_value(number, node.name),
-                                session=node.lease))
+                ops.append(_txn("lock", records.record_key(node.name, address),
+                                _ip_value(number, node.name), session=node.lease))
+            ops.append(_txn("lock", records.REVISIONS + node.name, str(time.time_ns()),
+                            session=node.lease))
             record = nodes.Node(node.name, node.ip, "vxlan", [str(node.block)],
                                 "/run/ciliumpy/ciliumpy.sock")
             ops.append(_txn("lock", nodes.PREFIX + node.name, json.dumps(asdict(record)),
@@ -264,19 +267,18 @@ class Simulator:
 
         def write() -> float:
             start = time.monotonic()
-            self.kv.put(IPS + address, _ip_value(number, node.name), lease=node.lease)
+            records.write(self.kv, node.name, node.lease,
+                          {address: _ip_value(number, node.name)}, set())
             return start
         return address, self.call(write)
 
     def delete_endpoint(self, node: SimNode, address: str) -> float:
-        """As ``ClusterSync.publish`` withdraws an endpoint: read, then delete at its index."""
+        """As ``ClusterSync.publish`` withdraws an endpoint."""
         node.endpoints.pop(address, None)
 
         def delete() -> float:
             start = time.monotonic()
-            pair = self.kv.get(IPS + address)
-            if pair is not None:
-                self.kv.delete(IPS + address, pair.mod_index)
+            records.write(self.kv, node.name, node.lease, {}, {address})
             return start
         return self.call(delete)
 
@@ -289,7 +291,8 @@ class Simulator:
         def change() -> tuple[int, float]:
             start = time.monotonic()
             number = allocator.allocate(labels, node.lease).number
-            self.kv.put(IPS + address, _ip_value(number, node.name), lease=node.lease)
+            records.write(self.kv, node.name, node.lease,
+                          {address: _ip_value(number, node.name)}, set())
             return number, start
         number, start = self.call(change)
         node.endpoints[address] = number

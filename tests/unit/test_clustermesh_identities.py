@@ -153,8 +153,8 @@ def test_a_remote_cluster_cannot_spoof_labels_identities_or_local_addresses(tmp_
          "blocks": ["10.72.1.0/24", "10.71.5.0/24"]}))
     for address, identity in (("10.72.1.5", own), ("10.72.1.6", 1), ("10.72.1.7", 6),
                               ("10.72.1.8", (1 << 16) | 300), ("10.71.5.5", own)):
-        remote_kv.put(clustermesh.IPS + address, json.dumps({"identity": identity,
-                                                             "node": "n1"}))
+        remote_kv.put(clustermesh.IPS + "n1/" + address, json.dumps({"identity": identity,
+                                                                    "node": "n1"}))
     remote._load(nodes.PREFIX)
     remote._load(clustermesh.IPS)
     named, ips = remote.snapshot()

@@ -75,9 +75,9 @@ def test_remote_records_count_only_at_the_remotes_own_endpoints(tmp_path):
         "b", kv, 1, 60.0, lambda: {ipaddress.ip_network("10.71.0.0/16")},
         lambda cluster, events, services: changes.append(services))
     remote.cluster_id = 2
-    kv.put(remote_mod.IPS + "10.72.0.5", json.dumps({"identity": (2 << 16) | 300,
+    kv.put(remote_mod.IPS + "n1/10.72.0.5", json.dumps({"identity": (2 << 16) | 300,
                                                       "node": "n1"}))
-    kv.put(remote_mod.IPS + "10.72.0.6", json.dumps({"identity": 2, "node": "n1"}))
+    kv.put(remote_mod.IPS + "n1/10.72.0.6", json.dumps({"identity": 2, "node": "n1"}))
     kv.put(f"{PREFIX}web/n1", json.dumps(
         {"backends": ["10.72.0.5:80", "10.72.0.6:80", "10.71.0.7:80", "1.1.1.1:80"]}))
     kv.put(f"{PREFIX}bad/n1", "{not json")
@@ -89,7 +89,7 @@ def test_remote_records_count_only_at_the_remotes_own_endpoints(tmp_path):
     assert [str(b) for b in remote.global_backends("web")] == ["10.72.0.5:80"]
     assert remote.view()["global_services"] == 1 and remote.services.rejected == 2
     # the endpoint going away drops it and names the service to re-resolve
-    remote._apply(remote_mod.IPS, [Event("delete", remote_mod.IPS + "10.72.0.5", None, 9)])
+    remote._apply(remote_mod.IPS, [Event("delete", remote_mod.IPS + "n1/10.72.0.5", None, 9)])
     assert changes[-1] == {"web"} and remote.global_backends("web") == []
     remote.withdrawn = True
     assert remote.global_backends("web") == []
