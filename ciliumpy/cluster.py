@@ -35,7 +35,7 @@ from datapath.datapath import Datapath
 from datapath.links import Links
 from driver.model import Endpoint
 from policies.identities import RESERVED_BY_NAME, is_node_identity
-from state.kvstore.base import Event, KVError, KVStore, LeaseKeeper, Watch
+from state.kvstore.base import Event, KVError, KVPair, KVStore, LeaseKeeper
 
 log = logging.getLogger("ciliumpy.cluster")
 IPS = records.PREFIX
@@ -148,14 +148,19 @@ class ClusterSync:
             for address in endpoint.addresses:
                 wanted[str(ipaddress.ip_interface(address).ip)] = value
         with self._lock:
-            if lease != self._published_lease:  # a new lease: an earlier run's are stale
+            new_lease = lease != self._published_lease
+            if new_lease:  # an earlier run's records are stale, its keys to take over
                 self._published = dict.fromkeys(
                     records.stale_addresses(self.kv, self.node, set(wanted)), "")
-                self._published_lease = lease
             puts = {a: v for a, v in wanted.items() if self._published.get(a) != v}
             gone = set(self._published) - set(wanted)
-            records.write(self.kv, self.node, lease, puts, gone)
-            self._published = wanted
+            try:
+                records.write(self.kv, self.node, lease, puts, gone, take_over=new_lease)
+            except Exception:
+                # some may be written: each is rewritten if still wanted, else deleted
+                self._published.update(dict.fromkeys(puts, ""))
+                raise
+            self._published, self._published_lease = wanted, lease
         self.error = None
 
     # ---- following the others ----------------------------------------------------
@@ -167,8 +172,9 @@ class ClusterSync:
             try:
                 if watch is None:
                     index = self.kv.index()
-                    self._load(prefix)
-                    watch = self._watch(prefix, index)
+                    listed = self._load(prefix)
+                    watch = (records.RecordWatch(self.kv, index, listed) if prefix == IPS
+                             else self.kv.watch(prefix, index))
                     self.reprogram()
                 events = watch.next(timeout=5.0)
                 if self._apply_events(events):
@@ -183,25 +189,28 @@ class ClusterSync:
                 watch = None
                 self._stop.wait(1.0)
 
-    def _watch(self, prefix: str, index: int) -> Watch:
-        if prefix == IPS:
-            return records.RecordWatch(self.kv, index)
-        return self.kv.watch(prefix, index)
-
-    def _load(self, prefix: str) -> None:
+    def _load(self, prefix: str) -> list[KVPair]:
+        """Lists ``prefix`` into the view; returns the endpoint records listed."""
+        listed: list[KVPair] = []
+        if prefix == nodes.PREFIX:
+            found = {n.name: n for n in nodes.list_nodes(self.kv)}
+        else:
+            listed = records.list_records(self.kv)
         with self._lock:
             self._loaded.add(prefix)
             if prefix == nodes.PREFIX:
-                self.nodes = {n.name: n for n in nodes.list_nodes(self.kv)}
+                self.nodes = found
             else:
                 self.remote_ips = {}
-                for pair in records.list_records(self.kv):
-                    self._set_ip(records.address_of(pair.key), pair.value)
+                for pair in listed:
+                    self._set_ip(pair.key, pair.value)
+        return listed
 
-    def _set_ip(self, address: str, value: str) -> None:
-        item = json.loads(value)
-        if item.get("node") != self.node:
-            self.remote_ips[address] = item
+    def _set_ip(self, key: str, value: str) -> None:
+        """A record as the view keeps it: its node is the one whose prefix holds it."""
+        item, node = json.loads(value), records.node_of(key)
+        if node != self.node:
+            self.remote_ips[records.address_of(key)] = {**item, "node": node}
 
     def _apply_events(self, events: list[Event]) -> bool:
         with self._lock:
@@ -218,7 +227,7 @@ class ClusterSync:
                     if held is not None and held.get("node") == records.node_of(event.key):
                         del self.remote_ips[address]  # not another node's newer record
                     if event.kind == "put":
-                        self._set_ip(address, event.value)
+                        self._set_ip(event.key, event.value)
         return bool(events)
 
     # ---- programming -------------------------------------------------------------
@@ -285,11 +294,11 @@ class ClusterSync:
         node's address or block."""
         if self.mesh is not None:
             return None
+        prefixes = {address: prefix_text(address) for address in addresses}
+        if not self._node_prefixes.isdisjoint(prefixes.values()):
+            return None
         tunnel, local, changed = self.mode != "native", self._local_prefixes(), False
-        for address in addresses:
-            prefix = prefix_text(address)
-            if prefix in self._node_prefixes:
-                return None
+        for address, prefix in prefixes.items():
             item = self.remote_ips.get(address)
             node = self.nodes.get(item.get("node")) if item else None
             want = None

@@ -35,7 +35,7 @@ from ciliumpy.identities import BASE as IDENTITIES
 from policies.identities import MAX_MESH_CLUSTER_ID, cluster_range
 from policies.labels import CLUSTER_KEYS, canonical, cluster_labels, parse
 from services.model import Backend
-from state.kvstore.base import Event, KVError, KVStore, Watch
+from state.kvstore.base import Event, KVError, KVPair, KVStore
 from state.kvstore.base import key as kv_key
 
 log = logging.getLogger("ciliumpy.clustermesh")
@@ -125,8 +125,9 @@ class RemoteCluster:
                 if watch is None:
                     self._check_config()
                     index = self.kv.index()
-                    self._load(prefix)
-                    watch = self._watch(prefix, index)
+                    listed = self._load(prefix)
+                    watch = (records.RecordWatch(self.kv, index, listed) if prefix == IPS
+                             else self.kv.watch(prefix, index))
                     self._mark(prefix, True)
                 events = watch.next(timeout=WATCH_SECONDS)
                 self._mark(prefix, True)
@@ -141,11 +142,6 @@ class RemoteCluster:
                 self._mark(prefix, False, f"{type(exc).__name__}: {exc}")
                 watch = None
                 self._stop.wait(1.0)
-
-    def _watch(self, prefix: str, index: int) -> Watch:
-        if prefix == IPS:
-            return records.RecordWatch(self.kv, index)
-        return self.kv.watch(prefix, index)
 
     def _mark(self, prefix: str, healthy: bool, error: str | None = None) -> None:
         with self._lock:
@@ -183,7 +179,8 @@ class RemoteCluster:
                             f"a mesh member's ID is 1..{MAX_MESH_CLUSTER_ID}")
         self.cluster_id = int(config["id"])
 
-    def _load(self, prefix: str) -> None:
+    def _load(self, prefix: str) -> list[KVPair]:
+        """Lists ``prefix`` into the view (as events against it); returns the pairs."""
         pairs = self.kv.list(prefix)
         if prefix == IPS:
             self._check_pools()
@@ -201,6 +198,7 @@ class RemoteCluster:
             events = [Event("put", p.key, p.value, p.mod_index) for p in pairs]
             events += [Event("delete", k, None, 0) for k in old - {p.key for p in pairs}]
             self._apply(prefix, events)
+        return pairs
 
     def _check_pools(self) -> None:
         local = self.local_pools()
@@ -256,7 +254,7 @@ class RemoteCluster:
                     if event.kind == "put":
                         item = json.loads(event.value or "{}")
                         if self._accept(int(item.get("identity", 0))):
-                            self.ips[address] = item
+                            self.ips[address] = {**item, "node": records.node_of(event.key)}
                 elif rest.isdigit():
                     number = int(rest)
                     known = self.identities.pop(number, None) is not None

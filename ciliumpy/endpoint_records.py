@@ -17,10 +17,9 @@ at least that batch; a batch still being written is listed again on its own toke
 
 from __future__ import annotations
 
-import contextlib
 import time
 
-from state.kvstore.base import Event, KVPair, KVStore, KVUnavailable, LeaseExpired, Watch
+from state.kvstore.base import Event, KVPair, KVStore, LeaseExpired, Watch
 from state.kvstore.base import key as kv_key
 
 PREFIX = kv_key("ip", "v2") + "/"
@@ -48,26 +47,29 @@ def list_records(kv: KVStore) -> list[KVPair]:
     return kv.list(PREFIX)
 
 
-def write(kv: KVStore, node: str, lease: str, puts: dict[str, str],
-          deletes: set[str]) -> None:
+def write(kv: KVStore, node: str, lease: str, puts: dict[str, str], deletes: set[str],
+          take_over: bool = False) -> None:
     """Writes ``node``'s changed records (address -> value), deletes the ``deletes``
-    addresses, then moves its revision token so followers read the node again."""
+    addresses, then moves its revision token so followers read the node again.
+    ``take_over``: ``lease`` is new (an agent restarted within its previous lease's
+    TTL): keys Consul refuses to let it acquire, held by that previous lease, are
+    taken over (before, such an agent republished nothing for up to 2 x TTL)."""
     for address, value in puts.items():
-        _put_own(kv, record_key(node, address), value, lease)
+        _put_own(kv, record_key(node, address), value, lease, take_over)
     for address in deletes:
         kv.delete(record_key(node, address))
     if puts or deletes:
-        _put_own(kv, REVISIONS + node, str(time.time_ns()), lease)
+        _put_own(kv, REVISIONS + node, str(time.time_ns()), lease, take_over)
 
 
-def _put_own(kv: KVStore, key: str, value: str, lease: str) -> None:
-    """Only ``node`` writes its keys: one Consul refuses to acquire is held by the node's
-    previous lease (an agent restarted within that lease's TTL), so it is taken over
-    (before, an agent killed and restarted republished nothing for up to 2 x TTL).
-    Refused again: ``lease`` itself is gone (``LeaseExpired``)."""
+def _put_own(kv: KVStore, key: str, value: str, lease: str, take_over: bool) -> None:
+    """A key only ``node`` writes (its own prefix). Refused again after a take-over:
+    ``lease`` itself is gone (``LeaseExpired``)."""
     try:
         kv.put(key, value, lease=lease)
     except LeaseExpired:
+        if not take_over:
+            raise
         kv.delete(key)
         kv.put(key, value, lease=lease)
 
@@ -83,37 +85,26 @@ class RecordWatch(Watch):
     """Changes under ``ip/v2/`` after ``index``, as puts and deletes of record keys,
     read through the revision tokens (one blocking query per ``next`` at rest)."""
 
-    def __init__(self, kv: KVStore, index: int) -> None:
+    def __init__(self, kv: KVStore, index: int, baseline: list[KVPair]) -> None:
+        """``baseline``: the records the caller listed after ``index`` (its view: changes
+        are reported against it; a node's token moving after ``index`` re-reads it)."""
         super().__init__(PREFIX, index)
         self.kv = kv
         self._tokens = kv.watch(REVISIONS, index)
-        self._known: dict[str, dict[str, int]] | None = None  # node -> key -> mod index
-        self._pending: set[str] = set()  # nodes whose token moved, not listed yet
-        self._gone: set[str] = set()  # nodes whose token vanished (their lease ended)
-        with contextlib.suppress(KVUnavailable):  # else at the first ``next``
-            self._take_baseline()
-
-    def _take_baseline(self) -> None:
-        """What a list at ``index`` held: records written later are reported when their
-        node's token moves."""
-        known: dict[str, dict[str, int]] = {}
-        for pair in self.kv.list(PREFIX):
-            if pair.mod_index <= self.index:
-                known.setdefault(node_of(pair.key), {})[pair.key] = pair.mod_index
-        self._known = known
+        self._known: dict[str, dict[str, int]] = {}  # node -> record key -> mod index
+        for pair in baseline:
+            self._known.setdefault(node_of(pair.key), {})[pair.key] = pair.mod_index
+        # nodes whose token moved or vanished, not listed yet (a vanished token is
+        # listed too: a node taking over its keys deletes and rewrites it)
+        self._pending: set[str] = set()
 
     def next(self, timeout: float) -> list[Event]:
-        if self._known is None:
-            self._take_baseline()
-        if not self._pending and not self._gone:
-            for event in self._tokens.next(timeout):
-                node = event.key[len(REVISIONS):]
-                (self._gone if event.kind == "delete" else self._pending).add(node)
-                (self._pending if event.kind == "delete" else self._gone).discard(node)
+        if not self._pending:
+            self._pending = {e.key[len(REVISIONS):] for e in self._tokens.next(timeout)}
         return self._read_changed()
 
     def _read_changed(self) -> list[Event]:
-        known = self._known if self._known is not None else {}
+        known = self._known
         listed: dict[str, list[KVPair]] = {}
         if len(self._pending) > FULL_LIST_ABOVE:
             for pair in self.kv.list(PREFIX):
@@ -122,8 +113,6 @@ class RecordWatch(Watch):
         else:
             for node in sorted(self._pending):
                 listed[node] = self.kv.list(f"{PREFIX}{node}/")
-        # a vanished token: the node's lease ended and its records with it
-        listed.update({node: [] for node in self._gone})
         puts, deletes = [], []
         for node, pairs in listed.items():
             before = known.pop(node, {})
@@ -133,8 +122,7 @@ class RecordWatch(Watch):
             deletes += [k for k in before if k not in now]
             if now:
                 known[node] = now
-        self._pending.clear()
-        self._gone.clear()
+        self._pending = set()
         puts.sort(key=lambda e: e.mod_index)
         top = max([self.index, self._tokens.index] + [e.mod_index for e in puts])
         self.index = top

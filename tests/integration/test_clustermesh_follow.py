@@ -44,11 +44,12 @@ def consuls():
         b.stop()
 
 
-def _b_endpoint(kv, allocator, lease, address: str, app: str, node: str = "b1") -> int:
+def _b_endpoint(kv, allocator, lease, address: str, app: str, node: str = "b1",
+                new_lease: bool = False) -> int:
     labels = identity_labels({"app": app}, None, None, [], LabelFilter(), cluster="b")
     number = allocator.allocate(labels, lease).number
     records.write(kv, node, lease, {address: json.dumps({"identity": number, "node": node})},
-                  set())
+                  set(), take_over=new_lease)  # as b1's agent restarted with a new lease
     return number
 
 
@@ -141,7 +142,7 @@ def test_follow_remote_cluster_through_an_outage(consuls):
         kv_b2 = ConsulStore({"consul.address": consul_b.address})
         lease_b2 = wait(lambda: _try_lease(kv_b2), 20, "b's Consul to take writes")
         cache = _b_endpoint(kv_b2, IdentityAllocator(kv_b2, "b2", cluster_id=2), lease_b2,
-                            "10.72.0.9", "cache", node="b1")
+                            "10.72.0.9", "cache", node="b1", new_lease=True)
         back = wait(lambda: (v := mesh.view()["clusters"][0])["connected"]
                     and "10.72.0.9" in mesh.snapshot()[1] and v, 30, "b to be followed again")
         assert not back["withdrawn"] and cache in policy and web in policy

@@ -10,6 +10,7 @@ import json
 import pytest
 
 from ciliumpy import endpoint_records as records
+from state.kvstore.base import LeaseExpired
 from state.kvstore.consul import ConsulStore
 from state.kvstore.embedded import EmbeddedStore
 from tests.support.consul import ConsulAgent
@@ -45,6 +46,12 @@ def seen(events) -> list[tuple[str, str, str, int | None]]:
              json.loads(e.value)["identity"] if e.value else None) for e in events]
 
 
+def follow(kv) -> records.RecordWatch:
+    """A follower as ClusterSync starts one: the index, then its list, then the watch."""
+    index = kv.index()
+    return records.RecordWatch(kv, index, records.list_records(kv))
+
+
 def drain(watch, until: int, timeout: float = 10.0) -> list:
     """Events until ``until`` of them came (a Consul answer may split a batch)."""
     got: list = []
@@ -58,7 +65,7 @@ def drain(watch, until: int, timeout: float = 10.0) -> list:
 def test_a_follower_sees_each_nodes_changes_and_nothing_older(kv):
     lease = kv.grant_lease(30, "n1")
     records.write(kv, "n1", lease, {"10.1.0.5": value(300, "n1")}, set())
-    watch = records.RecordWatch(kv, kv.index())
+    watch = follow(kv)
     assert watch.next(timeout=1.0) == []  # written before the watch's index
     records.write(kv, "n1", lease, {"10.1.0.6": value(301, "n1"),
                                     "10.1.0.5": value(302, "n1")}, set())
@@ -73,7 +80,7 @@ def test_a_follower_sees_each_nodes_changes_and_nothing_older(kv):
 
 def test_records_written_between_the_index_and_the_first_read_are_reported(kv):
     lease = kv.grant_lease(30, "n1")
-    watch = records.RecordWatch(kv, kv.index())
+    watch = follow(kv)
     records.write(kv, "n1", lease, {"10.1.0.7": value(310, "n1")}, set())
     assert seen(drain(watch, 1)) == [("put", "n1", "10.1.0.7", 310)]
 
@@ -83,7 +90,7 @@ def test_a_nodes_records_go_with_its_lease(kv):
     records.write(kv, "n1", lease_1, {"10.1.0.5": value(300, "n1"),
                                       "10.1.0.6": value(300, "n1")}, set())
     records.write(kv, "n2", lease_2, {"10.2.0.5": value(300, "n2")}, set())
-    watch = records.RecordWatch(kv, kv.index())
+    watch = follow(kv)
     kv.revoke(lease_1)
     assert sorted(seen(drain(watch, 2))) == [("delete", "n1", "10.1.0.5", None),
                                              ("delete", "n1", "10.1.0.6", None)]
@@ -96,18 +103,32 @@ def test_a_restarted_node_withdraws_what_its_earlier_run_left(kv):
     old = kv.grant_lease(30, "n1")
     records.write(kv, "n1", old, {"10.1.0.5": value(300, "n1"),
                                   "10.1.0.6": value(300, "n1")}, set())
-    watch = records.RecordWatch(kv, kv.index())
+    watch = follow(kv)
     new = kv.grant_lease(30, "n1")
     stale = records.stale_addresses(kv, "n1", {"10.1.0.5"})
     assert stale == {"10.1.0.6"}
-    records.write(kv, "n1", new, {"10.1.0.5": value(300, "n1")}, stale)
+    records.write(kv, "n1", new, {"10.1.0.5": value(300, "n1")}, stale, take_over=True)
     assert sorted(seen(drain(watch, 2))) == [("delete", "n1", "10.1.0.6", None),
                                              ("put", "n1", "10.1.0.5", 300)]
 
 
+def test_a_lease_that_expired_is_not_taken_over(kv, request):
+    """Without ``take_over`` (a lease the node has written under), a key Consul refuses
+    means this node's lease is gone: nothing is deleted, the writer learns it."""
+    if "consul" not in request.node.name:
+        pytest.skip("the embedded store has no per-key lock to refuse a write")
+    old = kv.grant_lease(30, "n1")
+    records.write(kv, "n1", old, {"10.1.0.5": value(300, "n1")}, set())
+    other = kv.grant_lease(30, "n1")
+    with pytest.raises(LeaseExpired):
+        records.write(kv, "n1", other, {"10.1.0.5": value(301, "n1")}, set())
+    assert [(p.key, json.loads(p.value)["identity"]) for p in records.list_records(kv)] == [
+        (records.record_key("n1", "10.1.0.5"), 300)]
+
+
 def test_a_cluster_starting_is_read_in_one_list(kv):
     lease = kv.grant_lease(30, "many")
-    watch = records.RecordWatch(kv, kv.index())
+    watch = follow(kv)
     count = records.FULL_LIST_ABOVE + 6
     for i in range(count):
         records.write(kv, f"n{i}", lease, {f"10.3.{i}.5": value(400 + i, f"n{i}")}, set())

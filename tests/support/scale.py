@@ -216,6 +216,7 @@ class Simulator:
         for node, lease in zip(new, leases, strict=True):
             node.lease = lease
         ops: list[dict] = []
+        tokens: list[dict] = []  # written after every record (as an agent writes them)
         for node in new:
             block_key = kv_key("ipam", "v1", str(self.pool).replace("/", "_"), "blocks",
                                str(node.block).replace("/", "_"))  # as ipam/allocator.py
@@ -230,14 +231,15 @@ class Simulator:
                                     session=node.lease))
                 ops.append(_txn("lock", records.record_key(node.name, address),
                                 _ip_value(number, node.name), session=node.lease))
-            ops.append(_txn("lock", records.REVISIONS + node.name, str(time.time_ns()),
-                            session=node.lease))
+            tokens.append(_txn("lock", records.REVISIONS + node.name, str(time.time_ns()),
+                               session=node.lease))
             record = nodes.Node(node.name, node.ip, "vxlan", [str(node.block)],
                                 "/run/ciliumpy/ciliumpy.sock")
             ops.append(_txn("lock", nodes.PREFIX + node.name, json.dumps(asdict(record)),
                             session=node.lease))
-        batches = [ops[i:i + TXN_OPS] for i in range(0, len(ops), TXN_OPS)]
-        list(self._executor.map(self._txn, batches))
+        for group in (ops, tokens):
+            batches = [group[i:i + TXN_OPS] for i in range(0, len(group), TXN_OPS)]
+            list(self._executor.map(self._txn, batches))
         self.nodes += new
         return new
 
