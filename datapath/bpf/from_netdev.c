@@ -152,6 +152,11 @@ int from_netdev(struct __sk_buff *skb)
 
 	if (parse_flow(skb, &f) != 0 || f.passthrough)
 		return TC_ACT_UNSPEC;
+	/* the overlay's own packets (the device owns the port): no frontend lookups, only
+	 * the host firewall's check when one is enforced */
+	if (f.proto == IPPROTO_UDP &&
+	    (f.dport == OVERLAY_PORT_VXLAN || f.dport == OVERLAY_PORT_GENEVE))
+		return to_this_host(&f);
 	if (f.family == 4 && (f.proto == IPPROTO_TCP || f.proto == IPPROTO_UDP)) {
 		action = to_frontend(skb, &f);
 		if (action != NOT_A_FRONTEND)

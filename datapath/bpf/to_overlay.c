@@ -37,7 +37,7 @@ int to_overlay(struct __sk_buff *skb)
 	key.remote_ipv4 = dst->tunnel_ip;
 	key.tunnel_id = identity & VNI_MASK;
 	key.tunnel_ttl = 64;
-	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), 0) < 0)
+	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), OVERLAY_KEY_FLAGS) < 0)
 		return TC_ACT_SHOT;
 	return TC_ACT_OK;
 }

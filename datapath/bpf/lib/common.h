@@ -45,6 +45,9 @@ static inline int is_remote_node(__u32 identity)
  * identities must fit in them (node-local CIDR and node identities never go on the
  * wire). */
 #define VNI_MASK 0x00FFFFFF
+/* Tunnel keys leave the outer UDP checksum zero (IPv4 allows it; the inner packet keeps
+ * its own; Cilium sends it so): one software checksum less per segment of a GSO packet. */
+#define OVERLAY_KEY_FLAGS BPF_F_ZERO_CSUM_TX
 
 /* datapath modes (struct dp_config.mode) */
 #define MODE_ROUTED 0 /* the host's routing table carries everything (routed, native) */

@@ -25,7 +25,7 @@ static __always_inline int encap_to_remote(struct __sk_buff *skb, struct ipcache
 	key.remote_ipv4 = dst->tunnel_ip; /* host byte order, as the helper expects */
 	key.tunnel_id = src_identity & VNI_MASK;
 	key.tunnel_ttl = 64;
-	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), 0) < 0)
+	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), OVERLAY_KEY_FLAGS) < 0)
 		return -1;
 	skb->mark = MARK_OVERLAY_KEYED;
 	return bpf_redirect(cfg->tunnel_ifindex, 0);
