@@ -42,6 +42,22 @@ def _status(host) -> dict:
     return json.loads(cli(host.agent, "cluster", "status", "-o", "json").stdout)
 
 
+def _reach(ha, client, address: str, hb, what: str, timeout: float = 90) -> None:
+    """Waits until a's client reaches ``address``; a failure says what a's host had
+    programmed for it and how both agents saw the mesh."""
+    try:
+        wait(lambda: http_ok(ha, client, address), timeout, what)
+    except RuntimeError as exc:
+        entries = [e for e in ha.agent.api("/v1/bpf/ipcache")
+                   if e["prefix"].split("/")[0] == address or e.get("tunnel_ip")]
+        raise AssertionError(
+            f"{exc}\nroutes of a:\n{in_netns(ha.netns, 'ip', 'route').stdout}"
+            f"\nipcache of a for {address} and tunnelled prefixes: {entries[:20]}"
+            f"\nstatus of a: {_status(ha)}\nstatus of b: {_status(hb)}"
+            f"\nagent log of a (end):\n{ha.agent.log()[-3000:]}"
+            f"\nagent log of b (end):\n{hb.agent.log()[-2000:]}") from None
+
+
 def _remote(host) -> dict:
     return _status(host)["clusters"][0]
 
@@ -83,7 +99,7 @@ def test_two_clusters_each_with_its_own_consul(mesh, tmp_path):
     gweb_b = hb2.run("cpy-mesh", "-l", "app=gweb", "--hostname", "gweb-b", command=SERVE)
     ip = {c: (h.docker.ip(c, "cpy-mesh"), h.docker.ip(c, "cpy-mesh", v6=True))
           for h, c in ((ha, client), (ha2, peer), (hb, server), (hb, other), (hb2, server2))}
-    wait(lambda: http_ok(ha, client, ip[server][0]), 60, "a to reach b")
+    _reach(ha, client, ip[server][0], hb, "a to reach b")
     wait(lambda: http_ok(ha2, peer, ip[server2][0]), 30, "a's second host to reach b's")
     for src_host, src, dst in ((ha, client, server), (hb, server, client),
                                (ha2, peer, server2), (hb2, server2, peer),
@@ -185,12 +201,7 @@ def test_native_routing_across_clusters(workdir, docker_ready):
         server = hb.run("cpy-mesh", "-l", "app=server", command=HTTPD)
         ip = {c: (h.docker.ip(c, "cpy-mesh"), h.docker.ip(c, "cpy-mesh", v6=True))
               for h, c in ((ha, client), (hb, server))}
-        try:
-            wait(lambda: http_ok(ha, client, ip[server][0]), 90, "a to reach b natively")
-        except RuntimeError as exc:  # say what a's host had programmed
-            raise AssertionError(f"{exc}\nroutes of a:\n{in_netns(ha.netns, 'ip', 'route').stdout}"
-                                 f"\nstatus of a: {_status(ha)}\nagent log of a (end):\n"
-                                 f"{ha.agent.log()[-3000:]}") from None
+        _reach(ha, client, ip[server][0], hb, "a to reach b natively")
         for src_host, src, dst in ((ha, client, server), (hb, server, client)):
             for address in ip[dst]:
                 assert ping_ok(src_host, src, address), f"{src_host.name} -> {address}"
