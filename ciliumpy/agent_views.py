@@ -32,6 +32,10 @@ class AgentViews:
                 view = agent.policy.view_of(endpoint.labels, endpoint.identity == INIT)
                 addresses = [a.split("/")[0] for a in endpoint.addresses]
                 l7 += l7_entries(addresses, view.counts, L7_KINDS)
+            if not l7:
+                # nothing is redirected to the proxy, so it judges nothing: the rest is
+                # O(cluster) to build (30,000 remote endpoints: ~0.2 s per change)
+                return {"identities": {}, "labels": {}, "names": {}, "l7": []}
             labels = labels_by_identity({**agent.policy.fqdn_labels(),
                                          **agent.policy.node_identities,
                                          **agent.policy.identities})

@@ -240,7 +240,9 @@ class ServiceManager:
             with self._mesh_lock:
                 names |= {n for n in self._mesh_dirty if n in self.services}
                 self._mesh_dirty = set()
-            if self._endpoints_changed:
+            if self._endpoints_changed and self.services:
+                # (with no service, listing the cluster's endpoints, O(them), waits for
+                # the first one: the flag stays set until then)
                 self._endpoints_changed = False
                 names |= self._selectors.affected(self._endpoints.update(self.endpoints()))
             for name in sorted(names):

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 from policies.identities import RESERVED
@@ -106,7 +107,11 @@ class ProxyStateWriter:
             if self._stop.is_set():
                 return
             self._stop.wait(0.01)  # coalesce a burst of changes
+            started = time.monotonic()
             self.write_now()
+            # a large cluster makes a build O(its endpoints): at most half the time
+            # building, however often the cluster changes
+            self._stop.wait(min(time.monotonic() - started, 1.0))
 
 
 def identities_from_ipcache(rows: Iterable[dict]) -> dict[str, int]:
