@@ -11,25 +11,12 @@ import pytest
 
 from ciliumpy import endpoint_records as records
 from state.kvstore.base import LeaseExpired
-from state.kvstore.consul import ConsulStore
-from state.kvstore.embedded import EmbeddedStore
-from tests.support.consul import ConsulAgent
-
-
-@pytest.fixture(scope="module")
-def consul_agent():
-    agent = ConsulAgent()
-    agent.start()
-    yield agent
-    agent.stop()
+from tests.support.consul import open_backend
 
 
 @pytest.fixture(params=["embedded", "consul"])
 def kv(request, tmp_path):
-    if request.param == "embedded":
-        store = EmbeddedStore(str(tmp_path / "kv.db"))
-    else:
-        store = ConsulStore({"consul.address": request.getfixturevalue("consul_agent").address})
+    store = open_backend(request, tmp_path)
     yield store
     for prefix in (records.PREFIX, records.REVISIONS):
         for pair in store.list(prefix):

@@ -12,24 +12,12 @@ import pytest
 
 from state.kvstore.base import LeaseExpired, LeaseKeeper
 from state.kvstore.consul import ConsulStore
-from state.kvstore.embedded import EmbeddedStore
-from tests.support.consul import ConsulAgent
-
-
-@pytest.fixture(scope="module")
-def consul_agent():
-    agent = ConsulAgent()
-    agent.start()
-    yield agent
-    agent.stop()
+from tests.support.consul import open_backend
 
 
 @pytest.fixture(params=["embedded", "consul"])
 def store(request, tmp_path):
-    if request.param == "embedded":
-        backend = EmbeddedStore(str(tmp_path / "kv.db"))
-    else:
-        backend = ConsulStore({"consul.address": request.getfixturevalue("consul_agent").address})
+    backend = open_backend(request, tmp_path)
     backend.test_prefix = f"ciliumpy/state/test/{uuid.uuid4().hex[:8]}/"
     yield backend
     for pair in backend.list(backend.test_prefix):

@@ -13,6 +13,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from state.kvstore.base import KVStore
+from state.kvstore.consul import ConsulStore
+from state.kvstore.embedded import EmbeddedStore
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -75,3 +79,11 @@ class ConsulAgent:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(20)
+
+
+def open_backend(request, tmp_path) -> KVStore:
+    """The backend ``request.param`` names: a SQLite file in ``tmp_path``, or a client of
+    the module's Consul agent (the ``consul_agent`` fixture)."""
+    if request.param == "embedded":
+        return EmbeddedStore(str(tmp_path / "kv.db"))
+    return ConsulStore({"consul.address": request.getfixturevalue("consul_agent").address})
