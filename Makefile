@@ -3,7 +3,7 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup agent test lint unit bench clean-host hubble-protos
+.PHONY: setup agent test soak lint unit bench clean-host hubble-protos
 
 setup:
 	./scripts/setup-host.sh
@@ -17,6 +17,10 @@ lint: setup
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest $(PYTEST_ARGS) tests
+
+# the variants kept out of `make test` for its time budget (pytest's last -m wins)
+soak: setup
+	$(VENV)/bin/pytest $(PYTEST_ARGS) -m soak tests
 
 unit: setup
 	$(VENV)/bin/pytest tests/unit
