@@ -186,6 +186,7 @@ def test_two_clusters_each_with_its_own_consul(mesh, tmp_path):
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.soak  # `make soak` (the 30-minute budget of `make test`): the mesh's VXLAN test stays
 def test_native_routing_across_clusters(workdir, docker_ready):
     """Native routing (no overlay): each host routes the other cluster's pools to the
     node that holds them, on the underlay; ping and TCP both ways, IPv4 and IPv6."""
